@@ -1,0 +1,64 @@
+// Package mdm reads the MDM's verdict on devices: a complete snapshot of
+// device records (Microsoft Graph managedDevices, or a JSON/CSV export from
+// any MDM) and the members of the policy's included and excluded groups.
+//
+// A Source returns either a complete snapshot or an error: a partial
+// snapshot is never returned, because the sync engine must not act on it.
+package mdm
+
+import (
+	"context"
+	"time"
+)
+
+// Compliance is the MDM's compliance state (Graph complianceState).
+type Compliance string
+
+// Compliance states, as Graph names them.
+const (
+	ComplianceUnknown       Compliance = "unknown"
+	ComplianceCompliant     Compliance = "compliant"
+	ComplianceNoncompliant  Compliance = "noncompliant"
+	ComplianceConflict      Compliance = "conflict"
+	ComplianceError         Compliance = "error"
+	ComplianceInGracePeriod Compliance = "inGracePeriod"
+	ComplianceConfigManager Compliance = "configManager"
+)
+
+// Record is one managed device as the MDM knows it.
+type Record struct {
+	ID                string     // MDM device id (Graph id); dedupe key
+	EASDeviceID       string     // join key to Exchange DeviceId (case-insensitive)
+	UserPrincipalName string     // owner's UPN
+	Email             string     // owner's e-mail address(es), as the MDM reports it
+	Compliance        Compliance //
+	EnrolledAt        time.Time  // enrolment time (zero if unknown)
+	LastSyncAt        time.Time  // last successful check-in with the MDM
+	Platform          string     // operating system: iOS, Android, Windows, …
+	OSVersion         string
+	Model             string
+}
+
+// Member is one user in a group, as the MDM's directory reports it.
+type Member struct {
+	ID                string
+	UserPrincipalName string
+	Mail              string
+}
+
+// Snapshot is a complete read of the MDM.
+type Snapshot struct {
+	Records []Record
+	// Groups maps a configured group id to its transitive user members.
+	Groups  map[string][]Member
+	TakenAt time.Time
+	// Pages and Requests describe the read, for metrics and logs.
+	Pages    int
+	Requests int
+}
+
+// Source reads a complete snapshot: every device record and the members of
+// the given groups. It returns an error, never a partial snapshot.
+type Source interface {
+	Snapshot(ctx context.Context, groups []string) (*Snapshot, error)
+}

@@ -1,0 +1,205 @@
+package runspace
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// The runspace wire protocol (DESIGN.md §3). Every protocol line on the
+// PowerShell process's stdin and stdout is FrameTag followed by the standard
+// base64 encoding of one UTF-8 JSON object, then "\n". Base64 makes the lines
+// immune to code pages and console wrapping; the tag lets the reader tell
+// protocol lines from diagnostics (banners, warnings) printed by Exchange.
+
+// FrameTag prefixes every protocol line, in both directions.
+const FrameTag = "EASC1 "
+
+// MaxLineBytes bounds one protocol line. A longer line is a protocol error:
+// it protects the reader from a runaway process.
+const MaxLineBytes = 16 << 20
+
+// ErrUntagged is returned by DecodeFrame for a line that is not a protocol
+// line. Such lines are diagnostics, not errors of the session.
+var ErrUntagged = errors.New("untagged line")
+
+// Request is one cmdlet invocation, sent as one line.
+//
+// Args maps parameter names to values that the bootstrap binds as data by
+// splatting. Allowed value types: string, bool (true = switch present),
+// numbers, []string, ListEdit (becomes @{Add=…;Remove=…}) and nil ($null).
+type Request struct {
+	ID     uint64         `json:"id"`
+	Cmd    string         `json:"cmd"`
+	Args   map[string]any `json:"args,omitempty"`
+	Select []string       `json:"select,omitempty"`
+}
+
+// ListEdit is the wire form of a multi-valued property edit,
+// @{Add=…;Remove=…} in PowerShell.
+type ListEdit struct {
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// RemoteError describes a PowerShell ErrorRecord or an initialisation failure.
+type RemoteError struct {
+	Type     string `json:"type,omitempty"`     // exception type name
+	Category string `json:"category,omitempty"` // ErrorCategoryInfo.Category
+	FQID     string `json:"fqid,omitempty"`     // FullyQualifiedErrorId
+	Msg      string `json:"msg"`
+}
+
+func (e *RemoteError) Error() string {
+	if e.Type != "" {
+		return e.Type + ": " + e.Msg
+	}
+	return e.Msg
+}
+
+// Frame is one line written by the bootstrap. Exactly one of the following
+// shapes is set:
+//   - Ready: the bootstrap loaded Exchange; Host, Exchange and PS describe it.
+//   - InitErr: the bootstrap could not load Exchange; the session is unusable.
+//   - Obj: one output object of request ID.
+//   - End: request ID finished successfully after Count objects.
+//   - Err: request ID failed (objects already sent stay valid).
+type Frame struct {
+	ID       uint64          `json:"id,omitempty"`
+	Obj      json.RawMessage `json:"obj,omitempty"`
+	End      bool            `json:"end,omitempty"`
+	Count    int             `json:"count,omitempty"`
+	Err      *RemoteError    `json:"err,omitempty"`
+	Ready    bool            `json:"ready,omitempty"`
+	InitErr  *RemoteError    `json:"initerr,omitempty"`
+	Host     string          `json:"host,omitempty"`
+	Exchange string          `json:"exchange,omitempty"`
+	PS       string          `json:"ps,omitempty"`
+}
+
+// SessionConfig is the second stdin line, read by stage 1 before it loads
+// Exchange. It is data, decoded with ConvertFrom-Json, never executed.
+type SessionConfig struct {
+	Mode          string `json:"mode"`          // "remoting" or "snapin"
+	ConnectionURI string `json:"connectionUri"` // remoting: http://<cas>/PowerShell/
+}
+
+// EncodeLine returns FrameTag + base64(JSON(v)) + "\n".
+func EncodeLine(v any) ([]byte, error) {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode frame: %w", err)
+	}
+	n := len(FrameTag) + base64.StdEncoding.EncodedLen(len(js)) + 1
+	out := make([]byte, n)
+	copy(out, FrameTag)
+	base64.StdEncoding.Encode(out[len(FrameTag):], js)
+	out[n-1] = '\n'
+	return out, nil
+}
+
+// decodePayload strips the tag, whitespace inside the payload (consoles may
+// wrap long lines) and decodes the base64 JSON into v.
+func decodePayload(line []byte, v any) error {
+	line = bytes.TrimRight(line, "\r\n")
+	// A BOM may precede the first line of a Windows console stream.
+	line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf"))
+	if !bytes.HasPrefix(line, []byte(FrameTag)) {
+		return ErrUntagged
+	}
+	if len(line) > MaxLineBytes {
+		return fmt.Errorf("frame of %d bytes exceeds limit of %d", len(line), MaxLineBytes)
+	}
+	payload := line[len(FrameTag):]
+	if bytes.ContainsAny(payload, " \t\r\n") {
+		payload = bytes.Map(func(r rune) rune {
+			switch r {
+			case ' ', '\t', '\r', '\n':
+				return -1
+			}
+			return r
+		}, payload)
+	}
+	raw := make([]byte, base64.StdEncoding.DecodedLen(len(payload)))
+	n, err := base64.StdEncoding.Decode(raw, payload)
+	if err != nil {
+		return fmt.Errorf("frame base64: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw[:n]))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("frame json: %w", err)
+	}
+	if dec.More() {
+		return errors.New("frame json: trailing data")
+	}
+	return nil
+}
+
+// DecodeFrame decodes one line written by the bootstrap. It returns
+// ErrUntagged for diagnostics lines.
+func DecodeFrame(line []byte) (Frame, error) {
+	var f Frame
+	if err := decodePayload(line, &f); err != nil {
+		return Frame{}, err
+	}
+	if err := f.validate(); err != nil {
+		return Frame{}, err
+	}
+	return f, nil
+}
+
+func (f *Frame) validate() error {
+	shapes := 0
+	if f.Ready {
+		shapes++
+	}
+	if f.InitErr != nil {
+		shapes++
+	}
+	if f.Obj != nil {
+		shapes++
+	}
+	if f.End {
+		shapes++
+	}
+	if f.Err != nil {
+		shapes++
+	}
+	if shapes != 1 {
+		return fmt.Errorf("frame: want exactly one of ready, initerr, obj, end, err; got %d", shapes)
+	}
+	if (f.Obj != nil || f.End || f.Err != nil) && f.ID == 0 {
+		return errors.New("frame: response without request id")
+	}
+	if f.Count < 0 {
+		return fmt.Errorf("frame: negative count %d", f.Count)
+	}
+	return nil
+}
+
+// DecodeRequest decodes one request line (the simulator's side). Numbers in
+// Args decode as json.Number so that nothing is lost.
+func DecodeRequest(line []byte) (Request, error) {
+	var r Request
+	if err := decodePayload(line, &r); err != nil {
+		return Request{}, err
+	}
+	if r.ID == 0 {
+		return Request{}, errors.New("request: missing id")
+	}
+	if r.Cmd == "" {
+		return Request{}, errors.New("request: missing cmd")
+	}
+	return r, nil
+}
+
+// DecodeSessionConfig decodes the SessionConfig line.
+func DecodeSessionConfig(line []byte) (SessionConfig, error) {
+	var c SessionConfig
+	if err := decodePayload(line, &c); err != nil {
+		return SessionConfig{}, err
+	}
+	return c, nil
+}
