@@ -37,6 +37,13 @@ type Record struct {
 	Platform          string     // operating system: iOS, Android, Windows, …
 	OSVersion         string
 	Model             string
+	EASActivated      bool   // Graph easActivated: the MDM saw the device activate EAS
+	ManagementAgent   string // Graph managementAgent: mdm, easMdm, eas, …
+	// Conflict is set when another user's record (by UPN, or e-mail when
+	// there is no UPN, case-insensitively) carries the same EASDeviceID
+	// (case-insensitively): a cloned or spoofed id, or a phone that changed
+	// hands, which the sync must not take on trust and should report.
+	Conflict bool
 }
 
 // Member is one user in a group, as the MDM's directory reports it.
@@ -55,7 +62,19 @@ type Snapshot struct {
 	// Pages and Requests describe the read, for metrics and logs.
 	Pages    int
 	Requests int
+	// NoEASID counts records the MDM holds without an easDeviceId: they are
+	// left out of Records (nothing can join on them) but still count
+	// towards the snapshot's size, see Total.
+	NoEASID int
+	// Conflicts counts the EAS device ids that appear on records of more
+	// than one user; every such record has Conflict set.
+	Conflicts int
 }
+
+// Total is the number of device records the MDM returned, including those
+// without an EAS device id: the figure to compare with the last good
+// snapshot when judging whether a read is complete.
+func (s *Snapshot) Total() int { return len(s.Records) + s.NoEASID }
 
 // Source reads a complete snapshot: every device record and the members of
 // the given groups. It returns an error, never a partial snapshot.
