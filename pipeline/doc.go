@@ -1,0 +1,56 @@
+// Package pipeline manages one sync of EAS device access with MDM
+// compliance: it decides, per Exchange device partnership, whether the
+// device belongs in the mailbox's ActiveSyncAllowedDeviceIDs, in its
+// ActiveSyncBlockedDeviceIDs or in neither, and plans the smallest edit of
+// those lists that gets there without touching what an Exchange
+// administrator put there.
+//
+// This file set is the pure core the staged sync (discover → join → decide →
+// plan → guard → apply → notify → report) is built on:
+//
+//   - Policy, Decide: the decision table of DESIGN.md §4, first matching
+//     row wins. Decide is a pure function of the policy, one device's Input
+//     and the time; it allocates nothing.
+//   - Scope, Join, Index: who is targeted (included/excluded groups of the
+//     MDM snapshot) and the MDM record of an EAS device id.
+//   - PlanMailbox: one mailbox's current lists, the entries we own and the
+//     decisions of its devices → a MailboxPlan (one Set-CASMailbox with
+//     @{Add=…;Remove=…} per list), conflicts with administrator entries and
+//     the ownership after the write. Planning again against the written
+//     lists gives an empty plan.
+//   - CheckSnapshot, CheckBlastRadius, HeldPlan: the fail-static guards of
+//     DESIGN.md §6, and a held plan that `sync --approve ID` applies later.
+//   - State, Audit: the only authoritative files (state_dir/state.json,
+//     written atomically; state_dir/audit.jsonl, append-only).
+//   - StageMetrics, SyncResult: one wrapper that times and counts every
+//     stage, and the record of a finished sync that the server shows.
+//
+// Nothing here does I/O except State, Audit and HeldPlan, which read and
+// write files in the state directory. Decide, PlanMailbox, the guards and
+// Index are safe for concurrent use; State's methods are safe for concurrent
+// use, its fields are not; Audit is safe for concurrent use.
+//
+// # Errors
+//
+// Infrastructure failures (config, all CAS unreachable, MDM unreadable) are
+// returned and stop the sync before any write. Per-device and per-mailbox
+// failures are recorded on the item, counted, logged at a bounded rate, and
+// retried next sync: one bad mailbox never cancels the others.
+//
+// In this core that means: an invalid policy, an MDM snapshot missing a
+// configured group, an unreadable or too-new state file and a tripped guard
+// are errors; a device whose DeviceId fails validation is a decision
+// (NoChange, InvalidDeviceId), an administrator entry that contradicts the
+// policy is a Conflict on its MailboxPlan, and neither stops anything.
+//
+// # Ownership
+//
+// Exchange is the source of truth for what is applied; the connector owns
+// only the list entries it wrote (State.Owned). An entry present but not
+// owned is the administrator's: it is never removed, and where it
+// contradicts a decision the plan reports a Conflict (reason AdminOverride)
+// and yields to it. Entries present before the first full sync become ours
+// only when adopt_existing is set (State.MayAdopt); after a lost or corrupt
+// state file nothing is adopted, so entries we wrote earlier are treated as
+// the administrator's until someone removes them.
+package pipeline

@@ -1,0 +1,208 @@
+package pipeline
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/easconnector/easconnector/exchange"
+)
+
+// HeldDir is the directory of held plans inside the state directory.
+const HeldDir = "held"
+
+// maxHeldBytes bounds a held plan file (a plan for every device of a
+// 200,000-device fleet is a few tens of megabytes).
+const maxHeldBytes = 512 << 20
+
+// ErrHeldPlanNotFound is wrapped when no held plan has the requested id.
+var ErrHeldPlanNotFound = errors.New("held plan not found")
+
+var heldIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// HeldPlan is a plan a guard stopped: kept in state_dir/held/<ID>.json for
+// review (`plan --show ID`) and applied as is by `sync --approve ID`.
+type HeldPlan struct {
+	// ID is 128 random bits in hex: a held plan cannot be approved by
+	// guessing its id.
+	ID        string    `json:"id"`
+	SyncID    string    `json:"sync_id"`
+	CreatedAt time.Time `json:"created_at"`
+	Kind      SyncKind  `json:"kind"`
+	// Reason is the guard's message.
+	Reason  string     `json:"reason"`
+	Devices int        `json:"devices"`
+	Counts  PlanCounts `json:"counts"`
+	// Plans are the mailboxes with a write; empty plans are not kept.
+	Plans []MailboxPlan `json:"plans"`
+}
+
+// NewHeldPlan keeps the non-empty plans of a sync that guard stopped.
+func NewHeldPlan(syncID string, kind SyncKind, plans []MailboxPlan, devices int, guard error, now time.Time) (*HeldPlan, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("held plan id: %w", err)
+	}
+	hp := &HeldPlan{
+		ID: hex.EncodeToString(b[:]), SyncID: syncID, CreatedAt: now.UTC(), Kind: kind, Devices: devices,
+	}
+	if guard != nil {
+		hp.Reason = guard.Error()
+	}
+	for i := range plans {
+		if !plans[i].Empty() {
+			hp.Plans = append(hp.Plans, plans[i])
+		}
+	}
+	hp.Counts = CountPlans(hp.Plans)
+	return hp, nil
+}
+
+// Validate checks a held plan read back from disk, where anyone with
+// access to the state directory could have edited it: the id is well
+// formed, every mailbox is named once and every device id in an edit
+// passes exchange.ValidDeviceID.
+func (hp *HeldPlan) Validate() error {
+	if !heldIDRe.MatchString(hp.ID) {
+		return fmt.Errorf("held plan: id %q is not 32 lower-case hex digits", hp.ID)
+	}
+	seen := make(map[string]bool, len(hp.Plans))
+	for i := range hp.Plans {
+		p := &hp.Plans[i]
+		if strings.TrimSpace(p.Identity) == "" {
+			return fmt.Errorf("held plan %s: plans[%d]: empty mailbox identity", hp.ID, i)
+		}
+		k := strings.ToLower(p.Identity)
+		if seen[k] {
+			return fmt.Errorf("held plan %s: plans[%d]: mailbox %s appears twice", hp.ID, i, p.Identity)
+		}
+		seen[k] = true
+		for _, ids := range [][]string{p.Allowed.Add, p.Allowed.Remove, p.Blocked.Add, p.Blocked.Remove, p.NewOwned.Allowed, p.NewOwned.Blocked} {
+			for _, id := range ids {
+				if !exchange.ValidDeviceID(id) {
+					return fmt.Errorf("held plan %s: mailbox %s: device id %q: %w", hp.ID, p.Identity, id, exchange.ErrInvalidDeviceID)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// CheckApprovable refuses a plan older than maxAge: the fleet it was
+// computed for has moved on, and a fresh sync should be planned instead.
+// maxAge <= 0 accepts any age.
+func (hp *HeldPlan) CheckApprovable(now time.Time, maxAge time.Duration) error {
+	if maxAge > 0 && now.Sub(hp.CreatedAt) > maxAge {
+		return fmt.Errorf("held plan %s was made %s ago, more than %s: run a new sync and review its plan", hp.ID, now.Sub(hp.CreatedAt).Round(time.Second), maxAge)
+	}
+	return nil
+}
+
+// SaveHeldPlan writes hp to dir/held/<ID>.json atomically.
+func SaveHeldPlan(dir string, hp *HeldPlan) error {
+	if err := hp.Validate(); err != nil {
+		return fmt.Errorf("save %w", err)
+	}
+	hd := filepath.Join(dir, HeldDir)
+	if err := os.MkdirAll(hd, 0o700); err != nil {
+		return fmt.Errorf("save held plan %s: %w", hp.ID, err)
+	}
+	data, err := json.MarshalIndent(hp, "", " ")
+	if err != nil {
+		return fmt.Errorf("save held plan %s: %w", hp.ID, err)
+	}
+	if err := writeFileAtomic(hd, hp.ID+".json", append(data, '\n')); err != nil {
+		return fmt.Errorf("save held plan %s: %w", hp.ID, err)
+	}
+	return nil
+}
+
+// LoadHeldPlan reads and validates dir/held/<id>.json. The id is checked
+// before it becomes part of a path.
+func LoadHeldPlan(dir, id string) (*HeldPlan, error) {
+	if !heldIDRe.MatchString(id) {
+		return nil, fmt.Errorf("held plan id %q: want 32 lower-case hex digits", id)
+	}
+	path := filepath.Join(dir, HeldDir, id+".json")
+	data, err := readFileLimited(path, maxHeldBytes)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("held plan %s: %w", id, ErrHeldPlanNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load held plan %s: %w", id, err)
+	}
+	hp, err := DecodeHeldPlan(data)
+	if err != nil {
+		return nil, fmt.Errorf("load held plan %s: %w", path, err)
+	}
+	if hp.ID != id {
+		return nil, fmt.Errorf("load held plan %s: file holds plan %q", path, hp.ID)
+	}
+	return hp, nil
+}
+
+// DecodeHeldPlan parses and validates a held plan.
+func DecodeHeldPlan(data []byte) (*HeldPlan, error) {
+	var hp HeldPlan
+	if err := json.Unmarshal(data, &hp); err != nil {
+		return nil, fmt.Errorf("decode held plan: %w", err)
+	}
+	if err := hp.Validate(); err != nil {
+		return nil, err
+	}
+	return &hp, nil
+}
+
+// ListHeldPlans returns the held plans in dir, oldest first, without their
+// Plans (load one with LoadHeldPlan). Files that do not decode are skipped
+// and reported in the error, which is non-nil only then.
+func ListHeldPlans(dir string) ([]*HeldPlan, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, HeldDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list held plans: %w", err)
+	}
+	var out []*HeldPlan
+	var errs []error
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !heldIDRe.MatchString(id) || !e.Type().IsRegular() {
+			continue
+		}
+		hp, err := LoadHeldPlan(dir, id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		hp.Plans = nil
+		out = append(out, hp)
+	}
+	slices.SortFunc(out, func(a, b *HeldPlan) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, errors.Join(errs...)
+}
+
+// RemoveHeldPlan deletes a held plan once it is applied or rejected.
+func RemoveHeldPlan(dir, id string) error {
+	if !heldIDRe.MatchString(id) {
+		return fmt.Errorf("held plan id %q: want 32 lower-case hex digits", id)
+	}
+	err := os.Remove(filepath.Join(dir, HeldDir, id+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("held plan %s: %w", id, ErrHeldPlanNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("remove held plan %s: %w", id, err)
+	}
+	return syncDir(filepath.Join(dir, HeldDir))
+}

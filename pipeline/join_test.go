@@ -1,0 +1,142 @@
+package pipeline
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/easconnector/easconnector/loadtest/population"
+	"github.com/easconnector/easconnector/mdm"
+)
+
+func TestScope(t *testing.T) {
+	snap := &mdm.Snapshot{Groups: map[string][]mdm.Member{
+		"inc": {
+			{UserPrincipalName: "Alice.Anderson1@contoso.com"},
+			{Mail: "BOB@contoso.com"},
+			{UserPrincipalName: "carol@corp.local", Mail: "carol@contoso.com"},
+		},
+		"exc": {{UserPrincipalName: "carol@corp.local"}},
+	}}
+	p := testPolicy()
+	s, err := NewScope(p, snap)
+	if err != nil {
+		t.Fatalf("NewScope() = %v", err)
+	}
+	f := func(u User, want Membership) {
+		t.Helper()
+		if got := s.Of(u); got != want {
+			t.Errorf("Of(%+v) = %+v, want %+v", u, got, want)
+		}
+	}
+	f(alice, Membership{Included: true})
+	f(User{PrimarySmtp: "alice.anderson1@CONTOSO.com"}, Membership{Included: true})
+	f(User{PrimarySmtp: "bob@contoso.com"}, Membership{Included: true})
+	f(User{PrimarySmtp: "carol@contoso.com", UPN: "carol@corp.local"}, Membership{Included: true, Excluded: true})
+	f(User{PrimarySmtp: "dan@contoso.com"}, Membership{})
+	f(User{}, Membership{})
+
+	p.ExcludedGroups = []string{"exc", "gone"}
+	if _, err := NewScope(p, snap); err == nil || !strings.Contains(err.Error(), "excluded group gone") {
+		t.Errorf("NewScope(missing excluded group) = %v, want an error naming it", err)
+	}
+	if _, err := NewScope(p, nil); err == nil {
+		t.Error("NewScope(nil snapshot) = nil error")
+	}
+}
+
+func TestJoin(t *testing.T) {
+	t0 := now.Add(-time.Hour)
+	recs := []mdm.Record{
+		{ID: "1", EASDeviceID: "ApplAAA", UserPrincipalName: "alice@contoso.com", LastSyncAt: t0},
+		{ID: "2", EASDeviceID: "applaaa", UserPrincipalName: "mallory@contoso.com", LastSyncAt: t0.Add(time.Minute)},
+		{ID: "3", EASDeviceID: "ApplBBB", UserPrincipalName: "bob@contoso.com", LastSyncAt: t0, Compliance: mdm.ComplianceNoncompliant},
+		{ID: "3", EASDeviceID: "ApplBBB", UserPrincipalName: "bob@contoso.com", LastSyncAt: t0.Add(time.Hour), Compliance: mdm.ComplianceCompliant},
+		{ID: "3", EASDeviceID: "ApplBBB", UserPrincipalName: "bob@contoso.com", LastSyncAt: t0.Add(-time.Hour), Compliance: mdm.ComplianceError},
+		{ID: "4", EASDeviceID: "", UserPrincipalName: "carol@contoso.com"},
+		{ID: "5", EASDeviceID: "ApplCCC", UserPrincipalName: "carol@contoso.com", LastSyncAt: t0},
+		{ID: "6", EASDeviceID: "APPLCCC", UserPrincipalName: "Carol@contoso.com", LastSyncAt: t0.Add(time.Minute), Compliance: mdm.ComplianceCompliant},
+	}
+	ix := Join(recs)
+	if ix.Len() != 3 || ix.Duplicates != 2 || ix.NoEASID != 1 {
+		t.Errorf("Join() Len=%d Duplicates=%d NoEASID=%d, want 3, 2, 1", ix.Len(), ix.Duplicates, ix.NoEASID)
+	}
+	want := []Collision{{EASDeviceID: "applaaa", Users: []string{"alice@contoso.com", "mallory@contoso.com"}}}
+	if !reflect.DeepEqual(ix.Collisions, want) {
+		t.Errorf("Collisions = %+v, want %+v", ix.Collisions, want)
+	}
+	f := func(id string, u User, wantID string, wantSame bool) {
+		t.Helper()
+		r, same := ix.Lookup(id, u)
+		gotID := ""
+		if r != nil {
+			gotID = r.ID
+		}
+		if gotID != wantID || same != wantSame {
+			t.Errorf("Lookup(%q, %s) = %q, %v; want %q, %v", id, u.PrimarySmtp, gotID, same, wantID, wantSame)
+		}
+	}
+	f("APPLAAA", User{PrimarySmtp: "alice@contoso.com"}, "1", true) // own record preferred over a newer one
+	f("applaaa", User{PrimarySmtp: "mallory@contoso.com"}, "2", true)
+	f("ApplAAA", User{PrimarySmtp: "eve@contoso.com"}, "2", false) // latest check-in of anyone
+	f("applbbb", User{PrimarySmtp: "bob@contoso.com"}, "3", true)
+	if r, _ := ix.Lookup("applbbb", User{}); r == nil || r.Compliance != mdm.ComplianceCompliant {
+		t.Errorf("duplicate MDM id: kept %+v, want the latest check-in (compliant)", r)
+	}
+	f("applccc", User{PrimarySmtp: "carol@contoso.com"}, "6", true) // same user twice: latest wins, no collision
+	f("ApplZZZ", alice, "", false)
+	f("", alice, "", false)
+}
+
+// TestJoinPopulation joins a generated fleet the way the sync will and
+// checks the decisions add up: every device decided, exempt users never
+// blocked.
+func TestJoinPopulation(t *testing.T) {
+	pop := population.Generate(population.Options{Seed: 7, Devices: 3000, Now: now})
+	snap := &mdm.Snapshot{Groups: map[string][]mdm.Member{}}
+	for _, r := range pop.MDM {
+		snap.Records = append(snap.Records, mdm.Record{
+			ID: r.ID, EASDeviceID: r.EASDeviceID, UserPrincipalName: r.UserPrincipalName, Email: r.Email,
+			Compliance: mdm.Compliance(r.ComplianceState), EnrolledAt: r.EnrolledAt, LastSyncAt: r.LastSyncAt,
+		})
+	}
+	for _, g := range []population.Group{pop.Included, pop.Excluded} {
+		snap.Groups[g.ID] = []mdm.Member{}
+		for _, mi := range g.Members {
+			snap.Groups[g.ID] = append(snap.Groups[g.ID], mdm.Member{UserPrincipalName: pop.Mailboxes[mi].UPN})
+		}
+	}
+	p := testPolicy()
+	p.IncludedGroups, p.ExcludedGroups = []string{pop.Included.ID}, []string{pop.Excluded.ID}
+	scope, err := NewScope(p, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := Join(snap.Records)
+	if len(ix.Collisions) != 0 {
+		t.Errorf("generated fleet has collisions: %+v", ix.Collisions)
+	}
+	var tally Tally
+	for _, d := range pop.Devices {
+		mb := pop.Mailboxes[d.Mailbox]
+		u := User{PrimarySmtp: mb.PrimarySmtp, UPN: mb.UPN}
+		rec, same := ix.Lookup(d.DeviceID, u)
+		in := Input{Device: iphone(d.DeviceID), User: u, Scope: scope.Of(u), Record: rec, SameUser: same}
+		dec, r := Decide(p, in, now)
+		if in.Scope.Excluded && dec == Block {
+			t.Fatalf("exempt user's device %s blocked (%s)", d.DeviceID, r)
+		}
+		tally.Add(dec, r)
+	}
+	var res SyncResult
+	tally.Fill(&res)
+	total := 0
+	for _, n := range res.CountsByDecision {
+		total += n
+	}
+	if total != len(pop.Devices) || res.CountsByReason[ReasonCompliant] == 0 || res.CountsByReason[ReasonNotEnrolled] == 0 ||
+		res.CountsByReason[ReasonExempt] == 0 || res.CountsByReason[ReasonNotCompliant] == 0 {
+		t.Errorf("tally = %v / %v over %d devices", res.CountsByDecision, res.CountsByReason, len(pop.Devices))
+	}
+}
