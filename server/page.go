@@ -1,0 +1,288 @@
+package server
+
+import (
+	"bytes"
+	"crypto/rand"
+	_ "embed"
+	"encoding/base64"
+	"fmt"
+	"html/template"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed page.html.tmpl
+var pageTemplate string
+
+// Limits of the status page's tables.
+const (
+	pageSyncs   = 10
+	pageChanges = 25
+)
+
+type pageRenderer struct {
+	tmpl *template.Template
+}
+
+func newPageRenderer() (*pageRenderer, error) {
+	t, err := template.New("page").Funcs(template.FuncMap{
+		"num":   num,
+		"lower": strings.ToLower,
+	}).Option("missingkey=error").Parse(pageTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("server: parse status page template: %w", err)
+	}
+	return &pageRenderer{tmpl: t}, nil
+}
+
+// pageData is what the status page template sees.
+type pageData struct {
+	Nonce        string
+	Version      string
+	Status       Status
+	Updated      string
+	TokenEnabled bool
+	Syncs        []syncRow
+	Changes      []changeRow
+	Chart        *barChart
+	ChartTitle   string
+	LastFull     *syncRow
+	LastQuick    *syncRow
+	Running      *syncRow
+	NextQuick    timeCell
+	NextFull     timeCell
+	Plan         *planBox
+}
+
+type timeCell struct {
+	Abs string // "2026-06-10 03:00:05"
+	Rel string // "5m ago", "in 1h 2m"
+}
+
+type syncRow struct {
+	SyncResult
+	Started  timeCell
+	Duration string
+	Counts   string // "Allow 1,234 · Block 56 · Default 7"
+}
+
+type changeRow struct {
+	Change
+	At timeCell
+}
+
+type planBox struct {
+	PlanSummary
+	Created timeCell
+	URL     string
+}
+
+// barChart is a horizontal bar chart of device counts, laid out here so
+// that the template only places numbers.
+type barChart struct {
+	Width, Height int
+	Total         int
+	Bars          []chartBar
+}
+
+type chartBar struct {
+	Label   string
+	Count   int
+	Percent string
+	Class   string
+	Y       int // top of the row
+	BarY    int
+	BarW    int
+	TextX   int
+}
+
+const (
+	chartLabelW = 96
+	chartBarMax = 300
+	chartRowH   = 30
+	chartBarH   = 20
+)
+
+func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
+	if !noParams(w, r) {
+		return
+	}
+	ctx, cancel := s.backendCtx(r)
+	defer cancel()
+	now := time.Now()
+	d := &pageData{
+		Nonce:        nonce(),
+		Version:      s.opts.Version,
+		Status:       s.status(ctx),
+		Updated:      now.In(s.opts.Location).Format("2006-01-02 15:04:05 MST"),
+		TokenEnabled: s.tokenHash != nil,
+	}
+	st := &d.Status
+	for _, sr := range s.opts.Backend.Syncs(ctx, pageSyncs) {
+		d.Syncs = append(d.Syncs, s.syncRow(sr, now))
+	}
+	for _, c := range s.opts.Backend.Changes(ctx, pageChanges) {
+		d.Changes = append(d.Changes, changeRow{Change: c, At: s.timeCell(c.Time, now)})
+	}
+	if st.LastFull != nil {
+		row := s.syncRow(*st.LastFull, now)
+		d.LastFull = &row
+		d.Chart = s.chart(st.LastFull.Counts)
+		d.ChartTitle = "after the last full sync, " + row.Started.Abs
+	}
+	if st.LastQuick != nil {
+		row := s.syncRow(*st.LastQuick, now)
+		d.LastQuick = &row
+	}
+	if st.Running != nil {
+		row := s.syncRow(*st.Running, now)
+		d.Running = &row
+	}
+	d.NextQuick, d.NextFull = s.timeCell(st.NextQuick, now), s.timeCell(st.NextFull, now)
+	if p := st.HeldPlan; p != nil {
+		d.Plan = &planBox{PlanSummary: *p, Created: s.timeCell(p.Created, now), URL: "/api/v1/plans/" + p.ID}
+	}
+
+	var buf bytes.Buffer
+	if err := s.page.tmpl.Execute(&buf, d); err != nil {
+		s.log.Error("render status page", "err", err)
+		writeError(w, http.StatusInternalServerError, "render status page: %v", err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+d.Nonce+"'; script-src 'nonce-"+d.Nonce+
+		"'; connect-src 'self'; img-src data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(http.StatusOK)
+	w.Write(buf.Bytes())
+}
+
+func nonce() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:]) // no + or /: nothing for html/template to escape
+}
+
+func (s *Server) timeCell(t, now time.Time) timeCell {
+	if t.IsZero() {
+		return timeCell{Abs: "—", Rel: ""}
+	}
+	d := t.Sub(now)
+	rel := "in " + human(d)
+	if d < 0 {
+		rel = human(-d) + " ago"
+	}
+	if d > -time.Second && d < time.Second {
+		rel = "now"
+	}
+	return timeCell{Abs: t.In(s.opts.Location).Format("2006-01-02 15:04:05"), Rel: rel}
+}
+
+func (s *Server) syncRow(sr SyncResult, now time.Time) syncRow {
+	row := syncRow{SyncResult: sr, Started: s.timeCell(sr.Start, now)}
+	switch {
+	case !sr.End.IsZero():
+		row.Duration = human(sr.End.Sub(sr.Start))
+	case sr.Result == ResultRunning:
+		row.Duration = human(now.Sub(sr.Start)) + " so far"
+	}
+	var parts []string
+	for _, k := range s.orderedKeys(sr.Counts) {
+		parts = append(parts, k+" "+num(sr.Counts[k]))
+	}
+	row.Counts = strings.Join(parts, " · ")
+	return row
+}
+
+// orderedKeys returns the decisions of counts, the known ones first in
+// their configured order.
+func (s *Server) orderedKeys(counts map[string]int) []string {
+	var keys, rest []string
+	for _, d := range s.opts.Decisions {
+		if _, ok := counts[d]; ok {
+			keys = append(keys, d)
+		}
+	}
+	for k := range counts {
+		if !slices.Contains(keys, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	return append(keys, rest...)
+}
+
+func (s *Server) chart(counts map[string]int) *barChart {
+	keys := s.orderedKeys(counts)
+	if len(keys) == 0 {
+		return nil
+	}
+	c := &barChart{Width: chartLabelW + chartBarMax + 120, Height: len(keys) * chartRowH}
+	most := 0
+	for _, k := range keys {
+		c.Total += counts[k]
+		most = max(most, counts[k])
+	}
+	for i, k := range keys {
+		n := counts[k]
+		b := chartBar{Label: k, Count: n, Y: i * chartRowH, BarY: i*chartRowH + (chartRowH-chartBarH)/2, Class: "bar-other"}
+		switch strings.ToLower(k) {
+		case "allow":
+			b.Class = "bar-allow"
+		case "block":
+			b.Class = "bar-block"
+		case "default":
+			b.Class = "bar-default"
+		}
+		if most > 0 {
+			b.BarW = n * chartBarMax / most
+			if n > 0 && b.BarW == 0 {
+				b.BarW = 1
+			}
+		}
+		if c.Total > 0 {
+			b.Percent = strconv.FormatFloat(100*float64(n)/float64(c.Total), 'f', 1, 64) + "%"
+		}
+		b.TextX = chartLabelW + b.BarW + 6
+		c.Bars = append(c.Bars, b)
+	}
+	return c
+}
+
+// human formats a duration for people: "45s", "12m 5s", "3h 20m", "2d 4h".
+func human(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm %ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh %dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd %dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// num formats an integer with thousands separators: 12,345.
+func num(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
