@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -126,6 +127,40 @@ type ExchangeServer struct {
 	ServerRole          []string `json:"ServerRole"`
 	AdminDisplayVersion string   `json:"AdminDisplayVersion"`
 	Site                string   `json:"Site"`
+}
+
+// UnmarshalJSON accepts ServerRole as a list or as the string PowerShell
+// makes of Exchange's flags enum ("Mailbox, ClientAccess").
+func (s *ExchangeServer) UnmarshalJSON(b []byte) error {
+	type plain ExchangeServer
+	var w struct {
+		plain
+		ServerRole json.RawMessage `json:"ServerRole"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*s = ExchangeServer(w.plain)
+	s.ServerRole = nil
+	if len(w.ServerRole) == 0 || string(w.ServerRole) == "null" {
+		return nil
+	}
+	if w.ServerRole[0] == '"' {
+		var flags string
+		if err := json.Unmarshal(w.ServerRole, &flags); err != nil {
+			return fmt.Errorf("ServerRole: %w", err)
+		}
+		for r := range strings.SplitSeq(flags, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				s.ServerRole = append(s.ServerRole, r)
+			}
+		}
+		return nil
+	}
+	if err := json.Unmarshal(w.ServerRole, &s.ServerRole); err != nil {
+		return fmt.Errorf("ServerRole: %w", err)
+	}
+	return nil
 }
 
 var deviceIDRe = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)

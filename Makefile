@@ -1,0 +1,41 @@
+# easconnector — see README.md for the targets.
+
+GO      ?= go
+BIN     ?= bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+# Benchmark packages that exist (bench/ may be empty).
+BENCH_PKGS = $(shell $(GO) list ./bench/... ./exchange/... ./runspace/... 2>/dev/null)
+
+.PHONY: all build test bench demo loadtest lint cross clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# The fast suite: race detector on, long cases skipped.
+test:
+	$(GO) test -race -short -timeout 10m ./...
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem $(BENCH_PKGS)
+
+demo: build
+	BIN=$(BIN) ./scripts/demo.sh
+
+loadtest:
+	$(GO) test -run Load -timeout 30m ./loadtest/...
+
+lint:
+	@unformatted=$$(gofmt -l . 2>&1); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l reports:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+cross:
+	GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-amd64/ ./cmd/...
+	GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/windows-amd64/ ./cmd/...
+
+clean:
+	rm -rf $(BIN) dist demo-state

@@ -1,0 +1,90 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/easconnector/easconnector/runspace"
+)
+
+// Password reads the Exchange service account's password.
+func (e *Exchange) Password() (string, error) {
+	return ReadSecret("exchange.password", e.PasswordEnv, e.PasswordFile)
+}
+
+// ClientSecret reads the Graph app's client secret; "" when the app
+// authenticates with a certificate.
+func (m *MDM) ClientSecret() (string, error) {
+	if m.ClientSecretEnv == "" && m.ClientSecretFile == "" {
+		return "", nil
+	}
+	return ReadSecret("mdm.client_secret", m.ClientSecretEnv, m.ClientSecretFile)
+}
+
+// Token reads the admin API's bearer token; "" when none is configured.
+func (s *Server) Token() (string, error) {
+	if s.TokenEnv == "" && s.TokenFile == "" {
+		return "", nil
+	}
+	return ReadSecret("server.token", s.TokenEnv, s.TokenFile)
+}
+
+// Password reads the SMTP password; "" when none is configured.
+func (n *Notify) Password() (string, error) {
+	if n.PasswordEnv == "" && n.PasswordFile == "" {
+		return "", nil
+	}
+	return ReadSecret("notify.password", n.PasswordEnv, n.PasswordFile)
+}
+
+// maxCAFileSize bounds a CA bundle.
+const maxCAFileSize = 4 << 20
+
+// RunspaceOptions maps [exchange] onto runspace.Options, reading the
+// password and the CA file. Logger and Metrics are left for the caller.
+// With enable_parallel_command_support = false the pool runs one session
+// whatever runspaces says (runspace.Options.Parallel).
+func (c *Config) RunspaceOptions() (runspace.Options, error) {
+	e := &c.Exchange
+	pw, err := e.Password()
+	if err != nil {
+		return runspace.Options{}, err
+	}
+	var ca []byte
+	if e.CAFile != "" {
+		st, err := os.Stat(e.CAFile)
+		if err != nil {
+			return runspace.Options{}, fmt.Errorf("exchange.ca_file: %w", err)
+		}
+		if st.Size() > maxCAFileSize {
+			return runspace.Options{}, fmt.Errorf("exchange.ca_file: %s is larger than %d bytes", e.CAFile, maxCAFileSize)
+		}
+		if ca, err = os.ReadFile(e.CAFile); err != nil {
+			return runspace.Options{}, fmt.Errorf("exchange.ca_file: %w", err)
+		}
+	}
+	return runspace.Options{
+		Servers:                  slices.Clone(e.Servers),
+		Port:                     e.Port,
+		HTTPS:                    e.HTTPS,
+		CACert:                   ca,
+		InsecureSkipVerify:       e.InsecureSkipVerify,
+		Auth:                     e.Auth,
+		User:                     e.User,
+		Password:                 pw,
+		Realm:                    e.Realm,
+		KrbConfig:                e.Krb5Conf,
+		SPN:                      e.SPN,
+		Mode:                     e.Mode,
+		CASFailover:              e.CASFailover,
+		Parallel:                 e.EnableParallelCommandSupport,
+		Size:                     e.Runspaces,
+		PowerShellMaxConcurrency: e.PowerShellMaxConcurrency,
+		MaxRequestsPerSession:    e.MaxRequestsPerSession,
+		MaxSessionAge:            e.MaxSessionAge.Duration,
+		RequestTimeout:           e.RequestTimeout.Duration,
+		ConnectTimeout:           e.ConnectTimeout.Duration,
+		OperationTimeout:         e.OperationTimeout.Duration,
+	}, nil
+}
