@@ -82,11 +82,15 @@ function Get-ErrorInfo($e) {
     }
 }
 
-$cfg = Read-Frame
+$session = $null
 try {
+    $cfg = Read-Frame
+    if ($null -eq $cfg) { exit 3 }
     if ($cfg.mode -eq 'snapin') {
         Add-PSSnapin Microsoft.Exchange.Management.PowerShell.SnapIn
-        $exVersion = [string](Get-ExchangeServer -Identity $env:COMPUTERNAME).AdminDisplayVersion
+        # A management-only host is no Exchange server: the version is optional.
+        $exVersion = ''
+        try { $exVersion = [string](Get-ExchangeServer -Identity $env:COMPUTERNAME).AdminDisplayVersion } catch { }
     } else {
         $session = New-PSSession -ConfigurationName Microsoft.Exchange -ConnectionUri ([uri]$cfg.connectionUri) -Authentication Kerberos
         $null = Import-PSSession $session -CommandName ([string[]]$allowed.Keys) -DisableNameChecking -AllowClobber
@@ -113,7 +117,9 @@ while ($true) {
                 $params[$p.Name] = ConvertTo-Arg $p.Value
             }
         }
-        $select = @($req.select)
+        # @($null) is a one-element array: test for absence first.
+        $select = @()
+        if ($null -ne $req.select) { $select = @($req.select) }
         $n = 0
         & $allowed[$name] @params | ForEach-Object {
             if ($select.Count -gt 0) { Send-Frame @{ id = $id; obj = (ConvertTo-Wire $_ $select) } ; $n++ }
@@ -121,5 +127,8 @@ while ($true) {
         Send-Frame @{ id = $id; end = $true; count = $n }
     } catch {
         Send-Frame @{ id = $id; err = (Get-ErrorInfo $_) }
+        # A broken implicit-remoting session fails every later call: end
+        # the process so that the client replaces the session.
+        if ($null -ne $session -and $session.State -ne 'Opened') { exit 4 }
     }
 }

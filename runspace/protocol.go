@@ -128,6 +128,7 @@ func decodePayload(line []byte, v any) error {
 		return fmt.Errorf("frame base64: %w", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw[:n]))
+	dec.UseNumber() // as DecodeRequest documents: numbers in Args lose nothing
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("frame json: %w", err)
 	}

@@ -1,0 +1,27 @@
+package runspace
+
+import "github.com/masterzen/winrm"
+
+// NewTestClient returns a masterzen/winrm client on server that uses this
+// package's transport, for the conformance tests of the external test
+// package. stop aborts the transport and releases its connections.
+func NewTestClient(opts Options, server string) (client *winrm.Client, stop func(), err error) {
+	o, err := opts.resolve()
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := newTransportFactory(&o)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr := f.newTransport(server)
+	params := winrm.NewParameters(o.wsmanTimeout(), "en-US", envelopeSize)
+	params.TransportDecorator = func() winrm.Transporter { return tr }
+	ep := winrm.NewEndpoint(server, o.Port, o.HTTPS, o.InsecureSkipVerify, o.CACert, nil, nil, o.responseHeaderTimeout())
+	client, err = winrm.NewClientWithParameters(ep, o.User, o.Password, params)
+	if err != nil {
+		f.close()
+		return nil, nil, err
+	}
+	return client, func() { tr.abort(); f.close() }, nil
+}

@@ -1,0 +1,288 @@
+package runspace
+
+import (
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// Defaults applied by NewPool and Open to zero-valued Options fields.
+const (
+	DefaultSize                     = 8
+	DefaultPowerShellMaxConcurrency = 18 // Exchange's GlobalThrottlingPolicy default
+	DefaultMaxRequestsPerSession    = 1000
+	DefaultMaxSessionAge            = time.Hour
+	DefaultRequestTimeout           = 5 * time.Minute
+	DefaultConnectTimeout           = 60 * time.Second
+	DefaultOperationTimeout         = 20 * time.Second
+	DefaultFailoverBackoff          = 5 * time.Second
+	DefaultHTTPPort                 = 5985
+	DefaultHTTPSPort                = 5986
+
+	// MaxSize is the hard upper bound of Size whatever the throttling
+	// policy says: WinRM's MaxShellsPerUser defaults to 30 per account and
+	// every session holds one shell.
+	MaxSize = 64
+
+	// maxFailoverBackoff caps the exponential down-time of an endpoint.
+	maxFailoverBackoffFactor = 64
+)
+
+// Auth mechanisms.
+const (
+	AuthBasic    = "basic"
+	AuthNTLM     = "ntlm"
+	AuthKerberos = "kerberos"
+)
+
+// Session modes (how the bootstrap loads Exchange, see bootstrap.ps1).
+const (
+	ModeRemoting = "remoting" // New-PSSession to http://<server>/PowerShell/ + Import-PSSession; RBAC applies
+	ModeSnapin   = "snapin"   // Add-PSSnapin on an Exchange server; bypasses RBAC
+)
+
+// Options configures a Pool (NewPool) or a standalone session (Open). The
+// zero value of every field except Servers, User and Password means its
+// default.
+type Options struct {
+	// Servers are the WinRM hosts (Exchange Client Access servers or a
+	// management host) in preference order. At least one.
+	Servers []string
+	// Port defaults to 5985, or 5986 with HTTPS.
+	Port int
+	// HTTPS selects WinRM over TLS. The certificate is verified against
+	// CACert (PEM; the system roots when empty) and TLSServerName (the
+	// server name when empty) unless InsecureSkipVerify is set.
+	HTTPS              bool
+	CACert             []byte
+	InsecureSkipVerify bool
+	TLSServerName      string
+
+	// Auth is "basic" (the default), "ntlm" or "kerberos".
+	// Basic needs AllowUnencrypted on the server unless HTTPS is used.
+	// NTLM gets one HTTP transport per session, because NTLM authenticates
+	// connections and shared connection pools break it under concurrency.
+	// Kerberos logs in once per pool with User/Password in Realm (or the
+	// realm after "@" in User), using the krb5.conf at KrbConfig; SPN
+	// defaults to HTTP/<server>.
+	Auth           string
+	User, Password string
+	Realm          string
+	KrbConfig      string
+	SPN            string
+
+	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
+	// http://<server>/PowerShell/) or "snapin".
+	Mode string
+
+	// CASFailover makes Start discover the organization's other Client
+	// Access servers and lets the pool fail over to them.
+	CASFailover bool
+	// FailoverBackoff is how long a failed server stays down the first
+	// time; it doubles on each further failure up to 64 times as long.
+	FailoverBackoff time.Duration
+
+	// Parallel mirrors Exchange's EnableParallelCommandSupport: false
+	// forces Size to 1.
+	Parallel bool
+	// Size is the number of sessions (default 8). It must stay below
+	// PowerShellMaxConcurrency so that administrators keep room for their
+	// own Exchange Management Shells.
+	Size int
+	// PowerShellMaxConcurrency is the account's throttling policy value
+	// (default 18).
+	PowerShellMaxConcurrency int
+
+	MaxRequestsPerSession int           // recycle a session after this many requests (default 1000)
+	MaxSessionAge         time.Duration // recycle a session after this age (default 1h)
+	// RequestTimeout is how long a request may go without output (its
+	// first object, the next one, or its end) before it is considered
+	// hung (default 5m). Such a request costs its session: there is no
+	// ctrl_c over WinRS, so the session is terminated, deleted and
+	// replaced. It is a stall timeout, not a total: a Get-MobileDevice
+	// stream over 200,000 devices may run longer; callers bound the total
+	// with their ctx.
+	RequestTimeout time.Duration
+	// ConnectTimeout bounds the start of a session, up to its Ready frame
+	// (loading Exchange takes seconds).
+	ConnectTimeout time.Duration
+	// OperationTimeout is the WS-Man long-poll of Receive (default 20s);
+	// the HTTP response-header timeout is OperationTimeout + 30s.
+	OperationTimeout time.Duration
+
+	Logger *slog.Logger
+	// Metrics receives the pool's metrics; nil makes a new set (see
+	// Pool.Metrics). One Pool per Set: the names would collide.
+	Metrics *metrics.Set
+}
+
+// hostRe accepts DNS names and IPv4 literals (IPv6 literals are checked
+// with net.ParseIP).
+var hostRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$`)
+
+// validHost reports whether s is a host name or an IP address, nothing more
+// (no scheme, port, path or whitespace): it ends up in URLs and metric labels.
+func validHost(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	return hostRe.MatchString(s)
+}
+
+// resolve validates o and returns a copy with defaults applied.
+func (o Options) resolve() (Options, error) {
+	if len(o.Servers) == 0 {
+		return o, fmt.Errorf("runspace: Servers: at least one server required")
+	}
+	servers := make([]string, 0, len(o.Servers))
+	seen := make(map[string]bool, len(o.Servers))
+	for i, s := range o.Servers {
+		s = strings.TrimSpace(s)
+		if !validHost(s) {
+			return o, fmt.Errorf("runspace: Servers[%d]: %q is not a host name or IP address", i, o.Servers[i])
+		}
+		if k := strings.ToLower(s); !seen[k] {
+			seen[k] = true
+			servers = append(servers, s)
+		}
+	}
+	o.Servers = servers
+
+	switch {
+	case o.Port == 0 && o.HTTPS:
+		o.Port = DefaultHTTPSPort
+	case o.Port == 0:
+		o.Port = DefaultHTTPPort
+	case o.Port < 1 || o.Port > 65535:
+		return o, fmt.Errorf("runspace: Port: must be between 1 and 65535, got %d", o.Port)
+	}
+	if len(o.CACert) > 0 {
+		if !o.HTTPS {
+			return o, fmt.Errorf("runspace: CACert: set but HTTPS is off")
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(o.CACert) {
+			return o, fmt.Errorf("runspace: CACert: no PEM certificate found")
+		}
+	}
+
+	o.Auth = strings.ToLower(strings.TrimSpace(o.Auth))
+	switch o.Auth {
+	case "":
+		o.Auth = AuthBasic
+	case AuthBasic, AuthNTLM, AuthKerberos:
+	default:
+		return o, fmt.Errorf("runspace: Auth: must be %q, %q or %q, got %q", AuthBasic, AuthNTLM, AuthKerberos, o.Auth)
+	}
+	if o.User == "" {
+		return o, fmt.Errorf("runspace: User: required")
+	}
+	if o.Password == "" {
+		return o, fmt.Errorf("runspace: Password: required")
+	}
+	if o.Auth == AuthKerberos {
+		if o.KrbConfig == "" {
+			return o, fmt.Errorf("runspace: KrbConfig: required with kerberos auth")
+		}
+		if o.Realm == "" {
+			if _, realm, ok := strings.Cut(o.User, "@"); ok && realm != "" {
+				o.Realm = realm
+			} else {
+				return o, fmt.Errorf("runspace: Realm: required with kerberos auth when User has no @REALM")
+			}
+		}
+	}
+
+	switch o.Mode {
+	case "":
+		o.Mode = ModeRemoting
+	case ModeRemoting, ModeSnapin:
+	default:
+		return o, fmt.Errorf("runspace: Mode: must be %q or %q, got %q", ModeRemoting, ModeSnapin, o.Mode)
+	}
+
+	if o.PowerShellMaxConcurrency == 0 {
+		o.PowerShellMaxConcurrency = DefaultPowerShellMaxConcurrency
+	}
+	if o.PowerShellMaxConcurrency < 2 {
+		return o, fmt.Errorf("runspace: PowerShellMaxConcurrency: must be at least 2, got %d", o.PowerShellMaxConcurrency)
+	}
+	if o.Size == 0 {
+		o.Size = DefaultSize
+	}
+	maxSize := min(o.PowerShellMaxConcurrency-1, MaxSize)
+	if o.Size < 1 || o.Size > maxSize {
+		return o, fmt.Errorf("runspace: Size: must be between 1 and %d (below PowerShellMaxConcurrency %d), got %d",
+			maxSize, o.PowerShellMaxConcurrency, o.Size)
+	}
+	if !o.Parallel {
+		o.Size = 1
+	}
+
+	if o.MaxRequestsPerSession == 0 {
+		o.MaxRequestsPerSession = DefaultMaxRequestsPerSession
+	}
+	if o.MaxRequestsPerSession < 1 {
+		return o, fmt.Errorf("runspace: MaxRequestsPerSession: must be positive, got %d", o.MaxRequestsPerSession)
+	}
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+		min  time.Duration
+	}{
+		{"MaxSessionAge", &o.MaxSessionAge, DefaultMaxSessionAge, time.Second},
+		{"RequestTimeout", &o.RequestTimeout, DefaultRequestTimeout, time.Millisecond},
+		{"ConnectTimeout", &o.ConnectTimeout, DefaultConnectTimeout, time.Millisecond},
+		{"OperationTimeout", &o.OperationTimeout, DefaultOperationTimeout, time.Second},
+		{"FailoverBackoff", &o.FailoverBackoff, DefaultFailoverBackoff, time.Millisecond},
+	}
+	for _, d := range durations {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+		if *d.v < d.min {
+			return o, fmt.Errorf("runspace: %s: must be at least %s, got %s", d.name, d.min, *d.v)
+		}
+	}
+	if o.OperationTimeout > time.Hour {
+		return o, fmt.Errorf("runspace: OperationTimeout: must be at most 1h, got %s", o.OperationTimeout)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}
+
+// responseHeaderTimeout is the HTTP wait for response headers
+// (winrm.Endpoint.Timeout): longer than the long-poll, so that a healthy
+// server always answers Receive first with data or its timeout fault.
+func (o *Options) responseHeaderTimeout() time.Duration {
+	return o.OperationTimeout + 30*time.Second
+}
+
+// wsmanTimeout renders OperationTimeout as an xs:duration.
+func (o *Options) wsmanTimeout() string {
+	return fmt.Sprintf("PT%.3fS", o.OperationTimeout.Seconds())
+}
+
+// connectionURI is the Exchange PowerShell endpoint of server (remoting mode).
+func connectionURI(server string) string {
+	return "http://" + urlHost(server) + "/PowerShell/"
+}
+
+// urlHost brackets IPv6 literals.
+func urlHost(server string) string {
+	if strings.Contains(server, ":") {
+		return "[" + server + "]"
+	}
+	return server
+}

@@ -1,0 +1,83 @@
+package runspace
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOptionsResolve(t *testing.T) {
+	base := func() Options {
+		return Options{Servers: []string{"cas1.contoso.com"}, User: "svc", Password: "pw", Parallel: true}
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*Options)
+		wantErr string
+	}{
+		{"no servers", func(o *Options) { o.Servers = nil }, "Servers: at least one"},
+		{"url as server", func(o *Options) { o.Servers = []string{"http://cas1/wsman"} }, "Servers[0]"},
+		{"server with space", func(o *Options) { o.Servers = []string{"cas1", "cas 2"} }, "Servers[1]"},
+		{"port", func(o *Options) { o.Port = 70000 }, "Port"},
+		{"ca without https", func(o *Options) { o.CACert = []byte("x") }, "CACert: set but HTTPS is off"},
+		{"ca not pem", func(o *Options) { o.HTTPS = true; o.CACert = []byte("x") }, "CACert: no PEM"},
+		{"auth", func(o *Options) { o.Auth = "digest" }, "Auth"},
+		{"user", func(o *Options) { o.User = "" }, "User"},
+		{"password", func(o *Options) { o.Password = "" }, "Password"},
+		{"kerberos config", func(o *Options) { o.Auth = "kerberos" }, "KrbConfig"},
+		{"kerberos realm", func(o *Options) { o.Auth = "kerberos"; o.KrbConfig = "/etc/krb5.conf" }, "Realm"},
+		{"mode", func(o *Options) { o.Mode = "psrp" }, "Mode"},
+		{"size at throttling limit", func(o *Options) { o.Size = 18 }, "Size: must be between 1 and 17"},
+		{"size negative", func(o *Options) { o.Size = -1 }, "Size"},
+		{"size with raised policy", func(o *Options) { o.Size = 24; o.PowerShellMaxConcurrency = 25 }, ""},
+		{"policy too small", func(o *Options) { o.PowerShellMaxConcurrency = 1 }, "PowerShellMaxConcurrency"},
+		{"max requests", func(o *Options) { o.MaxRequestsPerSession = -5 }, "MaxRequestsPerSession"},
+		{"operation timeout", func(o *Options) { o.OperationTimeout = 10 * time.Millisecond }, "OperationTimeout"},
+		{"request timeout", func(o *Options) { o.RequestTimeout = -time.Second }, "RequestTimeout"},
+		{"ok", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := base()
+			if tt.mutate != nil {
+				tt.mutate(&o)
+			}
+			_, err := o.resolve()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("resolve() error = %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("resolve() error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestOptionsDefaults(t *testing.T) {
+	o, err := Options{Servers: []string{" CAS1 ", "cas1", "10.0.0.5", "fe80::1"}, User: "u", Password: "p"}.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Servers) != 3 || o.Servers[0] != "CAS1" {
+		t.Errorf("Servers = %q, want trimmed and deduplicated", o.Servers)
+	}
+	if o.Size != 1 {
+		t.Errorf("Size = %d without Parallel, want 1", o.Size)
+	}
+	if o.Port != DefaultHTTPPort || o.Auth != AuthBasic || o.Mode != ModeRemoting ||
+		o.RequestTimeout != DefaultRequestTimeout || o.ConnectTimeout != DefaultConnectTimeout ||
+		o.OperationTimeout != DefaultOperationTimeout || o.MaxSessionAge != DefaultMaxSessionAge ||
+		o.MaxRequestsPerSession != DefaultMaxRequestsPerSession || o.Logger == nil {
+		t.Errorf("defaults not applied: %+v", o)
+	}
+	if o.wsmanTimeout() != "PT20.000S" {
+		t.Errorf("wsmanTimeout() = %q", o.wsmanTimeout())
+	}
+	if got := connectionURI("fe80::1"); got != "http://[fe80::1]/PowerShell/" {
+		t.Errorf("connectionURI() = %q", got)
+	}
+	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: "p", HTTPS: true, Parallel: true}.resolve()
+	if o.Port != DefaultHTTPSPort || o.Size != DefaultSize {
+		t.Errorf("Port = %d, Size = %d, want %d and %d", o.Port, o.Size, DefaultHTTPSPort, DefaultSize)
+	}
+}
