@@ -42,7 +42,10 @@ type Exchange struct {
 	Krb5Conf           string   `toml:"krb5_conf"`
 	SPN                string   `toml:"spn"`  // kerberos; default HTTP/<server>
 	Mode               string   `toml:"mode"` // remoting or snapin
-	CASFailover        bool     `toml:"cas_failover"`
+	// SecondHopCredential passes user/password to New-PSSession in
+	// remoting mode: the WinRM shell cannot forward its own logon.
+	SecondHopCredential bool `toml:"second_hop_credential"`
+	CASFailover         bool `toml:"cas_failover"`
 	// EnableParallelCommandSupport must be true for more than one runspace:
 	// easconnector then runs that many cmdlets at once against Exchange.
 	EnableParallelCommandSupport bool     `toml:"enable_parallel_command_support"`
@@ -184,6 +187,7 @@ func Default() Config {
 			Auth:                     DefaultAuth,
 			Krb5Conf:                 DefaultKrb5Conf,
 			Mode:                     runspace.ModeRemoting,
+			SecondHopCredential:      true,
 			CASFailover:              true,
 			Runspaces:                runspace.DefaultSize,
 			PowerShellMaxConcurrency: runspace.DefaultPowerShellMaxConcurrency,

@@ -136,7 +136,12 @@ func TestValidate(t *testing.T) {
 	},
 		"exchange.ca_file: set, but exchange.https is false",
 		"exchange.insecure_skip_verify: set, but exchange.https is false",
+		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel",
 		"exchange.insecure_skip_verify: contradicts exchange.ca_file; set one of them")
+	f("second hop over http", func(c *Config) { c.Exchange.HTTPS = false },
+		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel")
+	f("no second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false })
+	f("snapin over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "snapin" })
 	f("timeouts", func(c *Config) {
 		c.Exchange.RequestTimeout = Dur(0)
 		c.Exchange.OperationTimeout = Dur(10 * time.Minute)
@@ -402,7 +407,7 @@ func TestRunspaceOptions(t *testing.T) {
 	}
 	want := runspace.Options{
 		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, HTTPS: true, CACert: []byte(pem),
-		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: "pa55", KrbConfig: "/etc/krb5.conf", Mode: "remoting",
+		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: "pa55", KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
 		CASFailover: true, Parallel: true, Size: 12, PowerShellMaxConcurrency: 18, MaxRequestsPerSession: 1000,
 		MaxSessionAge: time.Hour, RequestTimeout: 5 * time.Minute, ConnectTimeout: time.Minute, OperationTimeout: 20 * time.Second,
 	}

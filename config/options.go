@@ -77,6 +77,7 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 		KrbConfig:                e.Krb5Conf,
 		SPN:                      e.SPN,
 		Mode:                     e.Mode,
+		SecondHopCredential:      e.SecondHopCredential,
 		CASFailover:              e.CASFailover,
 		Parallel:                 e.EnableParallelCommandSupport,
 		Size:                     e.Runspaces,

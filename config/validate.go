@@ -171,6 +171,9 @@ func (e *Exchange) validate(v *validator) {
 	if e.InsecureSkipVerify && !e.HTTPS {
 		v.errorf("exchange.insecure_skip_verify", "set, but exchange.https is false")
 	}
+	if e.SecondHopCredential && e.Mode != runspace.ModeSnapin && !e.HTTPS {
+		v.errorf("exchange.second_hop_credential", "needs exchange.https = true: the password is passed over the WinRM channel")
+	}
 	if e.InsecureSkipVerify && e.CAFile != "" {
 		v.errorf("exchange.insecure_skip_verify", "contradicts exchange.ca_file; set one of them")
 	}

@@ -92,7 +92,14 @@ try {
         $exVersion = ''
         try { $exVersion = [string](Get-ExchangeServer -Identity $env:COMPUTERNAME).AdminDisplayVersion } catch { }
     } else {
-        $session = New-PSSession -ConfigurationName Microsoft.Exchange -ConnectionUri ([uri]$cfg.connectionUri) -Authentication Kerberos
+        $sp = @{ ConfigurationName = 'Microsoft.Exchange'; ConnectionUri = [uri]$cfg.connectionUri; Authentication = 'Kerberos' }
+        if ($cfg.user) {
+            # The second hop: this shell holds no forwardable credential.
+            $secret = ConvertTo-SecureString ([string]$cfg.password) -AsPlainText -Force
+            $sp['Credential'] = New-Object System.Management.Automation.PSCredential ([string]$cfg.user, $secret)
+            $cfg.password = $null
+        }
+        $session = New-PSSession @sp
         $null = Import-PSSession $session -CommandName ([string[]]$allowed.Keys) -DisableNameChecking -AllowClobber
         $exVersion = [string]$session.ApplicationPrivateData.SupportedVersions
     }

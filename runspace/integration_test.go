@@ -829,3 +829,25 @@ func BenchmarkSessionRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// TestSecondHopCredential: in remoting mode over HTTPS the session passes
+// the account to New-PSSession; exsim's /PowerShell endpoint checks it.
+// Over plain HTTP the option is refused, since the password would travel
+// in clear text.
+func TestSecondHopCredential(t *testing.T) {
+	sim := startSim(t, exsim.Options{TLS: true})
+	ctx := testCtx(t, 30*time.Second)
+	s, err := runspace.Open(ctx, simOptions(t, sim, func(o *runspace.Options) { o.SecondHopCredential = true }), sim.Hosts()[0])
+	if err != nil {
+		t.Fatalf("Open() with a second-hop credential: %v", err)
+	}
+	s.Close(ctx)
+	if got := sim.Counters().SecondHopCredentials; got != 1 {
+		t.Errorf("SecondHopCredentials = %d, want 1", got)
+	}
+
+	o := simOptions(t, sim, func(o *runspace.Options) { o.SecondHopCredential = true; o.HTTPS = false; o.CACert = nil })
+	if _, err := runspace.NewPool(o); err == nil || !strings.Contains(err.Error(), "needs HTTPS") {
+		t.Errorf("NewPool(SecondHopCredential over HTTP) error = %v, want it refused", err)
+	}
+}

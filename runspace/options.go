@@ -2,6 +2,7 @@ package runspace
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -80,6 +81,12 @@ type Options struct {
 	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
 	// http://<server>/PowerShell/) or "snapin".
 	Mode string
+	// SecondHopCredential passes User/Password to New-PSSession in
+	// remoting mode (see SessionConfig): a shell opened with NTLM or
+	// Kerberos cannot forward its logon to the /PowerShell endpoint.
+	// It requires HTTPS, because the credential travels in the session's
+	// stdin.
+	SecondHopCredential bool
 
 	// CASFailover makes Start discover the organization's other Client
 	// Access servers and lets the pool fail over to them.
@@ -207,6 +214,14 @@ func (o Options) resolve() (Options, error) {
 	case ModeRemoting, ModeSnapin:
 	default:
 		return o, fmt.Errorf("runspace: Mode: must be %q or %q, got %q", ModeRemoting, ModeSnapin, o.Mode)
+	}
+	if o.SecondHopCredential && o.Mode == ModeRemoting {
+		if !o.HTTPS {
+			return o, errors.New("runspace: SecondHopCredential: needs HTTPS, the password would cross the network in clear text")
+		}
+		if o.User == "" || o.Password == "" {
+			return o, errors.New("runspace: SecondHopCredential: needs User and Password")
+		}
 	}
 
 	if o.PowerShellMaxConcurrency == 0 {

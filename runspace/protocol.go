@@ -81,9 +81,18 @@ type Frame struct {
 
 // SessionConfig is the second stdin line, read by stage 1 before it loads
 // Exchange. It is data, decoded with ConvertFrom-Json, never executed.
+//
+// User and Password, when set, are the credential stage 1 passes to
+// New-PSSession in remoting mode. A WinRM shell opened with NTLM or Kerberos
+// holds no credential it could forward, so the second hop to the
+// /PowerShell endpoint (even on the same server) fails without one; passing
+// it explicitly is the method that needs no delegation set up in AD. The
+// line travels over the WinRM channel only, so it is sent only over HTTPS.
 type SessionConfig struct {
 	Mode          string `json:"mode"`          // "remoting" or "snapin"
 	ConnectionURI string `json:"connectionUri"` // remoting: http://<cas>/PowerShell/
+	User          string `json:"user,omitempty"`
+	Password      string `json:"password,omitempty"`
 }
 
 // EncodeLine returns FrameTag + base64(JSON(v)) + "\n".

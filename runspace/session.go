@@ -206,7 +206,11 @@ func openSession(ctx context.Context, o *Options, f *transportFactory, server st
 	go s.readStdout()
 	go s.readStderr()
 
-	cfg, err := EncodeLine(SessionConfig{Mode: o.Mode, ConnectionURI: connectionURI(server)})
+	sc := SessionConfig{Mode: o.Mode, ConnectionURI: connectionURI(server)}
+	if o.SecondHopCredential && o.Mode == ModeRemoting {
+		sc.User, sc.Password = o.User, o.Password
+	}
+	cfg, err := EncodeLine(sc)
 	if err != nil {
 		return nil, err
 	}

@@ -61,6 +61,7 @@ func writeConfig(t *testing.T, sim *exsim.Sim, password string, mode os.FileMode
 servers = [%q]
 port = %d
 https = false
+second_hop_credential = false
 auth = "basic"
 user = %q
 password_file = "exchange.pw"

@@ -30,6 +30,7 @@ type Counters struct {
 	Truncated            uint64            `json:"truncated"`            // responses cut by Faults.Truncate
 	Hung                 uint64            `json:"hung"`                 // calls left unanswered by Faults.Hang
 	HostMismatches       uint64            `json:"hostMismatches"`       // remoting sessions whose connectionUri named another host
+	SecondHopCredentials uint64            `json:"secondHopCredentials"` // remoting sessions opened with an explicit credential
 }
 
 // Call is one cmdlet call as the simulator received it.

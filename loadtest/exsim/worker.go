@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -205,6 +206,9 @@ func (s *session) open(cfg runspace.SessionConfig) (int, bool) {
 		if re := s.checkURI(cfg.ConnectionURI); re != nil {
 			return s.initErr(re), false
 		}
+		if re := s.checkCredential(cfg); re != nil {
+			return s.initErr(re), false
+		}
 		q := sim.quotas()
 		if !sim.counters.acquireRemoting(s.user, q.PowerShellMaxConcurrency) {
 			s.remoting = false // holds no slot
@@ -228,6 +232,23 @@ func (s *session) open(cfg runspace.SessionConfig) (int, bool) {
 		return exitScript, false
 	}
 	return 0, true
+}
+
+// checkCredential verifies a second-hop credential passed to New-PSSession
+// (runspace.SessionConfig.User/Password) as the /PowerShell endpoint would:
+// the listeners' accounts are the directory. Without a credential the
+// session is accepted: exsim does not model Kerberos delegation.
+func (s *session) checkCredential(cfg runspace.SessionConfig) *runspace.RemoteError {
+	if cfg.User == "" && cfg.Password == "" {
+		return nil
+	}
+	s.w.sim.counters.add(func(c *Counters) { c.SecondHopCredentials++ })
+	want, ok := s.w.sim.opts.Users[cfg.User]
+	if ok && subtle.ConstantTimeCompare([]byte(want), []byte(cfg.Password)) == 1 {
+		return nil
+	}
+	return &runspace.RemoteError{Type: typeRemoting, Category: "OpenError", FQID: "AccessDenied,PSSessionOpenFailed",
+		Msg: fmt.Sprintf("Connecting to remote server %s failed with the following error message : Access is denied. For more information, see the about_Remote_Troubleshooting Help topic.", s.target)}
 }
 
 func (s *session) releaseSlot() {

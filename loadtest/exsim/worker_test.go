@@ -132,6 +132,9 @@ func TestSessionStartEdges(t *testing.T) {
 		{"wrong path", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/wsman"}, "HTTP status code of 404"},
 		{"relative uri", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "127.0.0.1/PowerShell/"}, "connection URI"},
 		{"unknown mode is remoting", runspace.SessionConfig{Mode: "other"}, "'ConnectionUri'"},
+		{"second-hop credential", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: DefaultPassword}, ""},
+		{"wrong second-hop password", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: "nope"}, "Access is denied"},
+		{"unknown second-hop user", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: "mallory", Password: DefaultPassword}, "Access is denied"},
 	}
 	for _, tc := range cases {
 		code, out, _ := runRaw(t, s, stage1+"noise line the bootstrap skips\n"+line(t, tc.cfg))
@@ -149,6 +152,9 @@ func TestSessionStartEdges(t *testing.T) {
 	}
 	if got := s.Counters().HostMismatches; got != 1 {
 		t.Errorf("host mismatches = %d, want 1 (cas99)", got)
+	}
+	if got := s.Counters().SecondHopCredentials; got != 3 {
+		t.Errorf("second-hop credentials = %d, want 3", got)
 	}
 	// A bad request line is answered like the bootstrap's catch block: an
 	// err frame with id 0; the session goes on.
