@@ -79,7 +79,7 @@ func (m *poolMetrics) requestError(cmd, class string) {
 
 // requestBuckets span a fast Set-CASMailbox (tens of milliseconds) to a
 // Get-MobileDevice -ResultSize Unlimited that streams for many minutes.
-var requestBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
+var requestBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 
 func (m *poolMetrics) duration(cmd string) *metrics.PrometheusHistogram {
 	cmd = cmdletLabel(cmd)
