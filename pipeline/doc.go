@@ -30,6 +30,49 @@
 // Index are safe for concurrent use; State's methods are safe for concurrent
 // use, its fields are not; Audit is safe for concurrent use.
 //
+// # Engine
+//
+// Engine runs the syncs on top of that core (engine.go and the stage
+// files): New(Options) loads the state and opens the audit log; Sync runs
+// one sync at a time (a second call gets ErrSyncRunning) and returns a
+// Report; Devices and LastResults serve the status API; Close ends it.
+//
+// A full sync is an errgroup of stages joined by a bounded channel: the
+// MDM snapshot (checked by CheckSnapshot as soon as it arrives), the
+// ActiveSync org settings and rules, Get-CASMailbox of every mailbox with
+// a partnership, and Get-MobileDevice streaming into the joiner, which
+// groups devices by mailbox and decides each one as soon as the snapshot
+// and the mailbox map are there (devices arriving earlier wait in memory,
+// so the device read never waits for Get-CASMailbox). Decisions are cheap
+// (Decide does not allocate; ~1 µs per device with the join), so the
+// joiner is one goroutine. Mailboxes the stream names but Get-CASMailbox
+// did not return are read by DN; devices whose mailbox still cannot be
+// read, whose DeviceId is invalid or whose object does not decode are
+// skipped and reported, never acted on. Then: plan every mailbox
+// (Complete when the policy is enabled), the blast-radius guard over all
+// plans (and the devices a tightening DefaultAccessLevel would shut out),
+// before the first write; apply, one Set-CASMailbox per changed mailbox on
+// an ants pool of Workers, retried with backoff; the org configuration;
+// notices; state, watermarks, fingerprints and the baseline the next
+// quick sync compares with.
+//
+// A quick sync reads the MDM in full (Graph has no delta) but from
+// Exchange only what can have changed since the baseline, the decisions
+// of the last sync held in memory: partnerships created after the
+// watermark, devices in quarantine or discovery that the baseline did not
+// leave there, the mailboxes of MDM records whose fingerprint changed
+// (cache.FingerprintCache: a miss counts as changed) or that vanished, of
+// users who entered or left the policy's groups, and of writes that failed
+// last time. Each affected mailbox is read whole (Get-MobileDevice
+// -Mailbox) and planned without Complete; its lists come from the mailbox
+// cache when the plan against them is empty, and are read again before
+// any write. Without a baseline (after a start) a quick sync runs as a
+// full one and says so.
+//
+// When Sync returns, every goroutine it started has exited, also when its
+// context ends mid-sync: the writes already made are recorded (a write in
+// flight claims ownership as OwnedIfUncertain) and the state is saved.
+//
 // # Errors
 //
 // Infrastructure failures (config, all CAS unreachable, MDM unreadable) are

@@ -61,6 +61,10 @@ type State struct {
 	Owned       map[string]Owned     `json:"owned"`
 	Watermarks  Watermarks           `json:"watermarks"`
 	Notified    map[string]time.Time `json:"notified"`
+	// Rules names the ActiveSync device access rules the connector created
+	// for the policy's platform exceptions (OwnedRules, SetOwnedRules):
+	// only these are ever changed or removed.
+	Rules []string `json:"rules,omitempty"`
 }
 
 // NewState returns an empty state of the current version.
