@@ -14,11 +14,14 @@ import (
 	"syscall"
 )
 
-// Exit codes.
+// Exit codes. Scripts may rely on them; `sync` documents them in its help
+// and the README.
 const (
-	exitOK     = 0
-	exitFailed = 1 // the command ran and found a problem
-	exitUsage  = 2 // bad arguments or configuration
+	exitOK      = 0
+	exitFailed  = 1 // the command ran and found a problem (infrastructure: configuration, Exchange, MDM)
+	exitUsage   = 2 // bad arguments (check: also a bad configuration)
+	exitHeld    = 3 // a guard stopped the sync before any write; the plan is held for approval
+	exitPartial = 4 // the sync ran, but some mailbox writes failed (they are retried next sync)
 )
 
 // defaultConfig is the --config default, relative to the working directory.
@@ -33,15 +36,59 @@ type command struct {
 
 // commands lists the subcommands in the order usage shows them.
 var commands = []command{
+	{"run", "run the connector as a service: scheduled syncs, admin API and status page", runRun},
+	{"sync", "run one sync now (or ask a running service to)", runSync},
+	{"plan", "show what a sync would change, and keep it for approval", runPlan},
+	{"status", "show a running service's status", runStatus},
+	{"devices", "list devices with the connector's decision, from a running service", runDevices},
 	{"check", "test the connection to every Exchange server and report what works", runCheck},
+	{"service", "install, remove, start or stop the Windows service", runService},
+	{"demo", "run the connector against simulated Exchange and Intune, in one process", runDemo},
 	{"version", "print the version", runVersion},
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if code, ok := runAsWindowsService(os.Args[1:]); ok {
+		os.Exit(code)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	stop := cancelOnSignal(cancel, os.Stderr)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// signalError is the cancellation cause of the command's context when a
+// signal asks the process to stop.
+type signalError struct{ sig os.Signal }
+
+func (e *signalError) Error() string { return "received " + e.sig.String() }
+
+// cancelOnSignal cancels the command's context on SIGINT or SIGTERM, so
+// that it stops cleanly; a second signal exits at once (state files are
+// written atomically, so that cannot corrupt them). stop ends the handling.
+func cancelOnSignal(cancel context.CancelCauseFunc, stderr io.Writer) (stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(&signalError{s})
+		case <-done:
+			return
+		}
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(stderr, "easconnector: %s again: exiting without waiting\n", s)
+			os.Exit(exitFailed)
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
 }
 
 // run dispatches args[0] to its command and returns the exit code.
@@ -83,6 +130,15 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// withHelp adds a description, printed after the flags by -h.
+func withHelp(fs *flag.FlagSet, help string) {
+	usage := fs.Usage
+	fs.Usage = func() {
+		usage()
+		fmt.Fprintf(fs.Output(), "\n%s\n", help)
+	}
 }
 
 // parseFlags parses args and maps the outcome to an exit code: -1 means go

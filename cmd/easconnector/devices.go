@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/easconnector/easconnector/server"
+)
+
+const devicesHelp = `Lists device partnerships with the connector's decision, as the last sync
+of a running service saw them, from its admin API. Filters combine.
+EXCHANGE WAS is the access state Exchange reported when the sync read the
+device, before the sync wrote; MDM is the device's compliance state.`
+
+func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("devices", "[--decision D] [--reason R] [--user U] [--limit N] [--json] [--server URL] [--config file]", stderr)
+	srv := addServerFlags(fs, "server")
+	decision := fs.String("decision", "", "only this decision: Allow, Block or Default")
+	reason := fs.String("reason", "", "only this reason, e.g. NotCompliant, NotEnrolled, Compliant")
+	user := fs.String("user", "", "only this user's devices (mailbox address or UPN)")
+	limit := fs.Int("limit", 100, "at most this many devices (0: all)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	withHelp(fs, devicesHelp)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if *limit < 0 {
+		fmt.Fprintf(stderr, "easconnector devices: --limit must not be negative, got %d\n", *limit)
+		return exitUsage
+	}
+	c, err := srv.client(false)
+	if err != nil {
+		fmt.Fprintf(stderr, "easconnector devices: %v\n", err)
+		return exitFailed
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"decision": *decision, "reason": *reason, "user": *user} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	var rows []server.DeviceRow
+	total := 0
+	for offset := 0; ; {
+		page := server.MaxLimit
+		if *limit > 0 {
+			page = min(page, *limit-len(rows))
+		}
+		q.Set("offset", strconv.Itoa(offset))
+		q.Set("limit", strconv.Itoa(page))
+		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		var p server.DevicePage
+		err := c.call(cctx, "GET", "/api/v1/devices", q, nil, &p)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(stderr, "easconnector devices: %v\n", err)
+			return exitFailed
+		}
+		rows, total = append(rows, p.Devices...), p.Total
+		offset += len(p.Devices)
+		if len(p.Devices) == 0 || offset >= p.Total || (*limit > 0 && len(rows) >= *limit) {
+			break
+		}
+	}
+	if *asJSON {
+		return printJSON(stdout, stderr, server.DevicePage{Total: total, Offset: 0, Limit: *limit, Devices: rows})
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAILBOX\tDEVICE ID\tTYPE\tMODEL\tDECISION\tREASON\tEXCHANGE WAS\tMDM")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(r.Mailbox, 80), clean(r.DeviceID, 64), clean(r.DeviceType, 40), clean(r.DeviceModel, 40),
+			r.Decision, r.Reason, orDash(r.ExchangeState), orDash(r.Compliance))
+	}
+	tw.Flush()
+	switch {
+	case total == 0:
+		fmt.Fprintln(stdout, "\nNo devices match (the list fills after the service's first sync).")
+	case len(rows) < total:
+		fmt.Fprintf(stdout, "\n%s of %s devices; --limit 0 lists all.\n", num(len(rows)), num(total))
+	default:
+		fmt.Fprintf(stdout, "\n%s devices\n", num(total))
+	}
+	return exitOK
+}
+
+// clean makes a phone-supplied string safe for a terminal table: control
+// and formatting characters (tabs included) are escaped, and it is cut to
+// limit characters.
+func clean(s string, limit int) string {
+	q := strconv.QuoteToGraphic(s)
+	q = q[1 : len(q)-1]
+	if r := []rune(q); len(r) > limit {
+		q = string(r[:limit-1]) + "…"
+	}
+	if q == "" {
+		return "-"
+	}
+	return q
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/easconnector/easconnector/config"
+	"github.com/easconnector/easconnector/pipeline"
+)
+
+const planHelp = `Reads Exchange and the MDM, decides and plans exactly as a sync would,
+writes nothing, prints every list change (mailbox, device, list, operation,
+decision, reason) and keeps the change set as a held plan: apply it as it
+is with 'easconnector sync --approve ID' (or the status page's Approve
+button) within 24 hours. It works beside a running service.
+
+--show ID prints a held plan: one this command kept, or one a guard held.
+
+Exit codes: 0 planned (or nothing to change), 1 error, 2 usage, 3 a sync
+would stop at the guard with this plan (it is kept for approval all the
+same).`
+
+// heldByPlan is the Reason of a held plan kept by `easconnector plan`.
+const heldByPlan = "kept by 'easconnector plan' for review"
+
+func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("plan", "[--full|--quick] [--json] [--config file] | --show ID [--json]", stderr)
+	cfgPath := fs.String("config", defaultConfig, "configuration file")
+	full := fs.Bool("full", false, "plan a full sync (the default)")
+	quick := fs.Bool("quick", false, "plan a quick sync (in a new process it plans a full one)")
+	show := fs.String("show", "", "print the held plan with this id")
+	asJSON := fs.Bool("json", false, "print JSON")
+	verbose := fs.Bool("v", false, "log at the configured level (default: warnings only)")
+	withHelp(fs, planHelp)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if *full && *quick {
+		fmt.Fprintln(stderr, "easconnector plan: --full and --quick exclude each other")
+		return exitUsage
+	}
+	if *show != "" && (*full || *quick) {
+		fmt.Fprintln(stderr, "easconnector plan: --show prints a held plan; it takes no --full or --quick")
+		return exitUsage
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "easconnector plan: %v\n", err)
+		return exitFailed
+	}
+	if *show != "" {
+		return showPlan(cfg, *show, *asJSON, stdout, stderr)
+	}
+
+	log := cliLogger(cfg, stderr, *verbose)
+	progOut := stdout
+	if *asJSON {
+		progOut = stderr
+	}
+	prog := newProgress(progOut, !*asJSON && isTerminal(stdout))
+	a, err := startApp(ctx, cfg, log, appOptions{mode: modeDryRun, progress: prog.event})
+	if err != nil {
+		fmt.Fprintf(stderr, "easconnector plan: %s\n", explainStart(err))
+		return exitFailed
+	}
+	kind := pipeline.SyncFull
+	if *quick {
+		kind = pipeline.SyncQuick
+	}
+	rep, syncErr := a.engine.Sync(ctx, pipeline.SyncRequest{Kind: kind, DryRun: true})
+	prog.finish()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Sync.ShutdownTimeout.Duration)
+	defer cancel()
+	if err := a.stop(sctx); err != nil {
+		log.Warn("stop", "err", err)
+	}
+	code := syncExitCode(rep, syncErr)
+	if code != exitOK && code != exitHeld {
+		fmt.Fprintf(stderr, "easconnector plan: %s\n", explainSync(ctx, syncErr))
+		return exitFailed
+	}
+
+	// Keep the change set for approval.
+	var hp *pipeline.HeldPlan
+	if rep.Counts.Writes > 0 {
+		plans := make([]pipeline.MailboxPlan, len(rep.Plans))
+		for i := range rep.Plans {
+			plans[i] = rep.Plans[i].MailboxPlan
+		}
+		var guard error
+		if code == exitHeld {
+			guard = syncErr
+		}
+		if hp, err = pipeline.NewHeldPlan(rep.ID, rep.Kind, plans, rep.Devices, guard, time.Now()); err == nil {
+			if hp.Reason == "" {
+				hp.Reason = heldByPlan
+			}
+			err = pipeline.SaveHeldPlan(cfg.Sync.StateDir, hp)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "easconnector plan: keep the plan: %v\n", err)
+			return exitFailed
+		}
+	}
+
+	if *asJSON {
+		out := planOutput{Report: rep, ExitCode: code}
+		if hp != nil {
+			out.HeldPlanID = hp.ID
+		}
+		if c := printJSON(stdout, stderr, out); c != exitOK {
+			return c
+		}
+		return code
+	}
+	printChanges(stdout, rep.Plans)
+	printReport(stdout, rep, syncErr)
+	if hp == nil {
+		fmt.Fprintln(stdout, "\nNothing to change: Exchange is in line with the policy.")
+		return code
+	}
+	fmt.Fprintf(stdout, "\nPlan %s kept: %s mailboxes, %s list changes.\n", hp.ID, num(hp.Counts.Writes),
+		num(hp.Counts.AllowAdds+hp.Counts.AllowRemoves+hp.Counts.BlockAdds+hp.Counts.BlockRemoves))
+	fmt.Fprintf(stdout, "  review it:  easconnector plan --show %s\n", hp.ID)
+	fmt.Fprintf(stdout, "  apply it:   easconnector sync --approve %s   (within %s)\n", hp.ID, hours(pipeline.DefaultHeldPlanMaxAge))
+	if len(rep.Org) > 0 {
+		fmt.Fprintln(stdout, "Organization settings (Org above) are not part of the plan: the next full sync asserts them.")
+	}
+	return code
+}
+
+// hours formats a whole number of hours: "24 hours".
+func hours(d time.Duration) string {
+	if d%time.Hour != 0 {
+		return shortDur(d)
+	}
+	return fmt.Sprintf("%d hours", d/time.Hour)
+}
+
+// planOutput is what plan --json prints.
+type planOutput struct {
+	HeldPlanID string           `json:"held_plan_id,omitempty"`
+	ExitCode   int              `json:"exit_code"`
+	Report     *pipeline.Report `json:"report"`
+}
+
+// printChanges prints one row per list change.
+func printChanges(w io.Writer, plans []pipeline.PlannedMailbox) {
+	if len(plans) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAILBOX\tDEVICE\tLIST\tOP\tDECISION\tREASON")
+	for i := range plans {
+		p := &plans[i]
+		mb := p.Mailbox
+		if mb == "" {
+			mb = p.Identity
+		}
+		for _, c := range p.Changes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", mb, c.DeviceID, c.List, c.Op, c.Decision, c.Reason)
+		}
+		for _, c := range p.Conflicts {
+			fmt.Fprintf(tw, "%s\t%s\t-\tnone\t%s\t%s (kept: %s)\n", mb, c.DeviceID, c.Decision, pipeline.ReasonAdminOverride, c.Reason)
+		}
+	}
+	tw.Flush()
+}
+
+// showPlan prints a held plan.
+func showPlan(cfg *config.Config, id string, asJSON bool, stdout, stderr io.Writer) int {
+	hp, err := pipeline.LoadHeldPlan(cfg.Sync.StateDir, id)
+	if err != nil {
+		if errors.Is(err, pipeline.ErrHeldPlanNotFound) {
+			fmt.Fprintf(stderr, "easconnector plan: no held plan %s in %s (plans expire after %s)\n", id, cfg.Sync.StateDir, hours(pipeline.DefaultHeldPlanMaxAge))
+		} else {
+			fmt.Fprintf(stderr, "easconnector plan: %v\n", err)
+		}
+		return exitFailed
+	}
+	if asJSON {
+		return printJSON(stdout, stderr, hp)
+	}
+	age := time.Since(hp.CreatedAt).Round(time.Second)
+	fmt.Fprintf(stdout, "Held plan %s, made %s ago by %s sync %s\n", hp.ID, age, hp.Kind, hp.SyncID)
+	fmt.Fprintf(stdout, "Reason: %s\n", hp.Reason)
+	fmt.Fprintf(stdout, "%s mailboxes to write; %s devices would lose access (of %s decided)\n\n",
+		num(hp.Counts.Writes), num(hp.Counts.Revocations), num(hp.Devices))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAILBOX\tDEVICE\tLIST\tOP\tDECISION\tREASON")
+	for i := range hp.Plans {
+		p := &hp.Plans[i]
+		for _, c := range p.Changes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Identity, c.DeviceID, c.List, c.Op, c.Decision, c.Reason)
+		}
+	}
+	tw.Flush()
+	if err := hp.CheckApprovable(time.Now(), pipeline.DefaultHeldPlanMaxAge); err != nil {
+		fmt.Fprintf(stdout, "\nThis plan can no longer be approved: %v\n", err)
+	} else {
+		fmt.Fprintf(stdout, "\nApply it: easconnector sync --approve %s\n", hp.ID)
+	}
+	return exitOK
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/easconnector/easconnector/loadtest/population"
+	"github.com/easconnector/easconnector/server"
+)
+
+// daemonUnderTest is `easconnector run` in process.
+type daemonUnderTest struct {
+	base   string
+	cancel context.CancelFunc
+	done   chan int
+	stderr *lockedBuffer
+}
+
+func startRun(t *testing.T, fl *fleet, addr string) *daemonUnderTest {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	d := &daemonUnderTest{base: "http://" + addr, cancel: cancel, done: make(chan int, 1), stderr: &lockedBuffer{}}
+	go func() { d.done <- run(ctx, []string{"run", "--config", fl.config}, &lockedBuffer{}, d.stderr) }()
+	t.Cleanup(func() { d.stop(t) })
+	return d
+}
+
+// stop stops the daemon and checks that it exits 0.
+func (d *daemonUnderTest) stop(t *testing.T) {
+	t.Helper()
+	if d.cancel == nil {
+		return
+	}
+	d.cancel()
+	d.cancel = nil
+	select {
+	case code := <-d.done:
+		if code != exitOK {
+			t.Errorf("run = %d after cancel, want 0\n%s", code, d.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("run did not stop within 30s\n%s", d.stderr)
+	}
+}
+
+// waitStatus polls the status until cond holds.
+func (d *daemonUnderTest) waitStatus(t *testing.T, what string, cond func(*server.Status) bool) server.Status {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, out, _ := runIn(t, t.Context(), "status", "--json", "--server", d.base)
+		var st server.Status
+		if out != "" {
+			decodeJSON(t, out, &st)
+			if cond(&st) {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed %s (last: exit %d, %+v)\n%s", what, code, st, d.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestRunStatusDevices(t *testing.T) {
+	noLeaks(t)
+	addr := freeAddr(t)
+	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 50}, listen: addr})
+	d := startRun(t, fl, addr)
+	st := d.waitStatus(t, "the first full sync", func(st *server.Status) bool { return st.LastFull != nil })
+	if st.Status != server.StatusConnected || st.LastFull.Result != server.ResultOK || st.LastFull.Trigger != "startup" ||
+		len(st.Servers) != 1 || st.Servers[0].State != "up" || st.NextQuick.IsZero() || st.NextFull.IsZero() {
+		t.Errorf("status after the first sync = %+v", st)
+	}
+
+	code, out, errOut := runIn(t, t.Context(), "status", "--server", d.base)
+	for _, re := range []string{`(?m)^Status\s+connected$`, `(?m)^Exchange\s+127\.0\.0\.1 up, \d+ sessions$`,
+		`(?m)^Last full\s+ok .*; Allow \d+.*writes \(startup\)$`, `(?m)^Last quick\s+none yet$`, `(?m)^Next quick\s+\S+ \(in `} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("status output lacks %s:\n%s%s", re, out, errOut)
+		}
+	}
+	if code != exitOK {
+		t.Errorf("status = %d, want 0", code)
+	}
+
+	blocked := st.LastFull.Counts["Block"]
+	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--decision", "block", "--limit", "0")
+	if rows := regexp.MustCompile(`(?m)^\S+@\S+\s+\S+\s+.*\sBlock\s+NotCompliant\s`).FindAllString(out, -1); code != exitOK || len(rows) != blocked || blocked == 0 {
+		t.Errorf("devices --decision block = %d, %d rows, want %d\n%s", code, len(rows), blocked, out)
+	}
+	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--json", "--limit", "0")
+	var page server.DevicePage
+	decodeJSON(t, out, &page)
+	if code != exitOK || page.Total != 50 || len(page.Devices) != 50 {
+		t.Errorf("devices --json = %d, total %d, %d rows; want 50", code, page.Total, len(page.Devices))
+	}
+	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--limit", "7")
+	if code != exitOK || !strings.Contains(out, "7 of 50 devices; --limit 0 lists all.") {
+		t.Errorf("devices --limit 7 = %d\n%s", code, out)
+	}
+
+	// A manual sync through the API; without a token it is refused.
+	code, out, errOut = runIn(t, t.Context(), "sync", "--quick", "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token"))
+	if code != exitOK || !regexp.MustCompile(`Sync \S+ \(quick\) requested\.|joins the pending sync`).MatchString(out) {
+		t.Errorf("sync --remote = %d\n%s%s", code, out, errOut)
+	}
+	code, _, errOut = runIn(t, t.Context(), "sync", "--full", "--remote", d.base, "--config", filepath.Join(t.TempDir(), "none.toml"))
+	if code != exitFailed || !strings.Contains(errOut, "missing bearer token") {
+		t.Errorf("sync --remote without a token = %d\n%s", code, errOut)
+	}
+	d.waitStatus(t, "the manual quick sync", func(st *server.Status) bool { return st.LastQuick != nil && st.Running == nil })
+
+	// The service owns the state directory: a local sync is refused.
+	code, _, errOut = runIn(t, t.Context(), "sync", "--full", "--config", fl.config)
+	if code != exitFailed || !strings.Contains(errOut, "state directory in use: pid ") || !strings.Contains(errOut, "--remote") {
+		t.Errorf("local sync beside the service = %d\n%s", code, errOut)
+	}
+
+	d.stop(t)
+	code, _, errOut = runIn(t, t.Context(), "status", "--server", d.base)
+	if code != exitFailed || !strings.Contains(errOut, "no easconnector service answers at "+d.base) {
+		t.Errorf("status without a service = %d\n%s", code, errOut)
+	}
+}
+
+// TestRunHeldPlan: the service holds a plan that would block every device,
+// tells the administrators once, shows it in its status, and applies it on
+// approval through the API.
+func TestRunHeldPlan(t *testing.T) {
+	noLeaks(t)
+	mail, err := startMailSink(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mail.close)
+	addr := freeAddr(t)
+	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30, EnrolledRate: 1, CompliantRate: -1, ExemptRate: -1, UntargetedRate: -1},
+		maxNewBlocks: 5, listen: addr, smtpPort: mail.port})
+	d := startRun(t, fl, addr)
+	st := d.waitStatus(t, "the held plan", func(st *server.Status) bool { return st.HeldPlan != nil })
+	if st.Status != server.StatusDegraded || !strings.Contains(st.Reason, "a guard holds plan "+st.HeldPlan.ID) ||
+		st.LastFull == nil || st.LastFull.Result != server.ResultHeld || st.HeldPlan.Limit != 5 || st.HeldPlan.NewBlocks < 6 {
+		t.Errorf("status with a held plan = %+v, plan %+v", st, st.HeldPlan)
+	}
+	id := st.HeldPlan.ID
+	digest := waitMail(t, mail, "plan held for approval")
+	if !strings.Contains(digest, "easconnector sync --approve "+id) {
+		t.Errorf("digest does not say how to approve %s:\n%s", id, digest)
+	}
+
+	code, out, errOut := runIn(t, t.Context(), "sync", "--approve", id, "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token"))
+	if code != exitOK || !strings.Contains(out, "Plan "+id+" approved; sync ") {
+		t.Fatalf("sync --approve --remote = %d\n%s%s", code, out, errOut)
+	}
+	st = d.waitStatus(t, "the approval applied", func(st *server.Status) bool {
+		return st.HeldPlan == nil && st.LastFull != nil && st.LastFull.Trigger == triggerApproval
+	})
+	if st.Status != server.StatusConnected || st.LastFull.Result != server.ResultOK || st.LastFull.Writes == 0 {
+		t.Errorf("status after approval = %+v, last full %+v", st, st.LastFull)
+	}
+	code, _, errOut = runIn(t, t.Context(), "sync", "--approve", id, "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token"))
+	if code != exitFailed || !strings.Contains(errOut, "HTTP 404") {
+		t.Errorf("approving an applied plan again = %d\n%s", code, errOut)
+	}
+	d.stop(t)
+	fl.assertConverged(t)
+}
+
+// waitMail waits for a message whose text contains want and returns it.
+func waitMail(t *testing.T, m *mailSink, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		files, _ := filepath.Glob(filepath.Join(m.dir, "*.eml"))
+		for _, f := range files {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), want) {
+				return string(b)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no mail containing %q", want)
+	return ""
+}
