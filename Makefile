@@ -22,8 +22,10 @@ test:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem $(BENCH_PKGS)
 
+# Simulated Exchange and Intune, a mail sink and the connector, in one
+# process; Ctrl-C stops it.
 demo: build
-	BIN=$(BIN) ./scripts/demo.sh
+	$(BIN)/easconnector demo
 
 loadtest:
 	$(GO) test -run Load -timeout 30m ./loadtest/...

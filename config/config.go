@@ -85,8 +85,9 @@ type MDM struct {
 	File       string `toml:"file"`
 	FileFormat string `toml:"file_format"` // json or csv
 
-	// Group object ids. Users in no included group are untargeted (when the
-	// list is empty everyone is targeted); excluded wins over included.
+	// Group object ids. Users in no included group are untargeted, so an
+	// enabled policy needs at least one (PipelinePolicy refuses none);
+	// excluded wins over included.
 	IncludedGroups []string `toml:"included_groups"`
 	ExcludedGroups []string `toml:"excluded_groups"`
 }

@@ -52,7 +52,8 @@ const closeFloor = 3 * time.Second
 
 // app is the connector's components, built in dependency order by
 // startApp (state directory → runspace pool → Exchange client → MDM source
-// → caches → notifier → engine) and torn down in reverse by stop.
+// → caches → notifier → engine; the MDM source, which needs only the file,
+// is built before connecting) and torn down in reverse by stop.
 type app struct {
 	cfg      *config.Config
 	log      *slog.Logger
@@ -110,6 +111,26 @@ func startApp(ctx context.Context, cfg *config.Config, log *slog.Logger, o appOp
 		}
 	}
 
+	// Everything that reads secrets or can be wrong in the file, before
+	// connecting to Exchange (which a service may wait for): the MDM
+	// source, which makes no request yet, and the notifier's options.
+	a.mdmSet = metrics.NewSet()
+	if a.source, err = cfg.MDMSource(log, a.mdmSet); err != nil {
+		return a, err
+	}
+	wantNotifier := cfg.Notify.Enabled && o.mode != modeDryRun
+	var nopts notify.Options
+	if wantNotifier {
+		if nopts, err = cfg.NotifyOptions(); err != nil {
+			return a, err
+		}
+	}
+	if cfg.Policy.DefaultAccessLevel != "" {
+		if _, err := cfg.PipelinePolicy(""); err != nil {
+			return a, err
+		}
+	}
+
 	// Runspace pool.
 	ropts, err := cfg.RunspaceOptions()
 	if err != nil {
@@ -135,12 +156,6 @@ func startApp(ctx context.Context, cfg *config.Config, log *slog.Logger, o appOp
 	}
 	eopts, err := cfg.PipelineOptions(a.orgDefault)
 	if err != nil {
-		return a, err
-	}
-
-	// MDM source.
-	a.mdmSet = metrics.NewSet()
-	if a.source, err = cfg.MDMSource(log, a.mdmSet); err != nil {
 		return a, err
 	}
 
@@ -174,11 +189,7 @@ func startApp(ctx context.Context, cfg *config.Config, log *slog.Logger, o appOp
 	}
 
 	// Notifier.
-	if cfg.Notify.Enabled && o.mode != modeDryRun {
-		nopts, err := cfg.NotifyOptions()
-		if err != nil {
-			return a, err
-		}
+	if wantNotifier {
 		nopts.Store, nopts.Logger = st, log
 		if a.notifier, err = notify.New(nopts); err != nil {
 			return a, err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,18 @@ type backend struct {
 	order     []string             // note ids, oldest first
 	heldSent  string               // held plan id the admins were last told about
 	lastErr   error                // error of the last sync, nil after a success
+
+	heldMu    sync.Mutex
+	heldCache map[string]heldEntry // by file name
+}
+
+// heldEntry is a held plan's summary (without its plans) and the file's
+// size and time when it was read: a plan for a large fleet is megabytes,
+// and the status is asked for at every page view.
+type heldEntry struct {
+	size int64
+	mod  time.Time
+	hp   *pipeline.HeldPlan
 }
 
 // syncNote is what the backend knows about a sync beyond its result.
@@ -61,6 +74,7 @@ func newBackend(a *app, cfg *config.Config) *backend {
 	return &backend{
 		a: a, log: a.log, stateDir: a.stateDir, maxAge: pipeline.DefaultHeldPlanMaxAge,
 		guard: cfg.GuardConfig(), admins: cfg.Notify.AdminRecipients, notes: map[string]*syncNote{},
+		heldCache: map[string]heldEntry{},
 	}
 }
 
@@ -164,13 +178,57 @@ func (b *backend) afterSync(rep *pipeline.Report, err error) {
 	b.pruneHeld()
 }
 
+// listHeld returns the held plans without their plans, oldest first,
+// reading only files that are new or changed since the last call.
+func (b *backend) listHeld() []*pipeline.HeldPlan {
+	dir := filepath.Join(b.stateDir, pipeline.HeldDir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			b.log.Warn("list held plans", "err", err)
+		}
+		return nil
+	}
+	b.heldMu.Lock()
+	defer b.heldMu.Unlock()
+	seen := make(map[string]bool, len(ents))
+	var out []*pipeline.HeldPlan
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		seen[e.Name()] = true
+		c, ok := b.heldCache[e.Name()]
+		if !ok || c.size != info.Size() || !c.mod.Equal(info.ModTime()) {
+			hp, err := pipeline.LoadHeldPlan(b.stateDir, id)
+			if err != nil {
+				b.log.Warn("held plan unreadable", "file", filepath.Join(dir, e.Name()), "err", err)
+				continue
+			}
+			hp.Plans = nil
+			c = heldEntry{size: info.Size(), mod: info.ModTime(), hp: hp}
+			b.heldCache[e.Name()] = c
+		}
+		out = append(out, c.hp)
+	}
+	for name := range b.heldCache {
+		if !seen[name] {
+			delete(b.heldCache, name)
+		}
+	}
+	slices.SortFunc(out, func(x, y *pipeline.HeldPlan) int { return x.CreatedAt.Compare(y.CreatedAt) })
+	return out
+}
+
 // pruneHeld removes held plans that can no longer be approved: each sync a
 // guard stops keeps a plan, which for a large fleet is megabytes.
 func (b *backend) pruneHeld() {
-	plans, err := pipeline.ListHeldPlans(b.stateDir)
-	if err != nil {
-		b.log.Warn("list held plans", "err", err)
-	}
+	plans := b.listHeld()
 	now := time.Now()
 	for _, hp := range plans {
 		if hp.CheckApprovable(now, b.maxAge) != nil {
@@ -267,10 +325,7 @@ func (b *backend) Status(ctx context.Context) server.Status {
 
 // currentHeld returns the newest held plan that can still be approved.
 func (b *backend) currentHeld() *pipeline.HeldPlan {
-	plans, err := pipeline.ListHeldPlans(b.stateDir)
-	if err != nil {
-		b.log.Warn("list held plans", "err", err)
-	}
+	plans := b.listHeld()
 	now := time.Now()
 	for i := len(plans) - 1; i >= 0; i-- {
 		if plans[i].CheckApprovable(now, b.maxAge) == nil {
@@ -481,9 +536,16 @@ func auditTail(path string, limit int) ([]pipeline.AuditEntry, error) {
 	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
+	return parseAuditTail(buf, off > 0, limit), nil
+}
+
+// parseAuditTail decodes up to limit audit lines from the end of buf,
+// newest first; cut says buf starts mid-line. Lines that do not decode
+// (a torn last line, an edited file) are skipped.
+func parseAuditTail(buf []byte, cut bool, limit int) []pipeline.AuditEntry {
 	lines := bytes.Split(buf, []byte{'\n'})
-	if off > 0 && len(lines) > 0 {
-		lines = lines[1:] // cut mid-line
+	if cut && len(lines) > 0 {
+		lines = lines[1:]
 	}
 	var out []pipeline.AuditEntry
 	for i := len(lines) - 1; i >= 0 && len(out) < limit; i-- {
@@ -496,5 +558,5 @@ func auditTail(path string, limit int) ([]pipeline.AuditEntry, error) {
 			out = append(out, e)
 		}
 	}
-	return out, nil
+	return out
 }

@@ -45,14 +45,20 @@ type serverFlags struct {
 	tokenFile *string
 }
 
-func addServerFlags(fs *flag.FlagSet, serverFlag string) serverFlags {
+func addServerFlags(fs *flag.FlagSet, serverFlag, configUsage, serverUsage string) serverFlags {
 	return serverFlags{
 		name:      serverFlag,
-		config:    fs.String("config", defaultConfig, "configuration file, for the service's address, certificate and token"),
-		server:    fs.String(serverFlag, "", "the service's admin URL (default: from [server] listen of the configuration)"),
+		config:    fs.String("config", defaultConfig, configUsage),
+		server:    fs.String(serverFlag, "", serverUsage),
 		tokenFile: fs.String("token-file", "", "file holding the admin API token (default: the configuration's [server] token)"),
 	}
 }
+
+// Usage texts of the server flags of status and devices.
+const (
+	configUsageRemote = "configuration file, for the service's address, certificate and token"
+	serverUsage       = "the service's admin URL (default: from [server] listen of the configuration)"
+)
 
 // client builds the API client: the URL from the flag or the
 // configuration, the token from --token-file or the configuration, and
@@ -126,6 +132,24 @@ func listenURL(listen string, tls bool) string {
 	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
+// apiError is an error answer of the admin API.
+type apiError struct {
+	method, path string
+	status       int
+	msg          string
+}
+
+func (e *apiError) Error() string {
+	s := fmt.Sprintf("%s %s: %s (HTTP %d)", e.method, e.path, e.msg, e.status)
+	switch e.status {
+	case http.StatusUnauthorized:
+		s += "; give the service's admin token with --token-file, or --config with its [server] token"
+	case http.StatusForbidden:
+		s += "; the service has no admin token configured ([server] token_file or token_env), so it accepts no changes over HTTP"
+	}
+	return s
+}
+
 // call sends one request (body, if non-nil, as JSON) and decodes the JSON
 // answer into out. An error answer becomes an error carrying its message.
 func (c *apiClient) call(ctx context.Context, method, path string, query url.Values, body, out any) error {
@@ -175,7 +199,7 @@ func (c *apiClient) call(ctx context.Context, method, path string, query url.Val
 		if len(msg) > 500 {
 			msg = msg[:500] + "…"
 		}
-		return fmt.Errorf("%s %s: %s (HTTP %d)", method, path, msg, resp.StatusCode)
+		return &apiError{method: method, path: path, status: resp.StatusCode, msg: msg}
 	}
 	if out == nil {
 		return nil

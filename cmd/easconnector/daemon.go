@@ -52,10 +52,25 @@ func syncStopWait(t time.Duration) time.Duration { return t * 3 / 4 }
 // startDaemon starts the components in dependency order: config (given) →
 // logger (given) → state directory → runspace pool → Exchange client →
 // MDM source → caches → notifier → engine → scheduler → admin server.
+// What only depends on the file (secrets, schedule, server options, the MDM
+// source, which makes no request when built) is checked before connecting
+// to Exchange, so that a mistake in the file fails at once rather than after
+// waiting for Exchange.
 func startDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, o daemonOptions) (d *daemon, err error) {
 	t := cfg.Sync.ShutdownTimeout.Duration
 	if o.lockCommand == "" {
 		o.lockCommand = "run"
+	}
+	// The file's mistakes first, before waiting for Exchange.
+	sopts, err := cfg.ScheduleOptions()
+	if err != nil {
+		return nil, err
+	}
+	vopts := server.Options{Listen: server.DefaultListen}
+	if cfg.Server.Listen != "" {
+		if vopts, err = cfg.ServerOptions(); err != nil {
+			return nil, err
+		}
 	}
 	a, err := startApp(ctx, cfg, log, appOptions{mode: modeDaemon, writeGrace: writeGrace(t), lockCommand: o.lockCommand, progress: o.progress})
 	if err != nil {
@@ -73,10 +88,6 @@ func startDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, o da
 		}
 	}()
 
-	sopts, err := cfg.ScheduleOptions()
-	if err != nil {
-		return d, err
-	}
 	marks := a.state.Marks()
 	sopts.LastFull = marks.LastFull
 	sopts.LastSync = marks.LastFull
@@ -94,12 +105,6 @@ func startDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, o da
 	if cfg.Server.Listen == "" && o.listener == nil {
 		log.Info("admin server disabled (server.listen is empty)")
 		return d, nil
-	}
-	vopts := server.Options{Listen: server.DefaultListen}
-	if cfg.Server.Listen != "" {
-		if vopts, err = cfg.ServerOptions(); err != nil {
-			return d, err
-		}
 	}
 	vopts.Backend = d.backend
 	vopts.Metrics = append(a.metricSets(), d.sched.Metrics())

@@ -6,7 +6,10 @@ import (
 	"io"
 	"net/url"
 	"strconv"
+	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/easconnector/easconnector/server"
 )
@@ -18,7 +21,7 @@ device, before the sync wrote; MDM is the device's compliance state.`
 
 func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("devices", "[--decision D] [--reason R] [--user U] [--limit N] [--json] [--server URL] [--config file]", stderr)
-	srv := addServerFlags(fs, "server")
+	srv := addServerFlags(fs, "server", configUsageRemote, serverUsage)
 	decision := fs.String("decision", "", "only this decision: Allow, Block or Default")
 	reason := fs.String("reason", "", "only this reason, e.g. NotCompliant, NotEnrolled, Compliant")
 	user := fs.String("user", "", "only this user's devices (mailbox address or UPN)")
@@ -87,12 +90,24 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	return exitOK
 }
 
-// clean makes a phone-supplied string safe for a terminal table: control
-// and formatting characters (tabs included) are escaped, and it is cut to
-// limit characters.
+// clean makes a phone-supplied string safe for a terminal table: control,
+// formatting and space characters other than ' ' (tabs would break the
+// columns, bidi overrides reorder them) and invalid UTF-8 are escaped as in
+// a Go string, and it is cut to limit characters.
 func clean(s string, limit int) string {
-	q := strconv.QuoteToGraphic(s)
-	q = q[1 : len(q)-1]
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == ' ' || unicode.IsGraphic(r) && !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	q := b.String()
 	if r := []rune(q); len(r) > limit {
 		q = string(r[:limit-1]) + "…"
 	}

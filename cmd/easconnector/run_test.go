@@ -123,10 +123,57 @@ func TestRunStatusDevices(t *testing.T) {
 		t.Errorf("local sync beside the service = %d\n%s", code, errOut)
 	}
 
+	// Exchange goes away: the next sync fails and the status says so.
+	if err := fl.sim.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut = runIn(t, t.Context(), "sync", "--quick", "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token")); code != exitOK {
+		t.Fatalf("sync --remote = %d\n%s%s", code, out, errOut)
+	}
+	st = d.waitStatus(t, "disconnected", func(st *server.Status) bool { return st.Status == server.StatusDisconnected })
+	if !strings.Contains(st.Reason, "no Exchange server reachable") || st.Servers[0].State != "down" {
+		t.Errorf("status with Exchange down = %+v", st)
+	}
+	if code, _, _ = runIn(t, t.Context(), "status", "--server", d.base); code != exitFailed {
+		t.Errorf("status while disconnected = %d, want %d", code, exitFailed)
+	}
+
 	d.stop(t)
 	code, _, errOut = runIn(t, t.Context(), "status", "--server", d.base)
 	if code != exitFailed || !strings.Contains(errOut, "no easconnector service answers at "+d.base) {
 		t.Errorf("status without a service = %d\n%s", code, errOut)
+	}
+}
+
+// TestRunStartup: a refused login stops the service at once (retrying
+// could lock the account out); an unreachable Exchange is waited for, and
+// a signal meanwhile stops the service cleanly.
+func TestRunStartup(t *testing.T) {
+	noLeaks(t)
+	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 10}})
+	if err := os.WriteFile(filepath.Join(fl.dir, "exchange.pw"), []byte("wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runIn(t, t.Context(), "run", "--config", fl.config)
+	if code != exitFailed || !strings.Contains(errOut, "start-up failed") || strings.Contains(errOut, "retrying") {
+		t.Errorf("run with a wrong password = %d\n%s", code, errOut)
+	}
+
+	fl = startFleet(t, fleetOptions{pop: population.Options{Devices: 10}})
+	if err := fl.sim.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	d := startRun(t, fl, "")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.stderr.String(), "no server reachable; retrying") {
+		if time.Now().After(deadline) {
+			t.Fatalf("run does not retry an unreachable Exchange:\n%s", d.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.stop(t)
+	if _, err := os.Stat(filepath.Join(fl.state, "state.json")); err == nil {
+		t.Error("a service that never connected wrote a state file")
 	}
 }
 

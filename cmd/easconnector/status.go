@@ -18,7 +18,7 @@ holds. Exit codes: 0 connected, 1 not connected or no answer, 2 usage.`
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("status", "[--server URL] [--config file] [--json]", stderr)
-	srv := addServerFlags(fs, "server")
+	srv := addServerFlags(fs, "server", configUsageRemote, serverUsage)
 	asJSON := fs.Bool("json", false, "print the status JSON as the API returns it")
 	withHelp(fs, statusHelp)
 	if code := parseFlags(fs, args); code >= 0 {

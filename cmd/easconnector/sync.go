@@ -53,7 +53,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.approve, "approve", "", "apply the held plan with this id")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
 	fs.BoolVar(&f.verbose, "v", false, "log at the configured level (default: warnings only)")
-	f.srv = addServerFlags(fs, "remote")
+	f.srv = addServerFlags(fs, "remote", "configuration file", "ask the running service at this admin URL (http(s)://host:port) instead of syncing here")
 	withHelp(fs, syncHelp)
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
