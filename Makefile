@@ -40,4 +40,4 @@ cross:
 	GOOS=windows GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/windows-amd64/ ./cmd/...
 
 clean:
-	rm -rf $(BIN) dist demo-state
+	rm -rf $(BIN) dist

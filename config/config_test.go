@@ -208,11 +208,14 @@ func TestValidate(t *testing.T) {
 		"guard.min_mdm_ratio: must be between 0 and 1, got 1.5",
 		"guard.max_new_blocks: must be between 0 and 10000000, got -1",
 		"guard.max_new_blocks_ratio: must be between 0 and 1, got -0.1")
+	f("jitter of half the interval", func(c *Config) {
+		c.Sync.QuickInterval, c.Sync.QuickJitter = Dur(10*time.Minute), Dur(5*time.Minute)
+	}, "sync.quick_jitter: must be at least 0s and less than half of sync.quick_interval (5m), got 5m")
 	f("sync", func(c *Config) {
 		c.Sync.QuickInterval, c.Sync.QuickJitter = Dur(10*time.Minute), Dur(6*time.Minute)
 		c.Sync.FullAt, c.Sync.StateDir = "3:00", " "
 	},
-		"sync.quick_jitter: must be between 0s and 5m, got 6m",
+		"sync.quick_jitter: must be at least 0s and less than half of sync.quick_interval (5m), got 6m",
 		`sync.full_at: must be a local time of day "HH:MM" (00:00 to 23:59), got "3:00"`,
 		"sync.state_dir: required")
 	f("server on the network", func(c *Config) { c.Server.Listen = ":8443" },

@@ -319,7 +319,10 @@ func (g *Guard) validate(v *validator) {
 func (s *Sync) validate(v *validator) {
 	v.durRange("sync.quick_interval", s.QuickInterval, time.Minute, day)
 	if s.QuickInterval.Duration >= time.Minute {
-		v.durRange("sync.quick_jitter", s.QuickJitter, 0, s.QuickInterval.Duration/2)
+		if j := s.QuickJitter.Duration; j < 0 || j >= s.QuickInterval.Duration/2 {
+			v.errorf("sync.quick_jitter", "must be at least 0s and less than half of sync.quick_interval (%s), got %s",
+				Dur(s.QuickInterval.Duration/2), s.QuickJitter)
+		}
 	}
 	if !clockRe.MatchString(s.FullAt) {
 		v.errorf("sync.full_at", "must be a local time of day \"HH:MM\" (00:00 to 23:59), got %q", s.FullAt)
