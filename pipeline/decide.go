@@ -80,22 +80,55 @@ func newMbox(c *exchange.CASMailbox) *mbox {
 	}
 }
 
-// row is one partnership and its decision.
+// row is one partnership and its decision, packed: a fleet's rows are
+// kept from one sync to the next, so the enumerations are indexes into
+// their value lists (80 bytes a row instead of 160).
 type row struct {
 	id, typ, model string
-	state          exchange.AccessState
-	stateReason    exchange.AccessReason
 	firstSync      time.Time
-	compliance     mdm.Compliance
-	enrolled       bool // an MDM record joined
-	dec            Decision
-	why            Reason
+	d, r           uint8 // indexes into decisionList, reasonList
+	st, sr, c      uint8 // indexes into accessStates, accessReasons, compliances
+	enrolled       bool  // an MDM record joined
 }
+
+// The value lists of the packed fields; index 0 is the unknown value.
+var (
+	accessStates = []exchange.AccessState{exchange.AccessUnknown, exchange.AccessAllowed, exchange.AccessBlocked,
+		exchange.AccessQuarantined, exchange.AccessDeviceDiscovery}
+	accessReasons = []exchange.AccessReason{exchange.ReasonUnknown, exchange.ReasonGlobal, exchange.ReasonIndividual,
+		exchange.ReasonDeviceRule, exchange.ReasonPolicy, exchange.ReasonUpgrade}
+	compliances = []mdm.Compliance{"", mdm.ComplianceUnknown, mdm.ComplianceCompliant, mdm.ComplianceNoncompliant,
+		mdm.ComplianceConflict, mdm.ComplianceError, mdm.ComplianceInGracePeriod, mdm.ComplianceConfigManager}
+)
+
+// pack returns v's index in list, 0 (the unknown value) if absent.
+func pack[T ~string](list []T, v T) uint8 {
+	for i, x := range list {
+		if x == v {
+			return uint8(i)
+		}
+	}
+	return 0
+}
+
+// index packs i, or def when i is -1 (a value Decide never returns).
+func index(i, def int) uint8 {
+	if i < 0 {
+		return uint8(def)
+	}
+	return uint8(i)
+}
+
+func (rw *row) decision() Decision                  { return decisionList[rw.d] }
+func (rw *row) reason() Reason                      { return reasonList[rw.r] }
+func (rw *row) accessState() exchange.AccessState   { return accessStates[rw.st] }
+func (rw *row) accessReason() exchange.AccessReason { return accessReasons[rw.sr] }
+func (rw *row) complianceState() mdm.Compliance     { return compliances[rw.c] }
 
 func (rw *row) export(mb *mbox) DeviceRow {
 	return DeviceRow{
 		Mailbox: mb.smtp, User: mb.name, UPN: mb.upn, DeviceID: rw.id, DeviceType: rw.typ, DeviceModel: rw.model,
-		Decision: rw.dec, Reason: rw.why, ExchangeState: rw.state, Compliance: rw.compliance,
+		Decision: rw.decision(), Reason: rw.reason(), ExchangeState: rw.accessState(), Compliance: rw.complianceState(),
 	}
 }
 
@@ -213,12 +246,12 @@ func (d *decider) decide(mb *mbox, dev *exchange.MobileDevice) {
 	dec, why := Decide(d.p, Input{Device: *dev, User: u, Scope: mb.scope, Record: rec, SameUser: same}, d.now)
 	d.tally.Add(dec, why)
 	rw := row{
-		id: dev.DeviceId, typ: d.str(dev.DeviceType), model: d.str(dev.DeviceModel),
-		state: exchange.AccessState(d.str(string(dev.DeviceAccessState))), stateReason: exchange.AccessReason(d.str(string(dev.DeviceAccessStateReason))),
-		firstSync: dev.FirstSyncTime, dec: dec, why: why,
+		id: dev.DeviceId, typ: d.str(dev.DeviceType), model: d.str(dev.DeviceModel), firstSync: dev.FirstSyncTime,
+		d: index(decisionIndex(dec), decisionIndex(NoChange)), r: index(reasonIndex(why), reasonIndex(ReasonDisabled)),
+		st: pack(accessStates, dev.DeviceAccessState), sr: pack(accessReasons, dev.DeviceAccessStateReason),
 	}
 	if rec != nil {
-		rw.enrolled, rw.compliance = true, rec.Compliance
+		rw.enrolled, rw.c = true, pack(compliances, rec.Compliance)
 		if same && mb.upn == "" {
 			mb.upn = rec.UserPrincipalName
 		}

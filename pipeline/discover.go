@@ -269,7 +269,7 @@ func (e *Engine) planOne(mb *mbox, complete, adopt bool) bool {
 	}
 	decisions := make([]DeviceDecision, len(mb.devs))
 	for k := range mb.devs {
-		decisions[k] = DeviceDecision{DeviceID: mb.devs[k].id, Decision: mb.devs[k].dec, Reason: mb.devs[k].why}
+		decisions[k] = DeviceDecision{DeviceID: mb.devs[k].id, Decision: mb.devs[k].decision(), Reason: mb.devs[k].reason()}
 	}
 	plan := PlanMailbox(MailboxInput{
 		Identity: mb.identity(), Allowed: mb.allowed, Blocked: mb.blocked, Owned: owned,

@@ -307,7 +307,10 @@ func TestLargeFleet(t *testing.T) {
 // entries already in the lists as the connector's own (also on mailboxes
 // it does not write), and adoption ends with that sync.
 func TestAdoptExisting(t *testing.T) {
-	f := newFixture(t, fixtureOptions{engine: func(o *pipeline.Options) { o.AdoptExisting = true }})
+	f := newFixture(t, fixtureOptions{
+		engine: func(o *pipeline.Options) { o.AdoptExisting = true },
+		pop:    func(o *population.Options) { o.AdminEntryRate = 0.2 },
+	})
 	f.sync(pipeline.SyncFull)
 	adopted, unwritten := 0, 0
 	for i, mb := range f.pop.Mailboxes {

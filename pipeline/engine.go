@@ -340,7 +340,7 @@ func (e *Engine) Devices(q DeviceQuery, offset, limit int) ([]DeviceRow, int) {
 		}
 		for i := range mb.devs {
 			rw := &mb.devs[i]
-			if (q.Decision != "" && rw.dec != q.Decision) || (q.Reason != "" && rw.why != q.Reason) {
+			if (q.Decision != "" && rw.decision() != q.Decision) || (q.Reason != "" && rw.reason() != q.Reason) {
 				continue
 			}
 			if total >= offset && (limit <= 0 || len(out) < limit) {

@@ -39,26 +39,26 @@ func (e *Engine) notifyDevices(r *run, mbs map[string]*mbox) {
 			if mb.written {
 				allowed, blocked = editList(allowed, mb.plan.Allowed), editList(blocked, mb.plan.Blocked)
 				ours = mb.plan.NewOwned.Blocked
-			} else if slices.ContainsFunc(mb.devs, func(rw row) bool { return rw.dec == Block }) {
+			} else if slices.ContainsFunc(mb.devs, func(rw row) bool { return rw.decision() == Block }) {
 				ours = e.st.OwnedOf(mb.identity()).Blocked
 			}
 			for i := range mb.devs {
 				rw := &mb.devs[i]
 				var state notify.State
 				switch {
-				case rw.dec == Allow && containsFold(allowed, rw.id):
+				case rw.decision() == Allow && containsFold(allowed, rw.id):
 					if e.st.Sent(notify.Key(mb.smtp, rw.id, notify.StateBlocked)) || e.st.Sent(notify.Key(mb.smtp, rw.id, notify.StateQuarantined)) {
 						if err := n.Resolved(mb.smtp, rw.id); err == nil {
 							resolved++
 						}
 					}
 					continue
-				case !isTargeted(rw.why) || full:
+				case !isTargeted(rw.reason()) || full:
 					continue
-				case rw.dec == Block && containsFold(blocked, rw.id) && containsFold(ours, rw.id):
+				case rw.decision() == Block && containsFold(blocked, rw.id) && containsFold(ours, rw.id):
 					state = notify.StateBlocked
-				case rw.dec == Default && p.OrgDefault == exchange.LevelQuarantine &&
-					!containsFold(allowed, rw.id) && !containsFold(blocked, rw.id) && rw.stateReason != exchange.ReasonDeviceRule:
+				case rw.decision() == Default && p.OrgDefault == exchange.LevelQuarantine &&
+					!containsFold(allowed, rw.id) && !containsFold(blocked, rw.id) && rw.accessReason() != exchange.ReasonDeviceRule:
 					state = notify.StateQuarantined
 				default:
 					continue
@@ -68,7 +68,7 @@ func (e *Engine) notifyDevices(r *run, mbs map[string]*mbox) {
 				}
 				ok, err := n.Enqueue(notify.Notice{
 					To: mb.smtp, UserName: mb.name, DeviceID: rw.id, DeviceType: rw.typ, DeviceModel: rw.model,
-					State: state, Reason: string(rw.why), SyncID: r.rep.ID, Time: e.now(),
+					State: state, Reason: string(rw.reason()), SyncID: r.rep.ID, Time: e.now(),
 				})
 				switch {
 				case errors.Is(err, notify.ErrQueueFull):

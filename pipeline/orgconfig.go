@@ -194,7 +194,7 @@ func (op *orgPlan) countShutOut(mbs map[string]*mbox) {
 	for _, mb := range mbs {
 		for i := range mb.devs {
 			rw := &mb.devs[i]
-			if rw.dec == Default && rw.state == exchange.AccessAllowed && rw.stateReason == exchange.ReasonGlobal {
+			if rw.decision() == Default && rw.accessState() == exchange.AccessAllowed && rw.accessReason() == exchange.ReasonGlobal {
 				op.shutOut++
 			}
 		}

@@ -194,7 +194,7 @@ func (e *Engine) quick(ctx context.Context, r *run) error {
 			if err != nil {
 				continue
 			}
-			if rw := base.row(dn, attention[i].DeviceId); rw != nil && attention[i].DeviceId != "" && (rw.dec == Default || rw.dec == NoChange) {
+			if rw := base.row(dn, attention[i].DeviceId); rw != nil && attention[i].DeviceId != "" && (rw.decision() == Default || rw.decision() == NoChange) {
 				continue // left to Exchange on purpose
 			}
 			add(dn, "attention")
