@@ -53,7 +53,11 @@ const genericReasonText = "your organization's mail access policy does not curre
 
 // Defaults for Options.
 const (
-	DefaultQueueSize   = 1000
+	// DefaultQueueSize holds the notices of a first sync of a large
+	// organization (a Quarantine default leaves every unmanaged phone to
+	// quarantine) at a few hundred bytes each; what overflows is dropped,
+	// counted and re-derived by the next sync.
+	DefaultQueueSize   = 20000
 	DefaultMaxAttempts = 5
 	DefaultRetryMin    = 5 * time.Second
 	DefaultRetryMax    = 5 * time.Minute
