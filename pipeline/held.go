@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/easconnector/easconnector/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -120,7 +121,7 @@ func SaveHeldPlan(dir string, hp *HeldPlan) error {
 	if err != nil {
 		return fmt.Errorf("save held plan %s: %w", hp.ID, err)
 	}
-	if err := writeFileAtomic(hd, hp.ID+".json", append(data, '\n')); err != nil {
+	if err := atomicfile.Write(hd, hp.ID+".json", append(data, '\n')); err != nil {
 		return fmt.Errorf("save held plan %s: %w", hp.ID, err)
 	}
 	return nil
@@ -133,7 +134,7 @@ func LoadHeldPlan(dir, id string) (*HeldPlan, error) {
 		return nil, fmt.Errorf("held plan id %q: want 32 lower-case hex digits", id)
 	}
 	path := filepath.Join(dir, HeldDir, id+".json")
-	data, err := readFileLimited(path, maxHeldBytes)
+	data, err := atomicfile.ReadLimited(path, maxHeldBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("held plan %s: %w", id, ErrHeldPlanNotFound)
 	}
@@ -204,5 +205,5 @@ func RemoveHeldPlan(dir, id string) error {
 	if err != nil {
 		return fmt.Errorf("remove held plan %s: %w", id, err)
 	}
-	return syncDir(filepath.Join(dir, HeldDir))
+	return atomicfile.SyncDir(filepath.Join(dir, HeldDir))
 }

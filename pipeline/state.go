@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/easconnector/easconnector/internal/atomicfile"
 	"io"
 	"io/fs"
 	"maps"
@@ -237,7 +238,7 @@ var ErrStateTooNew = errors.New("state file is from a newer version")
 // Temporary files of a writer that crashed are never read.
 func LoadState(dir string) (*State, Status, error) {
 	path := filepath.Join(dir, StateFile)
-	data, err := readFileLimited(path, maxStateBytes)
+	data, err := atomicfile.ReadLimited(path, maxStateBytes)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if info, aerr := os.Stat(filepath.Join(dir, AuditFile)); aerr == nil && info.Size() > 0 {
@@ -356,7 +357,7 @@ func SaveState(dir string, st *State) error {
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := writeFileAtomic(dir, StateFile, append(data, '\n')); err != nil {
+	if err := atomicfile.Write(dir, StateFile, append(data, '\n')); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil

@@ -1,4 +1,8 @@
-package pipeline
+// Package atomicfile writes small state files so that a crash or power loss
+// leaves either the old file or the new one, never a torn mix, and reads them
+// back with a size bound. The connector's state, held plans and notification
+// records all go through it.
+package atomicfile
 
 import (
 	"fmt"
@@ -10,7 +14,7 @@ import (
 	"time"
 )
 
-// writeFileAtomic replaces dir/name with data so that a crash at any point
+// Write replaces dir/name with data so that a crash at any point
 // leaves either the old file or the new one, never a mix: a temporary file
 // in the same directory is written and fsynced, renamed over the target,
 // and the directory is fsynced so that the rename itself survives a power
@@ -18,7 +22,7 @@ import (
 // (it never has the target's name) and removed by a later write once it is
 // an hour old. The file is private to its owner (os.CreateTemp makes it
 // 0600): it names mailboxes and devices.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
+func Write(dir, name string, data []byte) (err error) {
 	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
@@ -43,16 +47,16 @@ func writeFileAtomic(dir, name string, data []byte) (err error) {
 	if err = os.Rename(tmp, target); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp, target, err)
 	}
-	if err = syncDir(dir); err != nil {
+	if err = SyncDir(dir); err != nil {
 		return err
 	}
 	removeStaleTemps(dir, name, time.Hour)
 	return nil
 }
 
-// syncDir makes a rename in dir durable. Windows cannot fsync a directory
+// SyncDir makes a rename in dir durable. Windows cannot fsync a directory
 // (and its rename is durable without it).
-func syncDir(dir string) error {
+func SyncDir(dir string) error {
 	if runtime.GOOS == "windows" {
 		return nil
 	}
@@ -86,9 +90,9 @@ func removeStaleTemps(dir, name string, age time.Duration) {
 	}
 }
 
-// readFileLimited reads a file of at most limit bytes; a bigger file is an
+// ReadLimited reads a file of at most limit bytes; a bigger file is an
 // error rather than an unbounded allocation.
-func readFileLimited(path string, limit int64) ([]byte, error) {
+func ReadLimited(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
