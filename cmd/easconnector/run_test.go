@@ -130,7 +130,11 @@ func TestRunStatusDevices(t *testing.T) {
 	if code, out, errOut = runIn(t, t.Context(), "sync", "--quick", "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token")); code != exitOK {
 		t.Fatalf("sync --remote = %d\n%s%s", code, out, errOut)
 	}
-	st = d.waitStatus(t, "disconnected", func(st *server.Status) bool { return st.Status == server.StatusDisconnected })
+	// The sync's failure and the pool's marking the endpoint down are two
+	// events: wait for both.
+	st = d.waitStatus(t, "disconnected with the server down", func(st *server.Status) bool {
+		return st.Status == server.StatusDisconnected && len(st.Servers) > 0 && st.Servers[0].State == "down"
+	})
 	if !strings.Contains(st.Reason, "no Exchange server reachable") || st.Servers[0].State != "down" {
 		t.Errorf("status with Exchange down = %+v", st)
 	}
