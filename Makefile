@@ -27,8 +27,12 @@ bench:
 demo: build
 	$(BIN)/easconnector demo
 
+# The soak run: 50,000 devices, a first full sync, then 1 % churn and a quick
+# sync per round for EASCONNECTOR_SOAK_DURATION (default 10m) with a CAS
+# listener killed and restarted and Graph throttling, ending with a full sync
+# that must write nothing. EASCONNECTOR_SOAK_DEVICES sets the fleet size.
 loadtest:
-	$(GO) test -run Load -timeout 30m ./loadtest/...
+	$(GO) test -run TestLoadSoak -timeout 60m -v ./loadtest/soak/
 
 lint:
 	@unformatted=$$(gofmt -l . 2>&1); \
