@@ -93,8 +93,8 @@ func TestFullSync(t *testing.T) {
 	f.eng.Metrics().WritePrometheus(&buf)
 	for _, want := range []string{
 		`easconnector_sync_total{kind="full",result="ok"}`, `easconnector_sync_total{kind="full",result="held"}`,
-		`easconnector_guard_trips_total{guard="blast_radius"} 1`, `easconnector_devices{decision="Allow"}`,
-		`easconnector_list_entries_written_total{list="allowed",op="add"}`, `easconnector_sync_stage_duration_seconds_bucket{stage="apply"`,
+		`easconnector_sync_guard_trips_total{guard="blast_radius"} 1`, `easconnector_sync_devices{decision="Allow"}`,
+		`easconnector_sync_list_entries_written_total{list="allowed",op="add"}`, `easconnector_sync_stage_duration_seconds_bucket{stage="apply"`,
 		`easconnector_sync_last_success_timestamp_seconds{kind="full"}`,
 	} {
 		if !strings.Contains(buf.String(), want) {

@@ -46,11 +46,11 @@ var syncBuckets = []float64{1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7
 //	easconnector_sync_duration_seconds{kind}                 histogram
 //	easconnector_sync_total{kind,result}                     counter
 //	easconnector_sync_last_success_timestamp_seconds{kind}   gauge
-//	easconnector_devices{decision}                           gauge, last full sync
-//	easconnector_devices_by_reason{reason}                   gauge, last full sync
-//	easconnector_list_entries_written_total{list,op}         counter
-//	easconnector_guard_trips_total{guard}                    counter
-//	easconnector_mailbox_write_failures_total                counter
+//	easconnector_sync_devices{decision}                           gauge, last full sync
+//	easconnector_sync_devices_by_reason{reason}                   gauge, last full sync
+//	easconnector_sync_list_entries_written_total{list,op}         counter
+//	easconnector_sync_guard_trips_total{guard}                    counter
+//	easconnector_sync_mailbox_write_failures_total                counter
 type engineMetrics struct {
 	set         *metrics.Set
 	duration    map[SyncKind]*metrics.PrometheusHistogram
@@ -73,7 +73,7 @@ func newEngineMetrics(set *metrics.Set) *engineMetrics {
 		devices:     map[Decision]*metrics.Gauge{},
 		byReason:    map[Reason]*metrics.Gauge{},
 		entries:     map[[2]string]*metrics.Counter{},
-		failures:    set.GetOrCreateCounter("easconnector_mailbox_write_failures_total"),
+		failures:    set.GetOrCreateCounter("easconnector_sync_mailbox_write_failures_total"),
 		totals:      map[[2]string]*metrics.Counter{},
 		trips:       map[GuardKind]*metrics.Counter{},
 	}
@@ -82,14 +82,14 @@ func newEngineMetrics(set *metrics.Set) *engineMetrics {
 		m.lastSuccess[k] = set.GetOrCreateGauge(fmt.Sprintf(`easconnector_sync_last_success_timestamp_seconds{kind=%q}`, k), nil)
 	}
 	for _, d := range Decisions {
-		m.devices[d] = set.GetOrCreateGauge(fmt.Sprintf(`easconnector_devices{decision=%q}`, d), nil)
+		m.devices[d] = set.GetOrCreateGauge(fmt.Sprintf(`easconnector_sync_devices{decision=%q}`, d), nil)
 	}
 	for _, r := range Reasons {
-		m.byReason[r] = set.GetOrCreateGauge(fmt.Sprintf(`easconnector_devices_by_reason{reason=%q}`, r), nil)
+		m.byReason[r] = set.GetOrCreateGauge(fmt.Sprintf(`easconnector_sync_devices_by_reason{reason=%q}`, r), nil)
 	}
 	for _, l := range []List{ListAllowed, ListBlocked} {
 		for _, op := range []Op{OpAdd, OpRemove} {
-			m.entries[[2]string{string(l), string(op)}] = set.GetOrCreateCounter(fmt.Sprintf(`easconnector_list_entries_written_total{list=%q,op=%q}`, l, op))
+			m.entries[[2]string{string(l), string(op)}] = set.GetOrCreateCounter(fmt.Sprintf(`easconnector_sync_list_entries_written_total{list=%q,op=%q}`, l, op))
 		}
 	}
 	return m
@@ -107,7 +107,7 @@ func (m *engineMetrics) trip(kind GuardKind) {
 	m.mu.Lock()
 	c := m.trips[kind]
 	if c == nil {
-		c = m.set.GetOrCreateCounter(fmt.Sprintf(`easconnector_guard_trips_total{guard=%q}`, kind))
+		c = m.set.GetOrCreateCounter(fmt.Sprintf(`easconnector_sync_guard_trips_total{guard=%q}`, kind))
 		m.trips[kind] = c
 	}
 	m.mu.Unlock()
