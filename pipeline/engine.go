@@ -261,6 +261,15 @@ func New(opts Options) (*Engine, error) {
 			e.log.Warn("pipeline: "+status.Message, "origin", status.Origin)
 		}
 	}
+	// The last successes survive a restart in the state, so the gauges do
+	// too: an alert on "no successful sync in 26 h" must not fire because
+	// the process restarted.
+	marks := e.st.Marks()
+	for kind, at := range map[SyncKind]time.Time{SyncFull: marks.LastFull, SyncQuick: marks.LastQuick} {
+		if !at.IsZero() {
+			e.m.lastSuccess[kind].Set(float64(at.UnixNano()) / 1e9)
+		}
+	}
 	audit, err := OpenAudit(opts.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/easconnector/easconnector/exchange"
 	"github.com/easconnector/easconnector/mdm"
 	"github.com/easconnector/easconnector/runspace"
@@ -209,4 +210,33 @@ func TestOptionsValidate(t *testing.T) {
 	f(func(o *Options) { o.Policy.Enabled = true }, "policy.included_groups")
 	long := string(make([]rune, 300))
 	f(func(o *Options) { o.Org.UserMailInsert = &long }, "org.user_mail_insert")
+}
+
+// TestLastSuccessSurvivesRestart: the last-success gauges start from the
+// state file, so a restart does not look like a connector that never
+// synced.
+func TestLastSuccessSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	full := time.Date(2026, 11, 27, 3, 0, 40, 0, time.UTC)
+	st := NewState()
+	st.UpdateMarks(func(w *Watermarks) { w.LastFull = full })
+	if err := SaveState(dir, st); err != nil {
+		t.Fatal(err)
+	}
+	set := metrics.NewSet()
+	e, err := New(Options{Exchange: &exchange.Client{}, MDM: noSource{}, Policy: DefaultPolicy(), Guard: DefaultGuardConfig(),
+		StateDir: dir, Metrics: set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var b strings.Builder
+	set.WritePrometheus(&b)
+	wantFull := fmt.Sprintf(`easconnector_sync_last_success_timestamp_seconds{kind="full"} %d`, full.Unix())
+	if !strings.Contains(b.String(), wantFull) {
+		t.Errorf("metrics lack %q:\n%s", wantFull, b.String())
+	}
+	if !strings.Contains(b.String(), `easconnector_sync_last_success_timestamp_seconds{kind="quick"} 0`) {
+		t.Errorf("quick sync never succeeded, but its gauge is not 0:\n%s", b.String())
+	}
 }
