@@ -190,24 +190,42 @@ func runGetMobileDevice(c *call) error {
 	o.mu.RUnlock()
 
 	onlyEAS, onlyOWA := c.args.flag("ActiveSync"), c.args.flag("OWAforDevices")
+	return scan(c, cands, deviceSchema.selection(c.req.Select),
+		func(d *device) (deviceRec, bool) {
+			if d.removed {
+				return deviceRec{}, false
+			}
+			return deviceRec{d: d, verdict: o.evaluateLocked(d.mb, d.id, d),
+				model: d.model, os: d.os, ua: d.ua, friendly: d.friendly}, true
+		},
+		func(r *deviceRec) bool {
+			return !(onlyEAS && r.d.client != "EAS" || onlyOWA && r.d.client != "MOWA" || pred != nil && !pred(r))
+		})
+}
+
+// scan streams the candidates' records to the client as a Get- cmdlet does:
+// snap copies a record out under the organization's read lock, scanChunk
+// candidates per lock so that writers never wait long behind a reader
+// streaming 100,000 objects to a slow client; keep filters the records;
+// -ResultSize bounds how many are sent (with Exchange's warning when more
+// exist).
+func scan[O, R any](c *call, cands []O, sel selection[R], snap func(O) (R, bool), keep func(*R) bool) error {
+	o := c.org()
 	limit := c.resultSize()
-	sel := deviceSchema.selection(c.req.Select)
-	recs := make([]deviceRec, 0, scanChunk)
+	recs := make([]R, 0, scanChunk)
 	var n int64
 	for start := 0; start < len(cands); start += scanChunk {
 		recs = recs[:0]
 		o.mu.RLock()
-		for _, d := range cands[start:min(start+scanChunk, len(cands))] {
-			if d.removed {
-				continue
+		for _, cand := range cands[start:min(start+scanChunk, len(cands))] {
+			if r, ok := snap(cand); ok {
+				recs = append(recs, r)
 			}
-			recs = append(recs, deviceRec{d: d, verdict: o.evaluateLocked(d.mb, d.id, d),
-				model: d.model, os: d.os, ua: d.ua, friendly: d.friendly})
 		}
 		o.mu.RUnlock()
 		for i := range recs {
 			r := &recs[i]
-			if onlyEAS && r.d.client != "EAS" || onlyOWA && r.d.client != "MOWA" || pred != nil && !pred(r) {
+			if !keep(r) {
 				continue
 			}
 			if limit >= 0 && n == limit {
@@ -243,36 +261,14 @@ func runGetCASMailbox(c *call) error {
 	}
 	o.mu.RUnlock()
 
-	limit := c.resultSize()
-	sel := mailboxSchema.selection(c.req.Select)
-	recs := make([]mailboxRec, 0, scanChunk)
-	var n int64
-	for start := 0; start < len(cands); start += scanChunk {
-		recs = recs[:0]
-		o.mu.RLock()
-		for _, mb := range cands[start:min(start+scanChunk, len(cands))] {
-			// The lists are replaced, never modified in place, so the
-			// record may share them.
-			recs = append(recs, mailboxRec{mb: mb, allowed: mb.allowed, blocked: mb.blocked,
-				enabled: mb.easEnabled, partner: mb.hasPartnership(), whenChanged: mb.whenChanged})
-		}
-		o.mu.RUnlock()
-		for i := range recs {
-			r := &recs[i]
-			if pred != nil && !pred(r) {
-				continue
-			}
-			if limit >= 0 && n == limit {
-				c.warnMore()
-				return nil
-			}
-			if err := emit(c, sel, r); err != nil {
-				return err
-			}
-			n++
-		}
-	}
-	return nil
+	// The lists are replaced, never modified in place, so the record may
+	// share them.
+	return scan(c, cands, mailboxSchema.selection(c.req.Select),
+		func(mb *mailbox) (mailboxRec, bool) {
+			return mailboxRec{mb: mb, allowed: mb.allowed, blocked: mb.blocked,
+				enabled: mb.easEnabled, partner: mb.hasPartnership(), whenChanged: mb.whenChanged}, true
+		},
+		func(r *mailboxRec) bool { return pred == nil || pred(r) })
 }
 
 // confirm refuses -Confirm:$true: it would prompt, and the session is
