@@ -253,7 +253,9 @@ func installService(cfgPath string, stdout io.Writer) error {
 	return nil
 }
 
-func uninstallService(stdout io.Writer) error {
+// withService connects to the service manager and runs fn on the installed
+// easconnector service.
+func withService(fn func(*mgr.Service) error) error {
 	m, err := mgr.Connect()
 	if err != nil {
 		return err
@@ -261,62 +263,52 @@ func uninstallService(stdout io.Writer) error {
 	defer m.Disconnect()
 	s, err := m.OpenService(serviceName)
 	if err != nil {
-		return fmt.Errorf("service %s is not installed: %w", serviceName, err)
+		return fmt.Errorf("service %s is not installed (install it with 'easconnector service install'): %w", serviceName, err)
 	}
 	defer s.Close()
-	if st, err := s.Query(); err == nil && st.State != svc.Stopped {
-		if _, err := s.Control(svc.Stop); err == nil {
-			_ = waitState(context.Background(), s, svc.Stopped)
+	return fn(s)
+}
+
+func uninstallService(stdout io.Writer) error {
+	return withService(func(s *mgr.Service) error {
+		if st, err := s.Query(); err == nil && st.State != svc.Stopped {
+			if _, err := s.Control(svc.Stop); err == nil {
+				_ = waitState(context.Background(), s, svc.Stopped)
+			}
 		}
-	}
-	if err := s.Delete(); err != nil {
-		return err
-	}
-	_ = eventlog.Remove(serviceName)
-	fmt.Fprintf(stdout, "Service %s removed.\n", serviceName)
-	return nil
+		if err := s.Delete(); err != nil {
+			return err
+		}
+		_ = eventlog.Remove(serviceName)
+		fmt.Fprintf(stdout, "Service %s removed.\n", serviceName)
+		return nil
+	})
 }
 
 func startService(ctx context.Context, stdout io.Writer) error {
-	m, err := mgr.Connect()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := m.OpenService(serviceName)
-	if err != nil {
-		return fmt.Errorf("service %s is not installed ('easconnector service install'): %w", serviceName, err)
-	}
-	defer s.Close()
-	if err := s.Start(); err != nil {
-		return err
-	}
-	if err := waitState(ctx, s, svc.Running); err != nil {
-		return fmt.Errorf("%w (see the Application event log, source %s)", err, serviceName)
-	}
-	fmt.Fprintf(stdout, "Service %s running.\n", serviceName)
-	return nil
+	return withService(func(s *mgr.Service) error {
+		if err := s.Start(); err != nil {
+			return err
+		}
+		if err := waitState(ctx, s, svc.Running); err != nil {
+			return fmt.Errorf("%w (see the Application event log, source %s)", err, serviceName)
+		}
+		fmt.Fprintf(stdout, "Service %s running.\n", serviceName)
+		return nil
+	})
 }
 
 func stopService(ctx context.Context, stdout io.Writer) error {
-	m, err := mgr.Connect()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := m.OpenService(serviceName)
-	if err != nil {
-		return fmt.Errorf("service %s is not installed: %w", serviceName, err)
-	}
-	defer s.Close()
-	if _, err := s.Control(svc.Stop); err != nil {
-		return err
-	}
-	if err := waitState(ctx, s, svc.Stopped); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "Service %s stopped.\n", serviceName)
-	return nil
+	return withService(func(s *mgr.Service) error {
+		if _, err := s.Control(svc.Stop); err != nil {
+			return err
+		}
+		if err := waitState(ctx, s, svc.Stopped); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Service %s stopped.\n", serviceName)
+		return nil
+	})
 }
 
 // waitState polls the service until it reaches want, stops in another
