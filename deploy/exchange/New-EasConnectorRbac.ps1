@@ -20,18 +20,14 @@
     Organization Management membership: a stolen connector credential can
     then run these eleven cmdlets and nothing else.
 
-    A custom role must have one parent, and the cmdlets come from three
-    built-in roles, so three custom roles are created:
-      <prefix> Mobile Recipients  (parent: Mail Recipients)
-          Get-MobileDevice, Get-CASMailbox, Set-CASMailbox
-      <prefix> ActiveSync Org     (parent: Organization Client Access)
-          Get/Set-ActiveSyncOrganizationSettings,
-          Get/New/Set/Remove-ActiveSyncDeviceAccessRule
-      <prefix> Servers            (parent: View-Only Configuration)
-          Get-ExchangeServer, Get-ClientAccessService
-    The parents are checked before anything is created; when a parent does
-    not hold a cmdlet in this Exchange version, the script stops and lists
-    the built-in roles that do (Get-ManagementRole -Cmdlet).
+    A custom role has exactly one parent and the cmdlets come from several
+    built-in roles, so one custom role "<prefix> - <parent>" is created per
+    parent. Parents are picked with Get-ManagementRole -Cmdlet, preferring
+    Mail Recipients (Get-MobileDevice, Get-CASMailbox, Set-CASMailbox),
+    Organization Client Access (the ActiveSync organization settings and
+    device access rules) and View-Only Configuration (Get-ExchangeServer,
+    Get-ClientAccessService); every parent is chosen before anything is
+    created, so a failure leaves nothing half made.
 
     Sources: "Create a role group" and "Create custom roles" in Exchange
     Server permissions (learn.microsoft.com/exchange/permissions/),
@@ -59,7 +55,8 @@
     administrator may open with the same account (default policy: 18).
 
 .PARAMETER Remove
-    Removes the role group, the custom roles and the throttling policy.
+    Removes the role group, the custom roles ("<prefix> - *") and the
+    throttling policy.
 
 .EXAMPLE
     .\New-EasConnectorRbac.ps1 -ServiceAccount svc-easconnector
@@ -85,39 +82,30 @@ $ErrorActionPreference = 'Stop'
 # for the ones that write, the only parameters it passes
 # (exchange/casmailbox.go, exchange/org.go). An empty list keeps the
 # parent's parameters: those cmdlets only read.
-$plan = [ordered]@{
-    'Mobile Recipients' = @{
-        Parent  = 'Mail Recipients'
-        Entries = [ordered]@{
-            'Get-MobileDevice' = @()
-            'Get-CASMailbox'   = @()
-            'Set-CASMailbox'   = @('Identity', 'ActiveSyncAllowedDeviceIDs', 'ActiveSyncBlockedDeviceIDs')
-        }
-    }
-    'ActiveSync Org'    = @{
-        Parent  = 'Organization Client Access'
-        Entries = [ordered]@{
-            'Get-ActiveSyncOrganizationSettings' = @()
-            'Set-ActiveSyncOrganizationSettings' = @('Identity', 'DefaultAccessLevel', 'AdminMailRecipients', 'UserMailInsert')
-            'Get-ActiveSyncDeviceAccessRule'     = @()
-            'New-ActiveSyncDeviceAccessRule'     = @('Characteristic', 'QueryString', 'AccessLevel')
-            'Set-ActiveSyncDeviceAccessRule'     = @('Identity', 'AccessLevel')
-            'Remove-ActiveSyncDeviceAccessRule'  = @('Identity', 'Confirm')
-        }
-    }
-    'Servers'           = @{
-        Parent  = 'View-Only Configuration'
-        Entries = [ordered]@{
-            'Get-ExchangeServer'      = @()
-            'Get-ClientAccessService' = @()
-        }
-    }
+$cmdlets = [ordered]@{
+    'Get-MobileDevice'                   = @()
+    'Get-CASMailbox'                     = @()
+    'Set-CASMailbox'                     = @('Identity', 'ActiveSyncAllowedDeviceIDs', 'ActiveSyncBlockedDeviceIDs')
+    'Get-ActiveSyncOrganizationSettings' = @()
+    'Set-ActiveSyncOrganizationSettings' = @('Identity', 'DefaultAccessLevel', 'AdminMailRecipients', 'UserMailInsert')
+    'Get-ActiveSyncDeviceAccessRule'     = @()
+    'New-ActiveSyncDeviceAccessRule'     = @('Characteristic', 'QueryString', 'AccessLevel')
+    'Set-ActiveSyncDeviceAccessRule'     = @('Identity', 'AccessLevel')
+    'Remove-ActiveSyncDeviceAccessRule'  = @('Identity')
+    'Get-ExchangeServer'                 = @()
+    'Get-ClientAccessService'            = @()
 }
+# PowerShell's common parameters stay on the cut entries: implicit
+# remoting's proxy functions may pass them, and they grant no rights.
+$common = @('Confirm', 'WhatIf', 'ErrorAction', 'ErrorVariable', 'WarningAction', 'WarningVariable',
+    'OutVariable', 'OutBuffer', 'Verbose', 'Debug')
+# Built-in parents tried first; any other root role that holds a cmdlet is
+# taken when these do not (Exchange versions differ).
+$prefer = @('Mail Recipients', 'Organization Client Access', 'View-Only Configuration', 'Exchange Servers')
 
 $groupName = $Prefix
 $policyName = "$Prefix Throttling"
-
-function Get-RoleName([string] $suffix) { return "$Prefix $suffix" }
+$rolePrefix = "$Prefix - "
 
 if ($Remove) {
     if (Get-RoleGroup -Identity $groupName -ErrorAction SilentlyContinue) {
@@ -125,12 +113,9 @@ if ($Remove) {
             Remove-RoleGroup -Identity $groupName -BypassSecurityGroupManagerCheck -Confirm:$false
         }
     }
-    foreach ($suffix in $plan.Keys) {
-        $name = Get-RoleName $suffix
-        if (Get-ManagementRole -Identity $name -ErrorAction SilentlyContinue) {
-            if ($PSCmdlet.ShouldProcess($name, 'Remove-ManagementRole')) {
-                Remove-ManagementRole -Identity $name -Confirm:$false
-            }
+    foreach ($role in @(Get-ManagementRole -Identity "$rolePrefix*" -ErrorAction SilentlyContinue)) {
+        if ($PSCmdlet.ShouldProcess($role.Name, 'Remove-ManagementRole')) {
+            Remove-ManagementRole -Identity $role.Name -Confirm:$false
         }
     }
     if (Get-ThrottlingPolicy -Identity $policyName -ErrorAction SilentlyContinue) {
@@ -142,49 +127,47 @@ if ($Remove) {
     return
 }
 
-# 1. Check every parent before creating anything, so a failure leaves
-#    nothing half made.
-$missing = @()
-foreach ($suffix in $plan.Keys) {
-    $parent = $plan[$suffix].Parent
-    if (-not (Get-ManagementRole -Identity $parent -ErrorAction SilentlyContinue)) {
-        throw "built-in role '$parent' does not exist in this organization"
-    }
-    foreach ($cmdlet in $plan[$suffix].Entries.Keys) {
-        if (-not (Get-ManagementRoleEntry -Identity "$parent\$cmdlet" -ErrorAction SilentlyContinue)) {
-            $holders = @(Get-ManagementRole -Cmdlet $cmdlet | Where-Object { $_.IsRootRole } | ForEach-Object { $_.Name })
-            $missing += "'$parent' has no entry for $cmdlet; built-in roles that do: $($holders -join ', ')"
-        }
-    }
-}
-if ($missing.Count -gt 0) {
-    throw ("cannot build the easconnector roles:`n  " + ($missing -join "`n  "))
+# 1. Pick a built-in parent for every cmdlet before creating anything, so a
+#    failure leaves nothing half made: a parent already picked first, then
+#    the preferred ones, then any root role that holds it.
+$byParent = [ordered]@{}
+foreach ($cmdlet in $cmdlets.Keys) {
+    $roles = @(Get-ManagementRole -Cmdlet $cmdlet |
+        Where-Object { $_.IsRootRole -and -not $_.IsEndUserRole } |
+        Sort-Object { $i = [array]::IndexOf($prefer, $_.Name); if ($i -lt 0) { 99 } else { $i } })
+    if ($roles.Count -eq 0) { throw "no built-in role holds $cmdlet in this Exchange version" }
+    $parent = $roles | Where-Object { $byParent.Contains($_.Name) } | Select-Object -First 1
+    if (-not $parent) { $parent = $roles[0] }
+    if (-not $byParent.Contains($parent.Name)) { $byParent[$parent.Name] = @() }
+    $byParent[$parent.Name] += $cmdlet
 }
 
-# 2. The custom roles: a copy of the parent, then every entry we do not
-#    need removed, then the write entries cut to our parameters.
+# 2. The custom roles, one per parent: a copy of the parent, then every
+#    entry we do not need removed, then the write entries cut to our
+#    parameters.
 $roleNames = @()
-foreach ($suffix in $plan.Keys) {
-    $name = Get-RoleName $suffix
+foreach ($parent in $byParent.Keys) {
+    $name = $rolePrefix + $parent
     $roleNames += $name
-    $parent = $plan[$suffix].Parent
-    $entries = $plan[$suffix].Entries
+    $keep = [string[]] $byParent[$parent]
     if (-not (Get-ManagementRole -Identity $name -ErrorAction SilentlyContinue)) {
         if ($PSCmdlet.ShouldProcess($name, "New-ManagementRole -Parent '$parent'")) {
-            $null = New-ManagementRole -Name $name -Parent $parent -Description "easconnector: $($entries.Keys -join ', ')"
+            $null = New-ManagementRole -Name $name -Parent $parent -Description "easconnector: $($keep -join ', ')"
         }
     }
     if (-not (Get-ManagementRole -Identity $name -ErrorAction SilentlyContinue)) { continue } # -WhatIf
     foreach ($entry in @(Get-ManagementRoleEntry -Identity "$name\*")) {
-        if (-not $entries.Contains($entry.Name)) {
+        if ($keep -notcontains $entry.Name) {
             if ($PSCmdlet.ShouldProcess("$name\$($entry.Name)", 'Remove-ManagementRoleEntry')) {
                 Remove-ManagementRoleEntry -Identity "$name\$($entry.Name)" -Confirm:$false
             }
         }
     }
-    foreach ($cmdlet in $entries.Keys) {
-        $params = [string[]] $entries[$cmdlet]
+    foreach ($cmdlet in $keep) {
+        $params = [string[]] $cmdlets[$cmdlet]
         if ($params.Count -eq 0) { continue }
+        $entry = Get-ManagementRoleEntry -Identity "$name\$cmdlet"
+        $params = @($params + $common | Where-Object { $entry.Parameters -contains $_ })
         if ($PSCmdlet.ShouldProcess("$name\$cmdlet", "Set-ManagementRoleEntry -Parameters $($params -join ',')")) {
             Set-ManagementRoleEntry -Identity "$name\$cmdlet" -Parameters $params
         }
