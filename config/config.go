@@ -12,6 +12,7 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -123,6 +124,8 @@ type Guard struct {
 	MinMDMRatio       float64 `toml:"min_mdm_ratio"`
 	MaxNewBlocks      int     `toml:"max_new_blocks"`
 	MaxNewBlocksRatio float64 `toml:"max_new_blocks_ratio"`
+	// PlanMaxAge: a held plan older than this can no longer be approved.
+	PlanMaxAge Duration `toml:"plan_max_age"`
 }
 
 // Sync is the [sync] section: the schedule and where state lives.
@@ -216,6 +219,7 @@ func Default() Config {
 			MinMDMRatio:       DefaultMinMDMRatio,
 			MaxNewBlocks:      DefaultMaxNewBlocks,
 			MaxNewBlocksRatio: DefaultMaxBlocksRatio,
+			PlanMaxAge:        Dur(pipeline.DefaultHeldPlanMaxAge),
 		},
 		Sync: Sync{
 			QuickInterval:   Dur(DefaultQuickInterval),

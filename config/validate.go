@@ -314,6 +314,7 @@ func (g *Guard) validate(v *validator) {
 	v.floatRange("guard.min_mdm_ratio", g.MinMDMRatio, 0, 1)
 	v.intRange("guard.max_new_blocks", g.MaxNewBlocks, 0, 10_000_000)
 	v.floatRange("guard.max_new_blocks_ratio", g.MaxNewBlocksRatio, 0, 1)
+	v.durRange("guard.plan_max_age", g.PlanMaxAge, time.Minute, 7*day)
 }
 
 func (s *Sync) validate(v *validator) {
