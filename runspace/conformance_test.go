@@ -127,6 +127,7 @@ func newWSFixture(t *testing.T, opts wsman.Options) *wsFixture {
 func (f *wsFixture) client(t *testing.T, mutate func(*runspace.Options)) *winrm.Client {
 	t.Helper()
 	o := runspace.Options{Servers: []string{f.host}, Port: f.port, User: confUser, Password: confPass,
+		PlainHTTP: true, Auth: runspace.AuthBasic,
 		OperationTimeout: time.Second}
 	if mutate != nil {
 		mutate(&o)
