@@ -30,19 +30,22 @@ type Config struct {
 
 // Exchange is the [exchange] section: how to reach Exchange over WinRM.
 type Exchange struct {
-	Servers            []string `toml:"servers"`              // WinRM hosts in preference order
-	Port               int      `toml:"port"`                 // 0: 5985, or 5986 with https
-	HTTPS              bool     `toml:"https"`                // WinRM over TLS
-	CAFile             string   `toml:"ca_file"`              // PEM roots for the server certificate
-	InsecureSkipVerify bool     `toml:"insecure_skip_verify"` // lab use only
-	Auth               string   `toml:"auth"`                 // basic, ntlm or kerberos
-	User               string   `toml:"user"`
-	PasswordEnv        string   `toml:"password_env"`  // name of an environment variable
-	PasswordFile       string   `toml:"password_file"` // owner-only file
-	Realm              string   `toml:"realm"`         // kerberos realm (or user@REALM)
-	Krb5Conf           string   `toml:"krb5_conf"`
-	SPN                string   `toml:"spn"`  // kerberos; default HTTP/<server>
-	Mode               string   `toml:"mode"` // remoting or snapin
+	Servers []string `toml:"servers"` // WinRM hosts in preference order
+	Port    int      `toml:"port"`    // 0: 5985, or 5986 with https
+	HTTPS   bool     `toml:"https"`   // WinRM over TLS
+	// AllowUnencrypted permits https = false to hosts that are not
+	// loopback: every cmdlet, and with basic the password, in clear text.
+	AllowUnencrypted   bool   `toml:"allow_unencrypted"`
+	CAFile             string `toml:"ca_file"`              // PEM roots for the server certificate
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"` // lab use only
+	Auth               string `toml:"auth"`                 // basic, ntlm or kerberos
+	User               string `toml:"user"`
+	PasswordEnv        string `toml:"password_env"`  // name of an environment variable
+	PasswordFile       string `toml:"password_file"` // owner-only file
+	Realm              string `toml:"realm"`         // kerberos realm (or user@REALM)
+	Krb5Conf           string `toml:"krb5_conf"`
+	SPN                string `toml:"spn"`  // kerberos; default HTTP/<server>
+	Mode               string `toml:"mode"` // remoting or snapin
 	// SecondHopCredential passes user/password to New-PSSession in
 	// remoting mode: the WinRM shell cannot forward its own logon.
 	SecondHopCredential bool `toml:"second_hop_credential"`
