@@ -178,10 +178,10 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w)
 	for _, l := range [][2]string{
-		{"Status page", base + "/"},
-		{"Admin token", token + "   (for the page's Sync and Approve buttons; also in " + tokenFile + ")"},
+		{"Status page", base + "/   (sign in with any user name and the admin token as password)"},
+		{"Admin token", token + "   (for the page, the API and the page's Sync and Approve buttons; also in " + tokenFile + ")"},
 		{"Metrics", base + "/metrics"},
-		{"API", base + "/api/v1/status   " + base + "/api/v1/devices?decision=Block"},
+		{"API", "curl -H 'Authorization: Bearer " + token + "' " + base + "/api/v1/devices?decision=Block"},
 		{"Exchange sim", "http://" + env.ctlAddr + "/v1/status   (control API: counters, devices, faults)"},
 		{"Configuration", cfgPath},
 		{"Logs", logPath},
@@ -191,8 +191,8 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	}
 	w.Flush()
 	fmt.Fprintf(stdout, `
-  Try:  %[1]s status --server %[2]s
-        %[1]s devices --server %[2]s --decision Block --limit 10
+  Try:  %[1]s status --server %[2]s --token-file %[3]s
+        %[1]s devices --server %[2]s --token-file %[3]s --decision Block --limit 10
         %[1]s sync --full --remote %[2]s --token-file %[3]s
 
 A full sync runs now; then a quick sync every minute, while the simulated
