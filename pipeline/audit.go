@@ -54,8 +54,9 @@ const AuditGenesis = "0000000000000000000000000000000000000000000000000000000000
 
 // Rotation defaults. 64 MiB is about 220,000 changes (a line is ~300
 // bytes): a first full sync of a 200,000-device fleet fits in one file,
-// one file verifies in well under a second, and ten of them keep years of
-// everyday churn while bounding the disk to ~700 MiB.
+// one file verifies in 2-3 s (BenchmarkVerifyAudit: ~100,000 lines/s),
+// and ten of them keep years of everyday churn while bounding the disk to
+// ~700 MiB.
 const (
 	DefaultAuditMaxBytes = 64 << 20
 	DefaultAuditKeep     = 10
@@ -130,20 +131,16 @@ func isHash(s string) bool {
 }
 
 // ParseAuditLine decodes one line of the audit log (without its newline):
-// a JSON object with only AuditEntry's fields, and a prev, if present, of
-// 64 lowercase hex digits.
+// one JSON object (fields it does not know are ignored, so that a newer
+// version's lines still verify) whose prev, if present, is 64 lowercase
+// hex digits.
 func ParseAuditLine(line []byte) (AuditEntry, error) {
-	var e AuditEntry
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil {
-		return AuditEntry{}, fmt.Errorf("audit line: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return AuditEntry{}, errors.New("audit line: data after the JSON object")
-	}
 	if t := bytes.TrimSpace(line); len(t) == 0 || t[0] != '{' {
 		return AuditEntry{}, errors.New("audit line: not a JSON object")
+	}
+	var e AuditEntry
+	if err := json.Unmarshal(line, &e); err != nil {
+		return AuditEntry{}, fmt.Errorf("audit line: %w", err)
 	}
 	if e.Prev != "" && !isHash(e.Prev) {
 		return AuditEntry{}, fmt.Errorf("audit line: prev \"%s\" is not a lowercase hex SHA-256", clip(e.Prev))
