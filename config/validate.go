@@ -181,7 +181,11 @@ func (e *Exchange) validate(v *validator) {
 	if strings.TrimSpace(e.User) == "" {
 		v.errorf("exchange.user", "required")
 	}
-	v.secretSource("exchange", "password_env", e.PasswordEnv, "password_file", e.PasswordFile, true)
+	// A keytab replaces the password for the Kerberos login; the password
+	// is then needed only for second_hop_credential.
+	keytabLogin := e.Auth == runspace.AuthKerberos && e.KeytabFile != ""
+	v.secretSource("exchange", "password_env", e.PasswordEnv, "password_file", e.PasswordFile,
+		!keytabLogin || (e.SecondHopCredential && e.Mode != runspace.ModeSnapin))
 	if e.Auth == runspace.AuthKerberos {
 		if e.Krb5Conf == "" {
 			v.errorf("exchange.krb5_conf", "required with auth = \"kerberos\"")
@@ -195,6 +199,9 @@ func (e *Exchange) validate(v *validator) {
 		}
 		if e.SPN != "" {
 			v.errorf("exchange.spn", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
+		}
+		if e.KeytabFile != "" {
+			v.errorf("exchange.keytab_file", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
 		}
 	}
 	v.oneOf("exchange.mode", e.Mode, runspace.ModeRemoting, runspace.ModeSnapin)
