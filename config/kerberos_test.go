@@ -55,7 +55,7 @@ func TestKeytabFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunspaceOptions() = %v", err)
 	}
-	if o.Keytab != kt || o.Password != "" || o.Auth != "kerberos" || o.Realm != "CONTOSO.COM" {
+	if o.Keytab != kt || !o.Password.IsZero() || o.Auth != "kerberos" || o.Realm != "CONTOSO.COM" {
 		t.Errorf("RunspaceOptions() Keytab %q Password %q Auth %q Realm %q, want the keytab and no password",
 			o.Keytab, o.Password, o.Auth, o.Realm)
 	}

@@ -127,7 +127,7 @@ func newKerberos(opts *Options) (*kerberos, error) {
 		}
 		k.cl = krbclient.NewWithKeytab(name, realm, kt, cfg, settings...)
 	} else {
-		k.cl = krbclient.NewWithPassword(name, realm, opts.Password, cfg, settings...)
+		k.cl = krbclient.NewWithPassword(name, realm, opts.Password.Reveal(), cfg, settings...)
 	}
 	if err := k.cl.Login(); err != nil {
 		k.cl.Destroy()

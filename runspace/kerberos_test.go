@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/loadtest/kdc"
@@ -62,7 +63,7 @@ func kerberosOptions(t *testing.T, k *kdc.KDC, server string, port int, mutate f
 		Port:             port,
 		Auth:             runspace.AuthKerberos,
 		User:             k.User,
-		Password:         k.Password,
+		Password:         secret.New(k.Password),
 		Realm:            k.Realm,
 		KrbConfig:        k.Krb5Conf,
 		Parallel:         true,
@@ -122,7 +123,7 @@ func TestKerberosLogin(t *testing.T) {
 	t.Run("keytab, explicit SPN", func(t *testing.T) {
 		port, ws := kerberosServer(t, k, spnCAS01)
 		p := startPool(t, kerberosOptions(t, k, "127.0.0.1", port, func(o *runspace.Options) {
-			o.Password = ""
+			o.Password = secret.String{}
 			o.Keytab = k.ClientKeytab
 			o.SPN = spnCAS01
 		}))
@@ -209,13 +210,13 @@ func TestKerberosErrors(t *testing.T) {
 			}
 		})
 	}
-	f("wrong password", func(o *runspace.Options) { o.Password = "not-the-password" }, 24,
+	f("wrong password", func(o *runspace.Options) { o.Password = secret.New("not-the-password") }, 24,
 		"wrong password", "pre-authentication failed", "KDC_ERR_PREAUTH_FAILED", "exchange.password")
 	f("unknown principal", func(o *runspace.Options) { o.User = "nobody" }, 6,
 		"nobody@"+k.Realm, "KDC_ERR_C_PRINCIPAL_UNKNOWN", "exchange.user")
-	f("expired password", func(o *runspace.Options) { o.User, o.Password = "pwexpired", "Expired-1" }, 23,
+	f("expired password", func(o *runspace.Options) { o.User, o.Password = "pwexpired", secret.New("Expired-1") }, 23,
 		"password of pwexpired@"+k.Realm+" has expired", "KDC_ERR_KEY_EXPIRED")
-	f("expired account", func(o *runspace.Options) { o.User, o.Password = "acctexpired", "Expired-2" }, 1,
+	f("expired account", func(o *runspace.Options) { o.User, o.Password = "acctexpired", secret.New("Expired-2") }, 1,
 		"account acctexpired@"+k.Realm+" has expired", "KDC_ERR_NAME_EXP")
 	f("missing SPN", func(o *runspace.Options) { o.SPN = "HTTP/cas09.easconnector.test" }, 7,
 		"no service principal HTTP/cas09.easconnector.test", "setspn -S HTTP/cas09.easconnector.test <account>", "KDC_ERR_S_PRINCIPAL_UNKNOWN")
@@ -227,9 +228,11 @@ func TestKerberosErrors(t *testing.T) {
 		"no KDC of realm "+k.Realm+" answered", deadKDC, "port 88")
 	f("missing krb5.conf", func(o *runspace.Options) { o.KrbConfig = filepath.Join(t.TempDir(), "none.conf") }, 0,
 		"cannot read krb5.conf", "exchange.krb5_conf")
-	f("missing keytab", func(o *runspace.Options) { o.Password, o.Keytab = "", filepath.Join(t.TempDir(), "none.keytab") }, 0,
+	f("missing keytab", func(o *runspace.Options) {
+		o.Password, o.Keytab = secret.String{}, filepath.Join(t.TempDir(), "none.keytab")
+	}, 0,
 		"cannot read keytab", "exchange.keytab_file")
-	f("keytab of another principal", func(o *runspace.Options) { o.Password, o.Keytab = "", k.ServiceKeytab }, 0,
+	f("keytab of another principal", func(o *runspace.Options) { o.Password, o.Keytab = secret.String{}, k.ServiceKeytab }, 0,
 		"has no key for "+k.User+"@"+k.Realm, "klist -k")
 
 	if st := ws.Stats(); st.Unauthorized != 1 {
@@ -265,7 +268,7 @@ func TestKerberosClockSkew(t *testing.T) {
 func TestKerberosOptions(t *testing.T) {
 	f := func(mutate func(*runspace.Options), want string) {
 		t.Helper()
-		o := runspace.Options{Servers: []string{"cas01"}, User: "svc", Password: "pw"}
+		o := runspace.Options{Servers: []string{"cas01"}, User: "svc", Password: secret.New("pw")}
 		mutate(&o)
 		_, err := runspace.NewPool(o)
 		if want == "" {
@@ -280,10 +283,10 @@ func TestKerberosOptions(t *testing.T) {
 	}
 	f(func(o *runspace.Options) { o.Keytab = "/etc/svc.keytab" }, "Keytab: only used with kerberos auth")
 	f(func(o *runspace.Options) {
-		o.Auth, o.Password, o.Keytab, o.KrbConfig, o.Realm = runspace.AuthKerberos, "", "/etc/svc.keytab", "/etc/krb5.conf", "R"
+		o.Auth, o.Password, o.Keytab, o.KrbConfig, o.Realm = runspace.AuthKerberos, secret.String{}, "/etc/svc.keytab", "/etc/krb5.conf", "R"
 	}, "")
 	f(func(o *runspace.Options) {
-		o.Auth, o.Password, o.KrbConfig, o.Realm = runspace.AuthKerberos, "", "/etc/krb5.conf", "R"
+		o.Auth, o.Password, o.KrbConfig, o.Realm = runspace.AuthKerberos, secret.String{}, "/etc/krb5.conf", "R"
 	},
 		"Password: required (or Keytab")
 }

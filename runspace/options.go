@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // Defaults applied by NewPool and Open to zero-valued Options fields.
@@ -73,12 +74,13 @@ type Options struct {
 	// realm after "@" in User), using the krb5.conf at KrbConfig; SPN
 	// defaults to HTTP/<server>. Keytab, a keytab file path, replaces
 	// Password for the Kerberos login (see kerberos.go).
-	Auth           string
-	User, Password string
-	Realm          string
-	KrbConfig      string
-	SPN            string
-	Keytab         string
+	Auth      string
+	User      string
+	Password  secret.String
+	Realm     string
+	KrbConfig string
+	SPN       string
+	Keytab    string
 
 	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
 	// http://<server>/PowerShell/) or "snapin".
@@ -197,7 +199,7 @@ func (o Options) resolve() (Options, error) {
 	if o.Keytab != "" && o.Auth != AuthKerberos {
 		return o, fmt.Errorf("runspace: Keytab: only used with kerberos auth, got %q", o.Auth)
 	}
-	if o.Password == "" && o.Keytab == "" {
+	if o.Password.IsZero() && o.Keytab == "" {
 		return o, fmt.Errorf("runspace: Password: required (or Keytab with kerberos auth)")
 	}
 	if o.Auth == AuthKerberos {
@@ -224,7 +226,7 @@ func (o Options) resolve() (Options, error) {
 		if !o.HTTPS {
 			return o, errors.New("runspace: SecondHopCredential: needs HTTPS, the password would cross the network in clear text")
 		}
-		if o.User == "" || o.Password == "" {
+		if o.User == "" || o.Password.IsZero() {
 			return o, errors.New("runspace: SecondHopCredential: needs User and Password")
 		}
 	}

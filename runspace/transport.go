@@ -241,7 +241,7 @@ func (t *transport) post(action, body string) (string, error) {
 			return "", fmt.Errorf("wsman %s: %w", action, err)
 		}
 	default: // Basic, and NTLM: ntlmssp.Negotiator turns Basic into NTLM
-		req.SetBasicAuth(t.f.opts.User, t.f.opts.Password)
+		req.SetBasicAuth(t.f.opts.User, t.f.opts.Password.Reveal())
 	}
 	hc := t.ctl
 	if action == "Receive" {
