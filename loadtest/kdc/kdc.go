@@ -257,6 +257,18 @@ func Start(ctx context.Context, opts Options) (*KDC, error) {
 	return k, nil
 }
 
+// HTTPServices returns the service principal names HTTP/<host> of hosts,
+// lower-cased (MIT principal names are case-sensitive; Active Directory's
+// SPNs are not, and clients ask for the lower-case form), for
+// Options.Services: one per simulated Client Access server.
+func HTTPServices(hosts ...string) []string {
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		out[i] = "HTTP/" + strings.ToLower(strings.TrimSuffix(h, "."))
+	}
+	return out
+}
+
 // Principal returns name@Realm.
 func (k *KDC) Principal(name string) string { return name + "@" + k.Realm }
 

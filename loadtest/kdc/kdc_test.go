@@ -20,7 +20,7 @@ import (
 // checks that Close leaves nothing behind.
 func TestKDC(t *testing.T) {
 	k := kdc.StartT(t, kdc.Options{
-		Services:     []string{"HTTP/cas01.easconnector.test", "HTTP/localhost"},
+		Services:     kdc.HTTPServices("CAS01.easconnector.test.", "localhost"),
 		ClientKeytab: true,
 	})
 	if !strings.HasPrefix(k.Addr, "127.0.0.1:") {
