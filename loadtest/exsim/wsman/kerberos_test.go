@@ -207,3 +207,43 @@ func TestKerberosSPNFromHost(t *testing.T) {
 		t.Errorf("ticket for %s to localhost: status %d, want 401", spnCAS01, status)
 	}
 }
+
+// TestKerberosExpiredTicket: a ticket past its end time by more than the
+// clock-skew tolerance is refused even with a fresh authenticator.
+func TestKerberosExpiredTicket(t *testing.T) {
+	k := kdc.StartT(t, kdc.Options{User: testUser, Services: []string{spnCAS01}, MaxLife: time.Second})
+	kerb, err := wsman.NewKerberos(k.ServiceKeytab, spnCAS01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kerb.MaxClockSkew = 300 * time.Millisecond
+	cfg, _ := krbconfig.Load(k.Krb5Conf)
+	cl := krbclient.NewWithPassword(k.User, k.Realm, k.Password, cfg, krbclient.DisablePAFXFAST(true))
+	if err := cl.Login(); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Destroy()
+	f := &krbFixture{fixture: newFixture(t, fixtureConfig{opts: wsman.Options{Kerberos: kerb}}), kdc: k, cl: cl}
+	tkt, key, err := cl.GetServiceTicket(spnCAS01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func() string {
+		tok, err := spnego.NewKRB5TokenAPREQ(cl, tkt, key, []int{gssapi.ContextFlagInteg}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := tok.Marshal()
+		return "Kerberos " + base64.StdEncoding.EncodeToString(b)
+	}
+	if status, _ := f.create(t, f.url(), token()); status != http.StatusOK {
+		t.Fatalf("fresh ticket: status %d, want 200", status)
+	}
+	// The ticket lives one second (the realm's max_life); the client
+	// cannot read its end time, which is in the part only the service
+	// decrypts.
+	time.Sleep(1500 * time.Millisecond)
+	if status, _ := f.create(t, f.url(), token()); status != http.StatusUnauthorized {
+		t.Errorf("expired ticket: status %d, want 401", status)
+	}
+}
