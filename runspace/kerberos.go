@@ -22,9 +22,10 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 )
 
-// Kerberos from Linux (gokrb5). The pool logs in once, with the password
-// or the keytab, using the configured krb5.conf; gokrb5 renews the TGT in
-// the background and caches one service ticket per SPN. Each request
+// Kerberos with gokrb5, on Linux and Windows alike. The pool logs in
+// once, with the password or the keytab, using the configured krb5.conf;
+// gokrb5 renews the TGT in the background and caches one service ticket
+// per SPN. Each request
 // carries its own SPNEGO token (Authorization: Negotiate, RFC 4559), as
 // the WinRM service and Exchange's /PowerShell virtual directory expect.
 // Every failure becomes a *KerberosError that says what to fix.

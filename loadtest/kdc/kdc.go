@@ -163,7 +163,7 @@ func StartT(tb testing.TB, opts Options) *KDC {
 			tb.Skipf("clock-offset KDC test skipped: %v", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cmp(opts.StartTimeout, DefaultStartTimeout))
+	ctx, cancel := context.WithTimeout(context.Background(), orDefault(opts.StartTimeout, DefaultStartTimeout))
 	defer cancel()
 	k, err := Start(ctx, opts)
 	if err != nil {
@@ -177,7 +177,7 @@ func StartT(tb testing.TB, opts Options) *KDC {
 	return k
 }
 
-func cmp[T comparable](v, def T) T {
+func orDefault[T comparable](v, def T) T {
 	var zero T
 	if v == zero {
 		return def
@@ -198,11 +198,11 @@ func Start(ctx context.Context, opts Options) (*KDC, error) {
 			return nil, FaketimeAvailable()
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, cmp(opts.StartTimeout, DefaultStartTimeout))
+	ctx, cancel := context.WithTimeout(ctx, orDefault(opts.StartTimeout, DefaultStartTimeout))
 	defer cancel()
 	k := &KDC{
-		Realm:    strings.ToUpper(cmp(opts.Realm, DefaultRealm)),
-		User:     cmp(opts.User, DefaultUser),
+		Realm:    strings.ToUpper(orDefault(opts.Realm, DefaultRealm)),
+		User:     orDefault(opts.User, DefaultUser),
 		Password: opts.Password,
 		done:     make(chan struct{}),
 	}
@@ -237,7 +237,7 @@ func Start(ctx context.Context, opts Options) (*KDC, error) {
 			return nil, fmt.Errorf("kdc: free port: %w", err)
 		}
 		k.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err := k.writeConfig(cmp(opts.MaxLife, DefaultMaxLife)); err != nil {
+		if err := k.writeConfig(orDefault(opts.MaxLife, DefaultMaxLife)); err != nil {
 			return nil, err
 		}
 		if attempt == 0 {
