@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -38,6 +39,11 @@ func TestKeytabFile(t *testing.T) {
 		kerberos(c)
 		c.Exchange.PasswordEnv = ""
 	}, "exchange.password_env: required: set password_env or password_file (secrets are never written in this file)")
+	for _, spn := range []string{"ex1.contoso.com", "HTTP/ex1.contoso.com@CONTOSO.COM", "HTTP/ex1:443", "HTTP/", "/ex1", "HTTP/a/b"} {
+		f("spn "+spn, func(c *Config) { kerberos(c); c.Exchange.SPN = spn },
+			fmt.Sprintf("exchange.spn: must be service/host such as HTTP/ex1.contoso.com (no @REALM, no port), got %q", spn))
+	}
+	f("spn", func(c *Config) { kerberos(c); c.Exchange.SPN = "HTTP/mail.contoso.com" }, "")
 	f("password without keytab", func(c *Config) {
 		kerberos(c)
 		c.Exchange.KeytabFile, c.Exchange.PasswordEnv = "", ""

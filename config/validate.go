@@ -193,6 +193,9 @@ func (e *Exchange) validate(v *validator) {
 		if _, realm, _ := strings.Cut(e.User, "@"); e.Realm == "" && realm == "" {
 			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM")
 		}
+		if e.SPN != "" && !validSPN(e.SPN) {
+			v.errorf("exchange.spn", "must be service/host such as HTTP/ex1.contoso.com (no @REALM, no port), got %q", e.SPN)
+		}
 	} else {
 		if e.Realm != "" {
 			v.errorf("exchange.realm", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
@@ -408,4 +411,12 @@ func (n *Notify) validate(v *validator) {
 	for i, a := range n.AdminRecipients {
 		v.address(fmt.Sprintf("notify.admin_recipients[%d]", i), a)
 	}
+}
+
+// validSPN accepts a Kerberos service principal name of the form
+// service/host: the client asks its own realm's KDC for it, so a realm
+// suffix would become part of the host name.
+func validSPN(s string) bool {
+	service, host, ok := strings.Cut(s, "/")
+	return ok && service != "" && host != "" && !strings.ContainsAny(s, "@: \t") && !strings.Contains(host, "/")
 }

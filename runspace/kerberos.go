@@ -229,6 +229,9 @@ func (k *kerberos) classify(op, spn string, err error) *KerberosError {
 			e.Name = "KRB_AP_ERR_SKEW"
 			e.Hint = "clock skew: the KDC's reply is stamped more than " + k.cfg.LibDefaults.Clockskew.String() +
 				" away from this host's clock; fix time synchronisation (chrony or systemd-timesyncd against the domain controllers)"
+		case strings.Contains(text, "no KDCs defined in configuration for realm"):
+			e.Hint = "krb5.conf (exchange.krb5_conf) names no kdc for realm " + k.realm +
+				": add it under [realms] (realm names are case-sensitive: the AD domain in upper case)"
 		case strings.Contains(text, "communicate with KDC"), strings.Contains(text, "communication error with KDC"),
 			strings.Contains(text, "Networking_Error"):
 			kdcs := "none configured"

@@ -231,6 +231,8 @@ func TestKerberosErrors(t *testing.T) {
 		"server refused ticket", spnCAS02, "setspn -Q "+spnCAS02, "401")
 	f("KDC unreachable", func(o *runspace.Options) { o.KrbConfig = unreachable }, 0,
 		"no KDC of realm "+k.Realm+" answered", deadKDC, "port 88")
+	f("realm not in krb5.conf", func(o *runspace.Options) { o.Realm = strings.ToLower(k.Realm) }, 0,
+		"names no kdc for realm "+strings.ToLower(k.Realm), "upper case")
 	f("missing krb5.conf", func(o *runspace.Options) { o.KrbConfig = filepath.Join(t.TempDir(), "none.conf") }, 0,
 		"cannot read krb5.conf", "exchange.krb5_conf")
 	f("missing keytab", func(o *runspace.Options) {
