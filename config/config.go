@@ -12,6 +12,7 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -29,20 +30,23 @@ type Config struct {
 
 // Exchange is the [exchange] section: how to reach Exchange over WinRM.
 type Exchange struct {
-	Servers            []string `toml:"servers"`              // WinRM hosts in preference order
-	Port               int      `toml:"port"`                 // 0: 5985, or 5986 with https
-	HTTPS              bool     `toml:"https"`                // WinRM over TLS
-	CAFile             string   `toml:"ca_file"`              // PEM roots for the server certificate
-	InsecureSkipVerify bool     `toml:"insecure_skip_verify"` // lab use only
-	Auth               string   `toml:"auth"`                 // basic, ntlm or kerberos
-	User               string   `toml:"user"`
-	PasswordEnv        string   `toml:"password_env"`  // name of an environment variable
-	PasswordFile       string   `toml:"password_file"` // owner-only file
-	Realm              string   `toml:"realm"`         // kerberos realm (or user@REALM)
-	Krb5Conf           string   `toml:"krb5_conf"`
-	SPN                string   `toml:"spn"`         // kerberos; default HTTP/<server>
-	KeytabFile         string   `toml:"keytab_file"` // kerberos: log in with these keys, not the password (owner-only file)
-	Mode               string   `toml:"mode"`        // remoting or snapin
+	Servers []string `toml:"servers"` // WinRM hosts in preference order
+	Port    int      `toml:"port"`    // 0: 5985, or 5986 with https
+	HTTPS   bool     `toml:"https"`   // WinRM over TLS
+	// AllowUnencrypted permits https = false to hosts that are not
+	// loopback: every cmdlet, and with basic the password, in clear text.
+	AllowUnencrypted   bool   `toml:"allow_unencrypted"`
+	CAFile             string `toml:"ca_file"`              // PEM roots for the server certificate
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"` // lab use only
+	Auth               string `toml:"auth"`                 // basic, ntlm or kerberos
+	User               string `toml:"user"`
+	PasswordEnv        string `toml:"password_env"`  // name of an environment variable
+	PasswordFile       string `toml:"password_file"` // owner-only file
+	Realm              string `toml:"realm"`         // kerberos realm (or user@REALM)
+	Krb5Conf           string `toml:"krb5_conf"`
+	SPN                string `toml:"spn"`         // kerberos; default HTTP/<server>
+	KeytabFile         string `toml:"keytab_file"` // kerberos: log in with these keys, not the password (owner-only file)
+	Mode               string `toml:"mode"`        // remoting or snapin
 	// SecondHopCredential passes user/password to New-PSSession in
 	// remoting mode: the WinRM shell cannot forward its own logon.
 	SecondHopCredential bool `toml:"second_hop_credential"`
@@ -124,6 +128,8 @@ type Guard struct {
 	MinMDMRatio       float64 `toml:"min_mdm_ratio"`
 	MaxNewBlocks      int     `toml:"max_new_blocks"`
 	MaxNewBlocksRatio float64 `toml:"max_new_blocks_ratio"`
+	// PlanMaxAge: a held plan older than this can no longer be approved.
+	PlanMaxAge Duration `toml:"plan_max_age"`
 }
 
 // Sync is the [sync] section: the schedule and where state lives.
@@ -217,6 +223,7 @@ func Default() Config {
 			MinMDMRatio:       DefaultMinMDMRatio,
 			MaxNewBlocks:      DefaultMaxNewBlocks,
 			MaxNewBlocksRatio: DefaultMaxBlocksRatio,
+			PlanMaxAge:        Dur(pipeline.DefaultHeldPlanMaxAge),
 		},
 		Sync: Sync{
 			QuickInterval:   Dur(DefaultQuickInterval),

@@ -247,12 +247,13 @@ func (c *Config) PipelineOptions(exchangeDefault exchange.AccessLevel) (pipeline
 		workers = 1
 	}
 	o := pipeline.Options{
-		Policy:        pol,
-		Org:           c.OrgConfig(),
-		Guard:         c.GuardConfig(),
-		StateDir:      c.Sync.StateDir,
-		AdoptExisting: c.Policy.AdoptExisting,
-		Workers:       workers,
+		Policy:         pol,
+		Org:            c.OrgConfig(),
+		Guard:          c.GuardConfig(),
+		StateDir:       c.Sync.StateDir,
+		HeldPlanMaxAge: c.Guard.PlanMaxAge.Duration,
+		AdoptExisting:  c.Policy.AdoptExisting,
+		Workers:        workers,
 	}
 	if !o.Policy.Enabled {
 		o.Org = pipeline.OrgConfig{} // a disabled policy changes nothing, org settings included

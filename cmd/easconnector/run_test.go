@@ -241,3 +241,29 @@ func waitMail(t *testing.T, m *mailsink.Sink, want string) string {
 	t.Fatalf("no mail containing %q", want)
 	return ""
 }
+
+// TestRunKeptPlanNotDegraded: a plan `easconnector plan` kept for review
+// is not a guard's hold: the service beside it stays connected, shows no
+// held plan, and `plan --discard` removes it.
+func TestRunKeptPlanNotDegraded(t *testing.T) {
+	noLeaks(t)
+	addr := freeAddr(t)
+	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30}, listen: addr})
+	code, out, errOut := runIn(t, t.Context(), "plan", "--config", fl.config)
+	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) kept`).FindStringSubmatch(out)
+	if code != exitOK || m == nil {
+		t.Fatalf("plan = %d\n%s\n%s", code, out, errOut)
+	}
+	d := startRun(t, fl, addr)
+	st := d.waitStatus(t, "a full sync", func(st *server.Status) bool { return st.LastFull != nil && st.LastFull.Result == server.ResultOK })
+	if st.Status != server.StatusConnected || st.HeldPlan != nil {
+		t.Errorf("status beside a plan kept by `plan` = %s (%s), held %+v; want connected and no hold", st.Status, st.Reason, st.HeldPlan)
+	}
+	d.stop(t)
+	if code, out, errOut = runIn(t, t.Context(), "plan", "--discard", m[1], "--config", fl.config); code != exitOK || !strings.Contains(out, "discarded") {
+		t.Errorf("plan --discard = %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut = runIn(t, t.Context(), "plan", "--show", m[1], "--config", fl.config); code != exitFailed || !strings.Contains(errOut, "no held plan") {
+		t.Errorf("plan --show of a discarded plan = %d\n%s", code, errOut)
+	}
+}
