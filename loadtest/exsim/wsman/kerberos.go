@@ -31,7 +31,9 @@ import (
 // HTTPS in production. See docs/operations.md.
 //
 // References: RFC 4559 (HTTP Negotiate), RFC 4178 (SPNEGO), RFC 4121 (the
-// Kerberos GSS-API token); [MS-WSMV] 2.2.9.1 for the "Kerberos" scheme.
+// Kerberos GSS-API token); [MS-WSMV] 2.2.9.1 "Encrypted Message Types"
+// (https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-wsmv/58421aa4-861a-4410-831a-c999f094cdb7)
+// names both the Negotiate and the Kerberos scheme for WinRM over HTTP.
 type Kerberos struct {
 	// Keytab holds the service keys (HTTP/<host> principals).
 	Keytab *keytab.Keytab
