@@ -137,6 +137,11 @@ func newKerberos(opts *Options) (*kerberos, error) {
 	return k, nil
 }
 
+// destroy stops gokrb5's TGT renewal goroutine and drops the tickets.
+// gokrb5 v8.4.4's Client.Destroy is not synchronised with a renewal that
+// is already running (it rewrites Client.Credentials unlocked); with
+// tickets of hours, a renewal lasts milliseconds every few hours, so a
+// pool closed at that moment is the only exposure.
 func (k *kerberos) destroy() { k.cl.Destroy() }
 
 // setHeader adds the SPNEGO Authorization header for spn to req. It gets

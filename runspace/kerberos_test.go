@@ -150,12 +150,15 @@ func TestKerberosLogin(t *testing.T) {
 	})
 }
 
-// TestKerberosTicketExpiry: tickets that live one second expire between
-// requests; the client gets new ones instead of sending expired tickets,
-// which the server refuses (KRB_AP_ERR_TKT_EXPIRED) once they are older
-// than its 300 ms tolerance.
+// TestKerberosTicketExpiry: service tickets that live one second expire
+// between requests; the client gets new ones instead of sending expired
+// tickets, which the server refuses (KRB_AP_ERR_TKT_EXPIRED) once they are
+// older than its 300 ms tolerance.
 func TestKerberosTicketExpiry(t *testing.T) {
-	k := kdc.StartT(t, kdc.Options{Services: []string{"HTTP/localhost"}, MaxLife: time.Second})
+	k := kdc.StartT(t, kdc.Options{Services: []string{"HTTP/localhost"}})
+	if err := k.SetMaxLife(testCtx(t, 10*time.Second), "HTTP/localhost", time.Second); err != nil {
+		t.Fatal(err)
+	}
 	port, ws := kerberosServerSkew(t, k, "", 300*time.Millisecond)
 	p := startPool(t, kerberosOptions(t, k, "localhost", port, nil))
 	mailboxRoundTrips(t, p, 2)

@@ -373,6 +373,16 @@ func (k *KDC) AddService(ctx context.Context, spn string) error {
 	return err
 }
 
+// SetMaxLife limits the tickets issued for principal (a service principal
+// name such as "HTTP/localhost", or a user) to d, whole seconds. Shorten a
+// service's tickets rather than the realm's max_life: a short-lived TGT
+// keeps gokrb5's renewal goroutine busy, and its Client.Destroy races
+// with a renewal in progress.
+func (k *KDC) SetMaxLife(ctx context.Context, principal string, d time.Duration) error {
+	_, err := k.Admin(ctx, fmt.Sprintf("modprinc -maxlife %q %s", strconv.Itoa(int(d.Seconds()))+" seconds", quote(principal)))
+	return err
+}
+
 // Admin runs one kadmin.local query against the realm's database and
 // returns its output. kadmin.local exits 0 even when a query fails, so
 // any diagnostic on stderr other than its informational lines is an error.

@@ -1,6 +1,7 @@
 package wsman_test
 
 import (
+	"context"
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -211,7 +212,12 @@ func TestKerberosSPNFromHost(t *testing.T) {
 // TestKerberosExpiredTicket: a ticket past its end time by more than the
 // clock-skew tolerance is refused even with a fresh authenticator.
 func TestKerberosExpiredTicket(t *testing.T) {
-	k := kdc.StartT(t, kdc.Options{User: testUser, Services: []string{spnCAS01}, MaxLife: time.Second})
+	k := kdc.StartT(t, kdc.Options{User: testUser, Services: []string{spnCAS01}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := k.SetMaxLife(ctx, spnCAS01, time.Second); err != nil {
+		t.Fatal(err)
+	}
 	kerb, err := wsman.NewKerberos(k.ServiceKeytab, spnCAS01)
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +245,7 @@ func TestKerberosExpiredTicket(t *testing.T) {
 	if status, _ := f.create(t, f.url(), token()); status != http.StatusOK {
 		t.Fatalf("fresh ticket: status %d, want 200", status)
 	}
-	// The ticket lives one second (the realm's max_life); the client
+	// The ticket lives one second (the service's maxlife); the client
 	// cannot read its end time, which is in the part only the service
 	// decrypts.
 	time.Sleep(1500 * time.Millisecond)
