@@ -15,6 +15,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -93,7 +94,6 @@ const maxFieldErrors = 50
 const day = 24 * time.Hour
 
 var (
-	hostRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$`)
 	envRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	guidRe   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	clockRe  = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
@@ -101,20 +101,19 @@ var (
 )
 
 // validHost accepts a DNS name or an IP address, nothing else (no scheme,
-// port, path or spaces).
-func validHost(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	return net.ParseIP(s) != nil || hostRe.MatchString(s)
-}
+// port, path or spaces); the rule is shared with runspace.
+var validHost = hostaddr.Valid
 
+// resolver resolves names for isLoopback; a test replaces it.
+var resolver hostaddr.Resolver = net.DefaultResolver
+
+// isLoopback reports whether host is loopback only: a literal loopback
+// address, or a name (such as localhost) every address of which is
+// loopback, so that a name pointed elsewhere does not relax a rule.
 func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return hostaddr.IsLoopback(ctx, resolver, host)
 }
 
 // secretSource checks a pair of mutually exclusive secret keys; required
@@ -368,6 +367,8 @@ func (s *Sync) validate(v *validator) {
 		v.errorf("sync.state_dir", "required")
 	}
 	v.durRange("sync.shutdown_timeout", s.ShutdownTimeout, time.Second, 10*time.Minute)
+	v.intRange("sync.audit_max_bytes", s.AuditMaxBytes, 64<<10, 1<<30)
+	v.intRange("sync.audit_keep", s.AuditKeep, 0, 100_000)
 }
 
 // FullAtClock returns the hour and minute of FullAt (valid after Validate).
@@ -383,6 +384,12 @@ func (s *Sync) FullAtClock() (hour, minute int) {
 
 func (s *Server) validate(v *validator) {
 	v.secretSource("server", "token_env", s.TokenEnv, "token_file", s.TokenFile, false)
+	v.secretSource("server", "read_token_env", s.ReadTokenEnv, "read_token_file", s.ReadTokenFile, false)
+	for i, h := range s.AllowedHosts {
+		if !validHost(h) {
+			v.errorf(fmt.Sprintf("server.allowed_hosts[%d]", i), "%q is not a host name or IP address (no scheme or port)", h)
+		}
+	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		v.errorf("server.tls_key", "tls_cert and tls_key go together")
 	}
@@ -400,8 +407,12 @@ func (s *Server) validate(v *validator) {
 	if host != "" && !validHost(host) {
 		v.errorf("server.listen", "host %q is not a host name or IP address", host)
 	}
-	if !isLoopback(host) {
-		if s.TokenEnv == "" && s.TokenFile == "" {
+	loopback := isLoopback(host)
+	if s.LoopbackPublicCounts && !loopback {
+		v.errorf("server.loopback_public_counts", "listen %q is not loopback only (a literal loopback address, or a name whose every address is loopback)", s.Listen)
+	}
+	if !loopback {
+		if s.TokenEnv == "" && s.TokenFile == "" && s.ReadTokenEnv == "" && s.ReadTokenFile == "" {
 			v.errorf("server.listen", "%q is reachable from the network: set token_env or token_file", s.Listen)
 		}
 		if s.TLSCert == "" {

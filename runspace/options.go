@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/masterzen/winrm"
 )
@@ -157,21 +158,10 @@ type Options struct {
 	Metrics *metrics.Set
 }
 
-// hostRe accepts DNS names and IPv4 literals (IPv6 literals are checked
-// with net.ParseIP).
-var hostRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$`)
-
 // validHost reports whether s is a host name or an IP address, nothing more
 // (no scheme, port, path or whitespace): it ends up in URLs and metric labels.
-func validHost(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	if net.ParseIP(s) != nil {
-		return true
-	}
-	return hostRe.MatchString(s)
-}
+// The rule is shared with config.
+var validHost = hostaddr.Valid
 
 // resolve validates o and returns a copy with defaults applied.
 func (o Options) resolve() (Options, error) {
