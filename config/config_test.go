@@ -16,6 +16,7 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -351,8 +352,8 @@ func TestSecretFile(t *testing.T) {
 		return p
 	}
 	ok := write("ok", "s3cret\r\n", 0o600)
-	if got, err := ReadSecret("exchange.password", "", ok); got != "s3cret" || err != nil {
-		t.Errorf("ReadSecret(0600) = %q, %v, want s3cret", got, err)
+	if got, err := ReadSecret("exchange.password", "", ok); got.Reveal() != "s3cret" || err != nil {
+		t.Errorf("ReadSecret(0600) = %q, %v, want s3cret", got.Reveal(), err)
 	}
 	if runtime.GOOS != "windows" {
 		for _, mode := range []os.FileMode{0o640, 0o604, 0o620, 0o700 | 0o001} {
@@ -378,8 +379,8 @@ func TestSecretFile(t *testing.T) {
 	}
 	t.Setenv("EASC_TEST_SET", "pw")
 	t.Setenv("EASC_TEST_EMPTY", "")
-	if got, err := ReadSecret("notify.password", "EASC_TEST_SET", ""); got != "pw" || err != nil {
-		t.Errorf("ReadSecret(env) = %q, %v", got, err)
+	if got, err := ReadSecret("notify.password", "EASC_TEST_SET", ""); got.Reveal() != "pw" || err != nil {
+		t.Errorf("ReadSecret(env) = %q, %v", got.Reveal(), err)
 	}
 	if _, err := ReadSecret("notify.password", "EASC_TEST_EMPTY", ""); err == nil ||
 		err.Error() != "notify.password_env: environment variable EASC_TEST_EMPTY is empty" {
@@ -410,7 +411,7 @@ func TestRunspaceOptions(t *testing.T) {
 	}
 	want := runspace.Options{
 		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, HTTPS: true, CACert: []byte(pem),
-		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: "pa55", KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
+		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
 		CASFailover: true, Parallel: true, Size: 12, PowerShellMaxConcurrency: 18, MaxRequestsPerSession: 1000,
 		MaxSessionAge: time.Hour, RequestTimeout: 5 * time.Minute, ConnectTimeout: time.Minute, OperationTimeout: 20 * time.Second,
 	}

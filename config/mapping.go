@@ -12,6 +12,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/mdm"
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/pipeline/notify"
@@ -72,16 +73,18 @@ func (c *Config) GraphOptions() (mdm.GraphOptions, error) {
 			return mdm.GraphOptions{}, err
 		}
 		bundle := append(append(cert, '\n'), key...)
-		if o.Certificate, o.PrivateKey, err = mdm.LoadCertificate(bundle); err != nil {
+		c, k, err := mdm.LoadCertificate(bundle)
+		if err != nil {
 			return mdm.GraphOptions{}, fmt.Errorf("mdm.certificate_file, mdm.key_file: %w", err)
 		}
+		o.Certificate, o.PrivateKey = c, secret.NewValue(k)
 		return o, nil
 	}
-	secret, err := m.ClientSecret()
+	cs, err := m.ClientSecret()
 	if err != nil {
 		return mdm.GraphOptions{}, err
 	}
-	o.ClientSecret = secret
+	o.ClientSecret = cs
 	return o, nil
 }
 
@@ -299,12 +302,12 @@ func (c *Config) ServerOptions() (server.Options, error) {
 	if err != nil {
 		return server.Options{}, err
 	}
-	if token != "" && len(token) < server.MinTokenLength {
+	if !token.IsZero() && token.Len() < server.MinTokenLength {
 		field := "server.token_file"
 		if s.TokenEnv != "" {
 			field = "server.token_env"
 		}
-		return server.Options{}, &FieldError{Field: field, Msg: fmt.Sprintf("the token must be at least %d characters, got %d", server.MinTokenLength, len(token))}
+		return server.Options{}, &FieldError{Field: field, Msg: fmt.Sprintf("the token must be at least %d characters, got %d", server.MinTokenLength, token.Len())}
 	}
 	return server.Options{Listen: s.Listen, Token: token, TLSCert: s.TLSCert, TLSKey: s.TLSKey}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/mdm"
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/pipeline/notify"
@@ -150,7 +151,7 @@ func TestNotifyOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := notify.Options{SMTP: notify.SMTPOptions{Host: "smtp.contoso.com", Port: 465, Security: notify.SecurityTLS, Username: "svc", Password: "s3cret"},
+	want := notify.Options{SMTP: notify.SMTPOptions{Host: "smtp.contoso.com", Port: 465, Security: notify.SecurityTLS, Username: "svc", Password: secret.New("s3cret")},
 		From: "mobile@contoso.com", EnrollURL: "https://portal", TemplatesDir: "/t"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("NotifyOptions() = %+v\nwant %+v", got, want)
@@ -175,7 +176,7 @@ func TestServerOptions(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("ServerOptions(%q) = %v", content, err)
-		case !reflect.DeepEqual(got, server.Options{Listen: "127.0.0.1:8443", Token: strings.TrimSpace(content)}):
+		case !reflect.DeepEqual(got, server.Options{Listen: "127.0.0.1:8443", Token: secret.New(strings.TrimSpace(content))}):
 			t.Errorf("ServerOptions(%q) = %+v", content, got)
 		}
 	}
@@ -266,7 +267,7 @@ func TestGraphOptions(t *testing.T) {
 	c := mustParse(t, minimal)
 	got, err := c.GraphOptions()
 	want := mdm.GraphOptions{TenantID: "contoso.onmicrosoft.com", ClientID: "11111111-2222-3333-4444-555555555555",
-		ClientSecret: "app-secret", AuthorityURL: DefaultGraphAuthority, GraphURL: DefaultGraphURL, PageSize: 1000}
+		ClientSecret: secret.New("app-secret"), AuthorityURL: DefaultGraphAuthority, GraphURL: DefaultGraphURL, PageSize: 1000}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("GraphOptions() = %+v, %v\nwant %+v", got, err, want)
 	}
@@ -278,7 +279,7 @@ func TestGraphOptions(t *testing.T) {
 	dir := t.TempDir()
 	certPath, keyPath := writeCertKey(t, dir)
 	c.MDM.ClientSecretEnv, c.MDM.CertificateFile, c.MDM.KeyFile = "", certPath, keyPath
-	if got, err = c.GraphOptions(); err != nil || got.Certificate == nil || got.PrivateKey == nil || got.ClientSecret != "" {
+	if got, err = c.GraphOptions(); err != nil || got.Certificate == nil || got.PrivateKey.Reveal() == nil || !got.ClientSecret.IsZero() {
 		t.Errorf("GraphOptions(certificate) = %+v, %v", got, err)
 	}
 	if err := os.Chmod(keyPath, 0o644); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // Defaults applied by NewPool and Open to zero-valued Options fields.
@@ -72,11 +73,12 @@ type Options struct {
 	// Kerberos logs in once per pool with User/Password in Realm (or the
 	// realm after "@" in User), using the krb5.conf at KrbConfig; SPN
 	// defaults to HTTP/<server>.
-	Auth           string
-	User, Password string
-	Realm          string
-	KrbConfig      string
-	SPN            string
+	Auth      string
+	User      string
+	Password  secret.String
+	Realm     string
+	KrbConfig string
+	SPN       string
 
 	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
 	// http://<server>/PowerShell/) or "snapin".
@@ -192,7 +194,7 @@ func (o Options) resolve() (Options, error) {
 	if o.User == "" {
 		return o, fmt.Errorf("runspace: User: required")
 	}
-	if o.Password == "" {
+	if o.Password.IsZero() {
 		return o, fmt.Errorf("runspace: Password: required")
 	}
 	if o.Auth == AuthKerberos {
@@ -219,7 +221,7 @@ func (o Options) resolve() (Options, error) {
 		if !o.HTTPS {
 			return o, errors.New("runspace: SecondHopCredential: needs HTTPS, the password would cross the network in clear text")
 		}
-		if o.User == "" || o.Password == "" {
+		if o.User == "" || o.Password.IsZero() {
 			return o, errors.New("runspace: SecondHopCredential: needs User and Password")
 		}
 	}

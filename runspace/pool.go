@@ -744,7 +744,7 @@ func (p *Pool) probe(f *transportFactory, server string) error {
 	params.TransportDecorator = func() winrm.Transporter { return tr }
 	ep := winrm.NewEndpoint(server, p.opts.Port, p.opts.HTTPS, p.opts.InsecureSkipVerify, p.opts.CACert, nil, nil,
 		p.opts.responseHeaderTimeout())
-	client, err := winrm.NewClientWithParameters(ep, p.opts.User, p.opts.Password, params)
+	client, err := winrm.NewClientWithParameters(ep, p.opts.User, p.opts.Password.Reveal(), params)
 	if err != nil {
 		return err
 	}

@@ -184,7 +184,7 @@ func openSession(ctx context.Context, o *Options, f *transportFactory, server st
 	params.TransportDecorator = func() winrm.Transporter { return s.tr }
 	ep := winrm.NewEndpoint(server, o.Port, o.HTTPS, o.InsecureSkipVerify, o.CACert, nil, nil, o.responseHeaderTimeout())
 	ep.TLSServerName = o.TLSServerName
-	s.client, err = winrm.NewClientWithParameters(ep, o.User, o.Password, params)
+	s.client, err = winrm.NewClientWithParameters(ep, o.User, o.Password.Reveal(), params)
 	if err != nil {
 		return nil, fmt.Errorf("open session on %s: %w", server, err)
 	}
@@ -208,7 +208,7 @@ func openSession(ctx context.Context, o *Options, f *transportFactory, server st
 
 	sc := SessionConfig{Mode: o.Mode, ConnectionURI: connectionURI(server)}
 	if o.SecondHopCredential && o.Mode == ModeRemoting {
-		sc.User, sc.Password = o.User, o.Password
+		sc.User, sc.Password = o.User, o.Password.Reveal()
 	}
 	cfg, err := EncodeLine(sc)
 	if err != nil {
@@ -675,7 +675,7 @@ func (s *Session) deleteShell(ctx context.Context, aborted bool) error {
 	params.TransportDecorator = func() winrm.Transporter { return tr }
 	ep := winrm.NewEndpoint(s.server, s.opts.Port, s.opts.HTTPS, s.opts.InsecureSkipVerify, s.opts.CACert, nil, nil,
 		s.opts.responseHeaderTimeout())
-	client, err := winrm.NewClientWithParameters(ep, s.opts.User, s.opts.Password, params)
+	client, err := winrm.NewClientWithParameters(ep, s.opts.User, s.opts.Password.Reveal(), params)
 	if err != nil {
 		return err
 	}

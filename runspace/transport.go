@@ -97,7 +97,7 @@ func newTransportFactory(opts *Options) (*transportFactory, error) {
 			return nil, fmt.Errorf("runspace: KrbConfig %s: %w", opts.KrbConfig, err)
 		}
 		user, _, _ := strings.Cut(opts.User, "@")
-		cl := krbclient.NewWithPassword(user, opts.Realm, opts.Password, cfg,
+		cl := krbclient.NewWithPassword(user, opts.Realm, opts.Password.Reveal(), cfg,
 			krbclient.DisablePAFXFAST(true), krbclient.AssumePreAuthentication(true))
 		if err := cl.Login(); err != nil {
 			return nil, fmt.Errorf("kerberos login %s@%s: %w: %v", user, opts.Realm, ErrAuth, err)
@@ -250,7 +250,7 @@ func (t *transport) post(action, body string) (string, error) {
 			return "", fmt.Errorf("wsman %s: kerberos %s: %w: %v", action, t.spn, ErrAuth, err)
 		}
 	default: // Basic, and NTLM: ntlmssp.Negotiator turns Basic into NTLM
-		req.SetBasicAuth(t.f.opts.User, t.f.opts.Password)
+		req.SetBasicAuth(t.f.opts.User, t.f.opts.Password.Reveal())
 	}
 	hc := t.ctl
 	if action == "Receive" {

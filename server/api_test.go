@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/easconnector/easconnector/internal/secret"
 	"io"
 	"math/big"
 	"net"
@@ -30,7 +31,7 @@ const testToken = "s3cret-admin-token-0123456789"
 func newTestServer(t *testing.T, tune func(*Options)) (*Server, *fakeBackend) {
 	t.Helper()
 	fb := newFakeBackend(time.Now())
-	o := Options{Backend: fb, Token: testToken, Version: "1.2.3-test", Location: time.UTC}
+	o := Options{Backend: fb, Token: secret.New(testToken), Version: "1.2.3-test", Location: time.UTC}
 	if tune != nil {
 		tune(&o)
 	}
@@ -80,7 +81,7 @@ func TestAuth(t *testing.T) {
 	f := func(name string, token string, hdr map[string]string, wantCode int, wantErr, wantAuthenticate string) {
 		for _, ep := range endpoints {
 			t.Run(name+ep.path, func(t *testing.T) {
-				s, fb := newTestServer(t, func(o *Options) { o.Token = token })
+				s, fb := newTestServer(t, func(o *Options) { o.Token = secret.New(token) })
 				w := do(t, s, "POST", ep.path, ep.body, hdr)
 				if w.Code != wantCode {
 					t.Fatalf("POST %s = %d %s, want %d", ep.path, w.Code, w.Body, wantCode)
@@ -386,7 +387,7 @@ func TestStatusPage(t *testing.T) {
 	}
 
 	// Without a token the buttons are gone and the page says why.
-	s2, _ := newTestServer(t, func(o *Options) { o.Token = "" })
+	s2, _ := newTestServer(t, func(o *Options) { o.Token = secret.New("") })
 	body = do(t, s2, "GET", "/", "", nil).Body.String()
 	if strings.Contains(body, `id="sync-quick"`) || strings.Contains(body, "<script") || !strings.Contains(body, "no admin token is configured") {
 		t.Error("page without a token still offers actions")
@@ -415,8 +416,8 @@ func TestOptionsValidation(t *testing.T) {
 		}
 	}
 	f(Options{}, "Backend")
-	f(Options{Backend: fb, Token: "short"}, "Token")
-	f(Options{Backend: fb, Token: "has space in the token"}, "Token")
+	f(Options{Backend: fb, Token: secret.New("short")}, "Token")
+	f(Options{Backend: fb, Token: secret.New("has space in the token")}, "Token")
 	f(Options{Backend: fb, TLSCert: "cert.pem"}, "TLSKey")
 	f(Options{Backend: fb, TLSCert: "/nonexistent/cert.pem", TLSKey: "/nonexistent/key.pem"}, "/nonexistent/cert.pem")
 	f(Options{Backend: fb, Listen: "8780"}, "Listen")

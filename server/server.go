@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // Defaults for Options.
@@ -43,7 +44,7 @@ type Options struct {
 	Listen string
 	// Token is the bearer token that mutating endpoints require (at least
 	// MinTokenLength characters). Empty disables them: they answer 403.
-	Token string
+	Token secret.String
 	// TLSCert and TLSKey are PEM files; both or neither.
 	TLSCert, TLSKey string
 	// Backend serves the data; required.
@@ -115,9 +116,9 @@ func New(opts Options) (*Server, error) {
 	switch {
 	case opts.Backend == nil:
 		return nil, errors.New("server: Backend is nil")
-	case opts.Token != "" && len(opts.Token) < MinTokenLength:
-		return nil, fmt.Errorf("server: Token must be at least %d characters, got %d", MinTokenLength, len(opts.Token))
-	case strings.ContainsFunc(opts.Token, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+	case !opts.Token.IsZero() && opts.Token.Len() < MinTokenLength:
+		return nil, fmt.Errorf("server: Token must be at least %d characters, got %d", MinTokenLength, opts.Token.Len())
+	case strings.ContainsFunc(opts.Token.Reveal(), func(r rune) bool { return r <= ' ' || r == 0x7f }):
 		return nil, errors.New("server: Token must not contain spaces or control characters")
 	case (opts.TLSCert == "") != (opts.TLSKey == ""):
 		return nil, errors.New("server: TLSCert and TLSKey go together")
@@ -139,8 +140,8 @@ func New(opts Options) (*Server, error) {
 		reasons:   canonical(opts.Reasons),
 		set:       metrics.NewSet(),
 	}
-	if opts.Token != "" {
-		h := sha256.Sum256([]byte(opts.Token))
+	if !opts.Token.IsZero() {
+		h := sha256.Sum256([]byte(opts.Token.Reveal()))
 		s.tokenHash = &h
 	}
 	page, err := newPageRenderer()

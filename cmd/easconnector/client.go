@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/easconnector/easconnector/config"
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // apiTimeout bounds one call to the admin API.
@@ -32,7 +33,7 @@ var errNoService = errors.New("no easconnector service answers")
 // apiClient calls a running service's admin API.
 type apiClient struct {
 	base  *url.URL
-	token string
+	token secret.String
 	hc    *http.Client
 }
 
@@ -172,8 +173,8 @@ func (c *apiClient) call(ctx context.Context, method, path string, query url.Val
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if !c.token.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+c.token.Reveal())
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -43,7 +43,6 @@ var commands = []command{
 	{"devices", "list devices with the connector's decision, from a running service", runDevices},
 	{"check", "test the connection to every Exchange server and report what works", runCheck},
 	{"service", "install, remove, start or stop the Windows service", runService},
-	{"demo", "run the connector against simulated Exchange and Intune, in one process", runDemo},
 	{"version", "print the version", runVersion},
 }
 

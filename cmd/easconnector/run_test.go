@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/loadtest/mailsink"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/server"
 )
@@ -186,14 +187,14 @@ func TestRunStartup(t *testing.T) {
 // approval through the API.
 func TestRunHeldPlan(t *testing.T) {
 	noLeaks(t)
-	mail, err := startMailSink(t.TempDir())
+	mail, err := mailsink.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(mail.close)
+	t.Cleanup(mail.Close)
 	addr := freeAddr(t)
 	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30, EnrolledRate: 1, CompliantRate: -1, ExemptRate: -1, UntargetedRate: -1},
-		maxNewBlocks: 5, listen: addr, smtpPort: mail.port})
+		maxNewBlocks: 5, listen: addr, smtpPort: mail.Port()})
 	d := startRun(t, fl, addr)
 	st := d.waitStatus(t, "the held plan", func(st *server.Status) bool { return st.HeldPlan != nil })
 	if st.Status != server.StatusDegraded || !strings.Contains(st.Reason, "a guard holds plan "+st.HeldPlan.ID) ||
@@ -225,11 +226,11 @@ func TestRunHeldPlan(t *testing.T) {
 }
 
 // waitMail waits for a message whose text contains want and returns it.
-func waitMail(t *testing.T, m *mailSink, want string) string {
+func waitMail(t *testing.T, m *mailsink.Sink, want string) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		files, _ := filepath.Glob(filepath.Join(m.dir, "*.eml"))
+		files, _ := filepath.Glob(filepath.Join(m.Dir(), "*.eml"))
 		for _, f := range files {
 			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), want) {
 				return string(b)
