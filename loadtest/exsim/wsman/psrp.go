@@ -594,3 +594,13 @@ func (s *Server) dispatchPS(ctx context.Context, r *http.Request, req *request, 
 	}
 	return nil, faultActionNotSupported(req.action)
 }
+
+// faultUnknownCommand is what Windows answers a PowerShell shell's request
+// for a CommandId it does not know (pypsrp test_psrp_receive_failure.yml;
+// the trailing spaces are Windows'). The recorded w:FaultDetail
+// .../faultDetail/UnexpectedSelectors is not reproduced.
+func faultUnknownCommand() *Fault {
+	return &Fault{Sender: true, Subcode: "w:InvalidSelectors", Code: CodeInvalidSelectors,
+		Reason:  "The WS-Management service cannot process the request because the request contained invalid selectors for the resource. ",
+		Message: "The Windows Remote Shell received a request to perform an operation on a command identifier that does not exist. Either the command has completed execution or the client specified an invalid command identifier. "}
+}
