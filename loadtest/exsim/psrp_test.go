@@ -301,7 +301,7 @@ func TestPSRPScriptRefused(t *testing.T) {
 	data, _ := psrp.BuildCreatePipeline([]psrp.Command{{Name: "Get-Process"}})
 	data = []byte(strings.Replace(string(data), `<B N="IsScript">false</B>`, `<B N="IsScript">true</B>`, 1))
 	def, err := parseCreatePipeline(data)
-	if err != nil || !def.cmds[0].isScript {
+	if err != nil || !def.statements[0][0].isScript {
 		t.Fatalf("parse = %+v, %v", def, err)
 	}
 	var pl pipeline

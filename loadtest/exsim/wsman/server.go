@@ -421,6 +421,8 @@ func (s *Server) dispatch(ctx context.Context, r *http.Request, req *request, us
 		return s.dispatchPS(ctx, r, req, user)
 	}
 	switch req.action {
+	case actionGet:
+		return s.getConfig(req), nil
 	case actionCreate:
 		return s.create(r, req, user)
 	case actionCommand:
