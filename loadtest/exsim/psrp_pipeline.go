@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -232,7 +233,7 @@ func (pl *pipeline) prepare(ctx context.Context, def *pipelineDef, entry *Call) 
 			if c.isScript {
 				return nil, errScriptsNotAllowed()
 			}
-			if strings.EqualFold(c.name, selectObject) {
+			if strings.EqualFold(c.name, selectObject) || strings.EqualFold(c.name, getCommand.name) {
 				continue
 			}
 			if cmd := lookupCmdlet(c.name); cmd == nil || !w.sim.granted(pl.pool.info.User, cmd.name) {
@@ -244,6 +245,9 @@ func (pl *pipeline) prepare(ctx context.Context, def *pipelineDef, entry *Call) 
 		return nil, errPipelineShape("exsim simulates one statement per pipeline")
 	}
 	cmd := lookupCmdlet(first.name)
+	if strings.EqualFold(first.name, getCommand.name) {
+		cmd = getCommand
+	}
 	if cmd == nil {
 		return nil, errCommandNotFound(first.name)
 	}
@@ -536,4 +540,71 @@ func writeErrorRecord(w *clixmlWriter, n string, re *runspace.RemoteError, activ
 	w.str("ErrorCategory_Message", fmt.Sprintf("%s: (:) [%s], %s", cat, activity, short))
 	w.boolean("SerializeExtendedInfo", false)
 	w.raw(`</MS></Obj>`)
+}
+
+// getCommand is Get-Command as an Exchange session offers it: implicit
+// remoting needs it beside Select-Object, Measure-Object, Get-FormatData,
+// Out-Default and Exit-PSSession (Learn, "JEA role capabilities": the
+// commands a restricted endpoint exposes for Import-PSSession). It lists
+// the Exchange cmdlets the account's roles grant, so a client can find the
+// cmdlets it lacks before it needs them.
+var getCommand = func() *cmdlet {
+	c := &cmdlet{name: "Get-Command", run: runGetCommand, params: []param{
+		{name: "Name", ty: tyMulti},
+	}}
+	c.all = append(append([]param{}, c.params...), commonParams...)
+	return c
+}()
+
+// commandRec is one Get-Command result.
+type commandRec struct{ name string }
+
+var commandSchema = newSchema[commandRec]("CmdletInfo")
+
+var commandShape = newShape([]string{"System.Management.Automation.CmdletInfo", "System.Management.Automation.CommandInfo", "System.Object"},
+	func(r *commandRec) string { return r.name },
+	psStr("Verb", func(r *commandRec) string { v, _, _ := strings.Cut(r.name, "-"); return v }),
+	psStr("Noun", func(r *commandRec) string { _, n, _ := strings.Cut(r.name, "-"); return n }),
+	psStr("Name", func(r *commandRec) string { return r.name }),
+	psEnum("CommandType", "System.Management.Automation.CommandTypes", map[string]int64{"Cmdlet": 8}, func(*commandRec) string { return "Cmdlet" }),
+)
+
+func init() { commandSchema.shape = commandShape }
+
+func runGetCommand(c *call) error {
+	user := c.ps.pool.info.User
+	var names []string
+	if ch, ok := c.args["Name"].(ListChange); ok {
+		names = ch.Values
+	}
+	var granted []string
+	for _, n := range runspace.Allowlist {
+		if cmd := lookupCmdlet(n); cmd != nil && c.w.sim.granted(user, cmd.name) {
+			granted = append(granted, cmd.name)
+		}
+	}
+	sel := commandSchema.selection(c.req.Select)
+	if len(names) == 0 || len(names) == 1 && names[0] == "*" {
+		for _, n := range granted {
+			if err := emit(c, sel, &commandRec{n}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, n := range names {
+		i := slices.IndexFunc(granted, func(g string) bool { return strings.EqualFold(g, n) })
+		if i < 0 {
+			re := errCommandNotFound(n)
+			re.FQID = "CommandNotFoundException,Microsoft.PowerShell.Commands.GetCommandCommand"
+			if err := c.writeError(re); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := emit(c, sel, &commandRec{granted[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -311,3 +311,22 @@ func TestPSRPScriptRefused(t *testing.T) {
 		t.Errorf("prepare(script) = %v, want ScriptsNotAllowed", err)
 	}
 }
+
+func TestPSRPGetCommandShowsGrants(t *testing.T) {
+	s := startSim(t, Options{Roles: map[string][]string{DefaultUser: {"Get-MobileDevice"}}})
+	c := newPSClient(t, s, 0)
+	c.open()
+	defer c.close()
+	msgs := c.run(psrp.Command{Name: "Get-Command", Params: []psrp.Param{{Name: "Name", Value: []string{"get-mobiledevice", "Set-CASMailbox"}}}})
+	if got := types(msgs); !slices.Equal(got, []psrp.MessageType{psrp.PipelineOutput, psrp.ErrorRecord, psrp.PipelineState}) {
+		t.Fatalf("messages = %v", got)
+	}
+	o := outputs(t, msgs)[0]
+	if v, _ := o.Prop("Name"); v.Text != "Get-MobileDevice" || o.TypeNames[0] != "System.Management.Automation.CmdletInfo" {
+		t.Errorf("Get-Command output = %v %q", o.TypeNames, v.Text)
+	}
+	rec, err := psrp.ParseErrorRecord(msgs[1].Data)
+	if err != nil || rec.FullyQualifiedErrorID != "CommandNotFoundException,Microsoft.PowerShell.Commands.GetCommandCommand" {
+		t.Errorf("missing command record = %+v, %v", rec, err)
+	}
+}
