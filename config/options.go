@@ -31,6 +31,15 @@ func (s *Server) Token() (secret.String, error) {
 	return ReadSecret("server.token", s.TokenEnv, s.TokenFile)
 }
 
+// ReadToken reads the admin API's read-only bearer token; empty when none
+// is configured.
+func (s *Server) ReadToken() (secret.String, error) {
+	if s.ReadTokenEnv == "" && s.ReadTokenFile == "" {
+		return secret.String{}, nil
+	}
+	return ReadSecret("server.read_token", s.ReadTokenEnv, s.ReadTokenFile)
+}
+
 // Password reads the SMTP password; empty when none is configured.
 func (n *Notify) Password() (secret.String, error) {
 	if n.PasswordEnv == "" && n.PasswordFile == "" {
@@ -68,7 +77,8 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 	return runspace.Options{
 		Servers:                  slices.Clone(e.Servers),
 		Port:                     e.Port,
-		HTTPS:                    e.HTTPS,
+		PlainHTTP:                !e.HTTPS,
+		AllowUnencrypted:         e.AllowUnencrypted,
 		CACert:                   ca,
 		InsecureSkipVerify:       e.InsecureSkipVerify,
 		Auth:                     e.Auth,
