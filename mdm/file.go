@@ -120,6 +120,7 @@ func (f *File) Snapshot(ctx context.Context, groups []string) (*Snapshot, error)
 
 // memberJSON is a group member as Graph and the JSON export write it.
 type memberJSON struct {
+	Type              string `json:"@odata.type,omitempty"`
 	ID                string `json:"id"`
 	UserPrincipalName string `json:"userPrincipalName"`
 	Mail              string `json:"mail"`

@@ -276,7 +276,7 @@ func exportJSON(t *testing.T, s *Snapshot) []byte {
 	t.Helper()
 	devs := []device{}
 	for _, r := range s.Records {
-		devs = append(devs, device{ID: r.ID, UserPrincipalName: r.UserPrincipalName, EmailAddress: r.Email, EASDeviceID: r.EASDeviceID,
+		devs = append(devs, device{ID: r.ID, UserID: r.UserID, UserPrincipalName: r.UserPrincipalName, EmailAddress: r.Email, EASDeviceID: r.EASDeviceID,
 			ComplianceState: string(r.Compliance), EnrolledDateTime: jsonTime(r.EnrolledAt), LastSyncDateTime: jsonTime(r.LastSyncAt),
 			OperatingSystem: r.Platform, OSVersion: r.OSVersion, Model: r.Model, EASActivated: r.EASActivated, ManagementAgent: r.ManagementAgent})
 	}
@@ -284,7 +284,7 @@ func exportJSON(t *testing.T, s *Snapshot) []byte {
 	for id, ms := range s.Groups {
 		groups[id] = []memberJSON{}
 		for _, m := range ms {
-			groups[id] = append(groups[id], memberJSON(m))
+			groups[id] = append(groups[id], memberJSON{ID: m.ID, UserPrincipalName: m.UserPrincipalName, Mail: m.Mail})
 		}
 	}
 	b, err := json.Marshal(map[string]any{"value": devs, "groups": groups})
