@@ -788,3 +788,42 @@ func TestGraphMemberTypes(t *testing.T) {
 	f(`{"value":[{"@odata.type":"#microsoft.graph.group","id":"x"},{"@odata.type":"#microsoft.graph.user","id":null}]}`, "member 2: id: missing", nil)
 	f(`{"value":[{"@odata.type":"#microsoft.graph.user","id":"alice"}]}`, `member 1: id: "alice" is not an object id`, nil)
 }
+
+// TestProbe: the check's read of one page of devices and members names
+// the missing permission: a 403 on managedDevices or on transitiveMembers,
+// members whose properties come back null, members without ids.
+func TestProbe(t *testing.T) {
+	s := newSim(t, simConfig{devices: 120})
+	inc, exc := s.pop.Included.ID, s.pop.Excluded.ID
+	f := func(g graphsim.Grants, noIDs bool, want ...string) {
+		t.Helper()
+		s.srv.SetGrants(g)
+		s.srv.DropMemberIDs(noIDs)
+		res, err := s.graph.Probe(context.Background(), []string{inc, exc})
+		if err != nil {
+			t.Fatalf("Probe() error = %v", err)
+		}
+		var got []string
+		for _, fd := range res.Findings() {
+			kind := "warn"
+			if fd.Fatal {
+				kind = "fatal"
+			}
+			got = append(got, kind+" "+fd.Permission)
+			if fd.Permission != "" && !strings.Contains(fd.Text, fd.Permission) {
+				t.Errorf("finding %q does not name %s", fd.Text, fd.Permission)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Grants %+v, no ids %v: findings %q (%+v), want %q", g, noIDs, got, res, want)
+		}
+	}
+	f(graphsim.Grants{}, false)
+	f(graphsim.Grants{NoUsers: true}, false, "warn "+PermUsers, "warn "+PermUsers)
+	f(graphsim.Grants{NoMembers: true}, false, "fatal "+PermMembers, "fatal "+PermMembers)
+	f(graphsim.Grants{NoDevices: true}, false, "fatal "+PermDevices)
+	f(graphsim.Grants{}, true, "fatal "+PermMembers, "fatal "+PermMembers)
+	if _, err := s.graph.Probe(context.Background(), []string{"not-a-guid"}); err == nil {
+		t.Error("Probe(bad group id) = nil error")
+	}
+}
