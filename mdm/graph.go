@@ -356,22 +356,13 @@ func (r *run) members(ctx context.Context, group string, unnamed *int) ([]Member
 			return err
 		}
 		n++
-		switch {
-		case m.Type == "":
-			return &dataError{fmt.Errorf("member %d: @odata.type missing (a directoryObject collection names each item's type)", n)}
-		case m.Type != userType:
+		mb, ok, err := userMember(&m, n)
+		if err != nil {
+			return &dataError{err}
+		}
+		if !ok {
 			return nil // a nested group, a device, a contact: not a mailbox user
 		}
-		id := strings.TrimSpace(m.ID)
-		if !guidRe.MatchString(id) {
-			what := "missing"
-			if id != "" {
-				what = fmt.Sprintf("%q is not an object id", clip(id, 60))
-			}
-			return &dataError{fmt.Errorf("member %d: id: %s; the sync joins members by Entra object id, "+
-				"so it stops here: check that the application has %s (application permission, admin consent granted)", n, what, PermMembers)}
-		}
-		mb := Member{ID: id, UserPrincipalName: strings.TrimSpace(m.UserPrincipalName), Mail: strings.TrimSpace(m.Mail)}
 		pending = append(pending, mb)
 		return nil
 	}
@@ -398,6 +389,29 @@ func (r *run) members(ctx context.Context, group string, unnamed *int) ([]Member
 		out = []Member{}
 	}
 	return out, err
+}
+
+// userMember converts item n of a transitiveMembers page: ok is false for
+// a directory object that is not a user; a user must carry an object id
+// (the error names the permission to check), its UPN and mail may be
+// null.
+func userMember(m *memberJSON, n int) (mb Member, ok bool, err error) {
+	switch {
+	case m.Type == "":
+		return mb, false, fmt.Errorf("member %d: @odata.type missing (a directoryObject collection names each item's type)", n)
+	case m.Type != userType:
+		return mb, false, nil
+	}
+	id := strings.TrimSpace(m.ID)
+	if !guidRe.MatchString(id) {
+		what := "missing"
+		if id != "" {
+			what = fmt.Sprintf("%q is not an object id", clip(id, 60))
+		}
+		return mb, false, fmt.Errorf("member %d: id: %s; the sync joins members by Entra object id, "+
+			"so it stops here: check that the application has %s (application permission, admin consent granted)", n, what, PermMembers)
+	}
+	return Member{ID: id, UserPrincipalName: strings.TrimSpace(m.UserPrincipalName), Mail: strings.TrimSpace(m.Mail)}, true, nil
 }
 
 // list reads every page of a collection, following @odata.nextLink whole.

@@ -122,10 +122,11 @@ func (g *Graph) Probe(ctx context.Context, groups []string) (*ProbeResult, error
 				return nil
 			}
 			gp.Users++
-			if !guidRe.MatchString(strings.TrimSpace(m.ID)) {
-				gp.NoID++
-			}
-			if strings.TrimSpace(m.UserPrincipalName) == "" && strings.TrimSpace(m.Mail) == "" {
+			mb, _, err := userMember(&m, gp.Users)
+			switch {
+			case err != nil:
+				gp.NoID++ // the probe counts what the snapshot would refuse
+			case !mb.Named():
 				gp.Unnamed++
 			}
 			return nil

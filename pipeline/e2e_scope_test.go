@@ -68,6 +68,26 @@ func TestScopeWithoutUserRead(t *testing.T) {
 	if n != compliant || len(rows) != n {
 		t.Errorf("engine rows with reason Compliant = %d, want %d", n, compliant)
 	}
+	if _, n := f.eng.Devices(pipeline.DeviceQuery{Reason: pipeline.ReasonScopeUnknown}, 0, 0); n != unknown {
+		t.Errorf("engine rows with reason ScopeUnknown = %d, want %d", n, unknown)
+	}
+
+	// Nothing changed: a quick sync under the same answer writes nothing.
+	before := f.lastSeq()
+	if rep := f.sync(pipeline.SyncQuick); rep.Writes != 0 {
+		t.Errorf("unchanged quick sync: %d writes", rep.Writes)
+	}
+	if n := len(f.calls(before, "Set-CASMailbox")); n != 0 {
+		t.Errorf("unchanged quick sync: %d Set-CASMailbox", n)
+	}
+	// User.Read.All granted: the quick sync takes in the users whose
+	// scope became known, and Exchange matches the full decision table.
+	f.graph.SetGrants(graphsim.Grants{})
+	f.sync(pipeline.SyncQuick)
+	f.checkAccess()
+	if _, n := f.eng.Devices(pipeline.DeviceQuery{Reason: pipeline.ReasonScopeUnknown}, 0, 0); n != 0 {
+		t.Errorf("after granting User.Read.All: %d ScopeUnknown rows, want 0", n)
+	}
 }
 
 // TestScopeMembersWithoutIDs: members that come without an object id
