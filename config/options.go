@@ -5,35 +5,45 @@ import (
 	"os"
 	"slices"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/runspace"
 )
 
 // Password reads the Exchange service account's password.
-func (e *Exchange) Password() (string, error) {
+func (e *Exchange) Password() (secret.String, error) {
 	return ReadSecret("exchange.password", e.PasswordEnv, e.PasswordFile)
 }
 
-// ClientSecret reads the Graph app's client secret; "" when the app
+// ClientSecret reads the Graph app's client secret; empty when the app
 // authenticates with a certificate.
-func (m *MDM) ClientSecret() (string, error) {
+func (m *MDM) ClientSecret() (secret.String, error) {
 	if m.ClientSecretEnv == "" && m.ClientSecretFile == "" {
-		return "", nil
+		return secret.String{}, nil
 	}
 	return ReadSecret("mdm.client_secret", m.ClientSecretEnv, m.ClientSecretFile)
 }
 
-// Token reads the admin API's bearer token; "" when none is configured.
-func (s *Server) Token() (string, error) {
+// Token reads the admin API's bearer token; empty when none is configured.
+func (s *Server) Token() (secret.String, error) {
 	if s.TokenEnv == "" && s.TokenFile == "" {
-		return "", nil
+		return secret.String{}, nil
 	}
 	return ReadSecret("server.token", s.TokenEnv, s.TokenFile)
 }
 
-// Password reads the SMTP password; "" when none is configured.
-func (n *Notify) Password() (string, error) {
+// ReadToken reads the admin API's read-only bearer token; empty when none
+// is configured.
+func (s *Server) ReadToken() (secret.String, error) {
+	if s.ReadTokenEnv == "" && s.ReadTokenFile == "" {
+		return secret.String{}, nil
+	}
+	return ReadSecret("server.read_token", s.ReadTokenEnv, s.ReadTokenFile)
+}
+
+// Password reads the SMTP password; empty when none is configured.
+func (n *Notify) Password() (secret.String, error) {
 	if n.PasswordEnv == "" && n.PasswordFile == "" {
-		return "", nil
+		return secret.String{}, nil
 	}
 	return ReadSecret("notify.password", n.PasswordEnv, n.PasswordFile)
 }
@@ -67,7 +77,8 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 	return runspace.Options{
 		Servers:                  slices.Clone(e.Servers),
 		Port:                     e.Port,
-		HTTPS:                    e.HTTPS,
+		PlainHTTP:                !e.HTTPS,
+		AllowUnencrypted:         e.AllowUnencrypted,
 		CACert:                   ca,
 		InsecureSkipVerify:       e.InsecureSkipVerify,
 		Auth:                     e.Auth,

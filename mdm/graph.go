@@ -19,6 +19,8 @@ import (
 	"unicode"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/easconnector/easconnector/internal/secret"
 	"golang.org/x/oauth2"
 )
 
@@ -76,13 +78,13 @@ const (
 // ClientSecret, or Certificate with PrivateKey. The zero value of every
 // other field takes the default noted beside it.
 type GraphOptions struct {
-	TenantID     string // directory (tenant) id or verified domain; required
-	ClientID     string // application (client) id; required
-	ClientSecret string // client secret value; the caller reads it from the environment or a file
+	TenantID     string        // directory (tenant) id or verified domain; required
+	ClientID     string        // application (client) id; required
+	ClientSecret secret.String // client secret value; the caller reads it from the environment or a file
 	// Certificate and PrivateKey authenticate with a signed client
 	// assertion instead of a secret (see LoadCertificate).
 	Certificate *x509.Certificate
-	PrivateKey  *rsa.PrivateKey
+	PrivateKey  secret.Value[*rsa.PrivateKey]
 
 	AuthorityURL string // "" → DefaultAuthorityURL; national clouds differ (login.microsoftonline.us, login.chinacloudapi.cn)
 	GraphURL     string // "" → DefaultGraphURL (graph.microsoft.us, dod-graph.microsoft.us, microsoftgraph.chinacloudapi.cn)
@@ -145,18 +147,18 @@ func NewGraph(opts GraphOptions) (*Graph, error) {
 		return nil, fmt.Errorf("mdm graph: TenantID: %q is neither a tenant id nor a domain name", o.TenantID)
 	case o.ClientID == "":
 		return nil, errors.New("mdm graph: ClientID: missing")
-	case o.ClientSecret != "" && o.Certificate != nil:
+	case !o.ClientSecret.IsZero() && o.Certificate != nil:
 		return nil, errors.New("mdm graph: ClientSecret and Certificate: give one credential, not both")
-	case o.ClientSecret == "" && o.Certificate == nil:
+	case o.ClientSecret.IsZero() && o.Certificate == nil:
 		return nil, errors.New("mdm graph: ClientSecret or Certificate: a credential is required")
-	case o.Certificate != nil && o.PrivateKey == nil:
+	case o.Certificate != nil && o.PrivateKey.Reveal() == nil:
 		return nil, errors.New("mdm graph: PrivateKey: required with Certificate")
 	case o.PageSize < 0 || o.PageSize > maxPageSize:
 		return nil, fmt.Errorf("mdm graph: PageSize: must be between 1 and %d, got %d", maxPageSize, o.PageSize)
 	}
 	if o.Certificate != nil {
 		pub, ok := o.Certificate.PublicKey.(*rsa.PublicKey)
-		if !ok || !pub.Equal(&o.PrivateKey.PublicKey) {
+		if !ok || !pub.Equal(&o.PrivateKey.Reveal().PublicKey) {
 			return nil, errors.New("mdm graph: Certificate: its public key does not match PrivateKey")
 		}
 	}

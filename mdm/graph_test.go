@@ -22,14 +22,15 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/graphsim"
 	"github.com/easconnector/easconnector/loadtest/population"
 )
 
 const (
-	tenant = "11111111-2222-4333-8444-555555555555"
-	client = "66666666-7777-4888-9999-000000000000"
-	secret = "s3cr3t~value"
+	tenant     = "11111111-2222-4333-8444-555555555555"
+	client     = "66666666-7777-4888-9999-000000000000"
+	testSecret = "s3cr3t~value"
 )
 
 // sim is a graphsim server and a Graph source pointed at it, whose waits
@@ -60,7 +61,7 @@ func newSim(t *testing.T, c simConfig) *sim {
 	pop := population.Generate(population.Options{Seed: 3, Devices: c.devices, Now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)})
 	c.simOpts.TenantID, c.simOpts.ClientID = tenant, client
 	if c.simOpts.ClientSecret == "" {
-		c.simOpts.ClientSecret = secret
+		c.simOpts.ClientSecret = testSecret
 	}
 	srv := graphsim.New(pop, c.simOpts)
 	base, err := srv.Start()
@@ -70,8 +71,8 @@ func newSim(t *testing.T, c simConfig) *sim {
 	t.Cleanup(srv.Close)
 	o := c.opts
 	o.TenantID, o.ClientID, o.AuthorityURL, o.GraphURL = tenant, client, base, base
-	if o.ClientSecret == "" && o.Certificate == nil {
-		o.ClientSecret = secret
+	if o.ClientSecret.IsZero() && o.Certificate == nil {
+		o.ClientSecret = secret.New(testSecret)
 	}
 	if o.BaseBackoff == 0 {
 		o.BaseBackoff, o.MaxBackoff = time.Second, 4*time.Second
@@ -348,7 +349,7 @@ func TestGraphTokenFailure(t *testing.T) {
 	}{
 		{"endpoint down", func(s *graphsim.Server, o *GraphOptions) { s.SetTokenDown(true); o.MaxRetries = 2 },
 			"token: HTTP 503: temporarily_unavailable: AADSTS50196", 3},
-		{"wrong secret", func(s *graphsim.Server, o *GraphOptions) { o.ClientSecret = "wrong" },
+		{"wrong secret", func(s *graphsim.Server, o *GraphOptions) { o.ClientSecret = secret.New("wrong") },
 			"token: HTTP 401: invalid_client: AADSTS7000215: Invalid client secret provided", 1},
 		{"wrong tenant", func(s *graphsim.Server, o *GraphOptions) { o.TenantID = "contoso.onmicrosoft.com" },
 			"AADSTS90002", 1},
@@ -516,12 +517,12 @@ func TestGraphCertificateAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newSim(t, simConfig{simOpts: graphsim.Options{Certificate: ks[0].cert},
-		opts: GraphOptions{Certificate: cert, PrivateKey: key}})
+		opts: GraphOptions{Certificate: cert, PrivateKey: secret.NewValue(key)}})
 	s.checkComplete(s.mustSnapshot())
 
 	// A certificate the app registration does not know is refused.
 	o := s.graph.opts
-	o.Certificate, o.PrivateKey = ks[1].cert, ks[1].key
+	o.Certificate, o.PrivateKey = ks[1].cert, secret.NewValue(ks[1].key)
 	g, err := NewGraph(o)
 	if err != nil {
 		t.Fatal(err)
@@ -566,7 +567,7 @@ func TestLoadCertificate(t *testing.T) {
 
 func TestNewGraphValidation(t *testing.T) {
 	ks := testKeys(t)
-	ok := GraphOptions{TenantID: tenant, ClientID: client, ClientSecret: secret}
+	ok := GraphOptions{TenantID: tenant, ClientID: client, ClientSecret: secret.New(testSecret)}
 	tests := []struct {
 		name    string
 		edit    func(*GraphOptions)
@@ -579,10 +580,12 @@ func TestNewGraphValidation(t *testing.T) {
 		{"no tenant", func(o *GraphOptions) { o.TenantID = "" }, "TenantID: missing"},
 		{"tenant with a slash", func(o *GraphOptions) { o.TenantID = "a/b" }, "TenantID"},
 		{"no client", func(o *GraphOptions) { o.ClientID = "" }, "ClientID: missing"},
-		{"no credential", func(o *GraphOptions) { o.ClientSecret = "" }, "a credential is required"},
-		{"two credentials", func(o *GraphOptions) { o.Certificate, o.PrivateKey = ks[0].cert, ks[0].key }, "not both"},
-		{"certificate without key", func(o *GraphOptions) { o.ClientSecret, o.Certificate = "", ks[0].cert }, "PrivateKey: required"},
-		{"key of another certificate", func(o *GraphOptions) { o.ClientSecret, o.Certificate, o.PrivateKey = "", ks[0].cert, ks[1].key }, "does not match"},
+		{"no credential", func(o *GraphOptions) { o.ClientSecret = secret.New("") }, "a credential is required"},
+		{"two credentials", func(o *GraphOptions) { o.Certificate, o.PrivateKey = ks[0].cert, secret.NewValue(ks[0].key) }, "not both"},
+		{"certificate without key", func(o *GraphOptions) { o.ClientSecret, o.Certificate = secret.String{}, ks[0].cert }, "PrivateKey: required"},
+		{"key of another certificate", func(o *GraphOptions) {
+			o.ClientSecret, o.Certificate, o.PrivateKey = secret.String{}, ks[0].cert, secret.NewValue(ks[1].key)
+		}, "does not match"},
 		{"page too large", func(o *GraphOptions) { o.PageSize = 5000 }, "PageSize: must be between 1 and 1000"},
 		{"graph URL", func(o *GraphOptions) { o.GraphURL = "graph.microsoft.com" }, "GraphURL"},
 	}
@@ -616,7 +619,7 @@ func cmpOr(a, b string) string {
 }
 
 func TestCheckNextLink(t *testing.T) {
-	g, err := NewGraph(GraphOptions{TenantID: tenant, ClientID: client, ClientSecret: secret})
+	g, err := NewGraph(GraphOptions{TenantID: tenant, ClientID: client, ClientSecret: secret.New(testSecret)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package runspace
 
-import "github.com/masterzen/winrm"
+import (
+	"github.com/masterzen/winrm"
+)
 
 // NewTestClient returns a masterzen/winrm client on server that uses this
 // package's transport, for the conformance tests of the external test
@@ -17,8 +19,8 @@ func NewTestClient(opts Options, server string) (client *winrm.Client, stop func
 	tr := f.newTransport(server)
 	params := winrm.NewParameters(o.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return tr }
-	ep := winrm.NewEndpoint(server, o.Port, o.HTTPS, o.InsecureSkipVerify, o.CACert, nil, nil, o.responseHeaderTimeout())
-	client, err = winrm.NewClientWithParameters(ep, o.User, o.Password, params)
+	ep := o.endpoint(server)
+	client, err = winrm.NewClientWithParameters(ep, o.User, o.Password.Reveal(), params)
 	if err != nil {
 		f.close()
 		return nil, nil, err
