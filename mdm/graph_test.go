@@ -762,7 +762,7 @@ func TestGraphMemberTypes(t *testing.T) {
 			}
 		}))
 		defer srv.Close()
-		g, err := NewGraph(GraphOptions{TenantID: "contoso.com", ClientID: "c", ClientSecret: "s", AuthorityURL: srv.URL, GraphURL: srv.URL, MaxRetries: -1})
+		g, err := NewGraph(GraphOptions{TenantID: "contoso.com", ClientID: "c", ClientSecret: secret.New("s"), AuthorityURL: srv.URL, GraphURL: srv.URL, MaxRetries: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
