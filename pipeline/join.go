@@ -30,9 +30,11 @@ import (
 // takes the conservative path (see ReasonScopeUnknown).
 type Scope struct {
 	included, excluded *groupIndex
-	// byAddr maps a lower-cased UPN or address to the object ids it was
-	// seen with (almost always one).
-	byAddr map[string][]string
+	// byAddr maps a lower-cased UPN or address to the object id it was
+	// seen with; multi holds the rare addresses seen with several ids (all
+	// of them, the first included).
+	byAddr map[string]string
+	multi  map[string][]string
 	// Unnamed counts the members of the policy's groups that carry no UPN
 	// or mail and whose id is on no MDM record: they match no mailbox.
 	Unnamed int
@@ -72,7 +74,7 @@ func NewScope(p *Policy, snap *mdm.Snapshot) (*Scope, error) {
 	if snap == nil {
 		return nil, fmt.Errorf("scope: no mdm snapshot")
 	}
-	s := &Scope{byAddr: make(map[string][]string, 2*len(snap.Records))}
+	s := &Scope{byAddr: make(map[string]string, len(snap.Records)), multi: map[string][]string{}}
 	// Pass 1: every address → object id pairing the snapshot offers.
 	for i := range snap.Records {
 		r := &snap.Records[i]
@@ -105,7 +107,10 @@ func NewScope(p *Policy, snap *mdm.Snapshot) (*Scope, error) {
 		}
 	}
 	nameable := make(map[string]struct{}, len(s.byAddr))
-	for _, ids := range s.byAddr {
+	for _, id := range s.byAddr {
+		nameable[id] = struct{}{}
+	}
+	for _, ids := range s.multi {
 		for _, id := range ids {
 			nameable[id] = struct{}{}
 		}
@@ -153,8 +158,16 @@ func (s *Scope) learn(addr, id string) {
 	if addr == "" {
 		return
 	}
-	if ids := s.byAddr[addr]; !slices.Contains(ids, id) {
-		s.byAddr[addr] = append(ids, id)
+	switch first, ok := s.byAddr[addr]; {
+	case !ok:
+		s.byAddr[addr] = id
+	case first == id:
+	default:
+		if ids := s.multi[addr]; ids == nil {
+			s.multi[addr] = []string{first, id}
+		} else if !slices.Contains(ids, id) {
+			s.multi[addr] = append(ids, id)
+		}
 	}
 }
 
@@ -181,7 +194,16 @@ func (s *Scope) ids(u User) []string {
 		if k == "" {
 			continue
 		}
-		for _, id := range s.byAddr[strings.ToLower(k)] {
+		k = strings.ToLower(k)
+		id, ok := s.byAddr[k]
+		if !ok {
+			continue
+		}
+		ids := s.multi[k]
+		if ids == nil {
+			ids = []string{id}
+		}
+		for _, id := range ids {
 			if !slices.Contains(out, id) {
 				out = append(out, id)
 			}
