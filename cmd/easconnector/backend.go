@@ -554,7 +554,7 @@ func parseAuditTail(buf []byte, cut bool, limit int) []pipeline.AuditEntry {
 			continue
 		}
 		var e pipeline.AuditEntry
-		if json.Unmarshal(line, &e) == nil {
+		if json.Unmarshal(line, &e) == nil && e.Applied() {
 			out = append(out, e)
 		}
 	}
