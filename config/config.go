@@ -12,6 +12,7 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -132,6 +133,10 @@ type Sync struct {
 	FullAt          string   `toml:"full_at"` // local time of day, "HH:MM"
 	StateDir        string   `toml:"state_dir"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// AuditMaxBytes rotates audit.jsonl before it grows past this size;
+	// AuditKeep rotated files are kept (0: all).
+	AuditMaxBytes int `toml:"audit_max_bytes"`
+	AuditKeep     int `toml:"audit_keep"`
 }
 
 // Server is the [server] section: the admin HTTP endpoint.
@@ -223,6 +228,8 @@ func Default() Config {
 			FullAt:          DefaultFullAt,
 			StateDir:        defaultStateDir(),
 			ShutdownTimeout: Dur(DefaultShutdownTimeout),
+			AuditMaxBytes:   pipeline.DefaultAuditMaxBytes,
+			AuditKeep:       pipeline.DefaultAuditKeep,
 		},
 		Server: Server{Listen: DefaultListen},
 		Notify: Notify{
