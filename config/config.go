@@ -14,6 +14,7 @@ import (
 
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/runspace"
+	"github.com/easconnector/easconnector/server"
 )
 
 // Config is the whole configuration file.
@@ -30,19 +31,23 @@ type Config struct {
 
 // Exchange is the [exchange] section: how to reach Exchange over WinRM.
 type Exchange struct {
-	Servers            []string `toml:"servers"`              // WinRM hosts in preference order
-	Port               int      `toml:"port"`                 // 0: 5985, or 5986 with https
-	HTTPS              bool     `toml:"https"`                // WinRM over TLS
-	CAFile             string   `toml:"ca_file"`              // PEM roots for the server certificate
-	InsecureSkipVerify bool     `toml:"insecure_skip_verify"` // lab use only
-	Auth               string   `toml:"auth"`                 // basic, ntlm or kerberos
-	User               string   `toml:"user"`
-	PasswordEnv        string   `toml:"password_env"`  // name of an environment variable
-	PasswordFile       string   `toml:"password_file"` // owner-only file
-	Realm              string   `toml:"realm"`         // kerberos realm (or user@REALM)
-	Krb5Conf           string   `toml:"krb5_conf"`
-	SPN                string   `toml:"spn"`  // kerberos; default HTTP/<server>
-	Mode               string   `toml:"mode"` // remoting or snapin
+	Servers []string `toml:"servers"` // WinRM hosts in preference order
+	Port    int      `toml:"port"`    // 0: 5985, or 5986 with https
+	HTTPS   bool     `toml:"https"`   // WinRM over TLS
+	// AllowUnencrypted permits https = false to hosts that are not
+	// loopback: every cmdlet, and with basic the password, in clear text.
+	AllowUnencrypted   bool   `toml:"allow_unencrypted"`
+	CAFile             string `toml:"ca_file"`              // PEM roots for the server certificate
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"` // lab use only
+	Auth               string `toml:"auth"`                 // basic, ntlm or kerberos
+	User               string `toml:"user"`
+	PasswordEnv        string `toml:"password_env"`  // name of an environment variable
+	PasswordFile       string `toml:"password_file"` // owner-only file
+	Realm              string `toml:"realm"`         // kerberos realm (or user@REALM)
+	Krb5Conf           string `toml:"krb5_conf"`
+	SPN                string `toml:"spn"`         // kerberos; default HTTP/<server>
+	KeytabFile         string `toml:"keytab_file"` // kerberos: log in with these keys, not the password (owner-only file)
+	Mode               string `toml:"mode"`        // remoting or snapin
 	// SecondHopCredential passes user/password to New-PSSession in
 	// remoting mode: the WinRM shell cannot forward its own logon.
 	SecondHopCredential bool `toml:"second_hop_credential"`
@@ -124,6 +129,8 @@ type Guard struct {
 	MinMDMRatio       float64 `toml:"min_mdm_ratio"`
 	MaxNewBlocks      int     `toml:"max_new_blocks"`
 	MaxNewBlocksRatio float64 `toml:"max_new_blocks_ratio"`
+	// PlanMaxAge: a held plan older than this can no longer be approved.
+	PlanMaxAge Duration `toml:"plan_max_age"`
 }
 
 // Sync is the [sync] section: the schedule and where state lives.
@@ -141,11 +148,21 @@ type Sync struct {
 
 // Server is the [server] section: the admin HTTP endpoint.
 type Server struct {
-	Listen    string `toml:"listen"` // host:port; "" disables the server
-	TokenEnv  string `toml:"token_env"`
-	TokenFile string `toml:"token_file"`
-	TLSCert   string `toml:"tls_cert"`
-	TLSKey    string `toml:"tls_key"`
+	Listen string `toml:"listen"` // host:port; "" disables the server
+	// The admin token may do everything; the read-only token only GETs.
+	TokenEnv      string `toml:"token_env"`
+	TokenFile     string `toml:"token_file"`
+	ReadTokenEnv  string `toml:"read_token_env"`
+	ReadTokenFile string `toml:"read_token_file"`
+	TLSCert       string `toml:"tls_cert"`
+	TLSKey        string `toml:"tls_key"`
+	// AllowedHosts are names, besides the listen host, that clients may
+	// use in the Host header (a DNS alias, a load balancer's name).
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// LoopbackPublicCounts shows the status page's aggregate view (status,
+	// sync results, counts; no addresses, names or DeviceIds) without a
+	// token, when the server listens on loopback only. Off by default.
+	LoopbackPublicCounts bool `toml:"loopback_public_counts"`
 }
 
 // Notify is the [notify] section: mail to users whose device is blocked or
@@ -171,7 +188,7 @@ const (
 	DefaultGraphAuthority  = "https://login.microsoftonline.com"
 	DefaultGraphURL        = "https://graph.microsoft.com"
 	DefaultGraphPageSize   = 1000
-	DefaultListen          = "127.0.0.1:8443"
+	DefaultListen          = server.DefaultListen
 	DefaultSMTPPort        = 587
 	DefaultEnrollmentURL   = "https://portal.manage.microsoft.com"
 	DefaultQuickInterval   = 2 * time.Hour
@@ -221,6 +238,7 @@ func Default() Config {
 			MinMDMRatio:       DefaultMinMDMRatio,
 			MaxNewBlocks:      DefaultMaxNewBlocks,
 			MaxNewBlocksRatio: DefaultMaxBlocksRatio,
+			PlanMaxAge:        Dur(pipeline.DefaultHeldPlanMaxAge),
 		},
 		Sync: Sync{
 			QuickInterval:   Dur(DefaultQuickInterval),
@@ -304,7 +322,7 @@ func decode(name string, r io.Reader) (*Config, error) {
 // normalize makes empty lists nil, so that a list written as [] and an
 // absent one compare equal (where the difference means nothing).
 func (c *Config) normalize() {
-	for _, l := range []*[]string{&c.Exchange.Servers, &c.MDM.IncludedGroups, &c.MDM.ExcludedGroups, &c.Notify.AdminRecipients} {
+	for _, l := range []*[]string{&c.Exchange.Servers, &c.MDM.IncludedGroups, &c.MDM.ExcludedGroups, &c.Notify.AdminRecipients, &c.Server.AllowedHosts} {
 		if len(*l) == 0 {
 			*l = nil
 		}
@@ -324,10 +342,10 @@ func displayName(name string) string {
 // resolvePaths makes relative file paths relative to dir.
 func (c *Config) resolvePaths(dir string) {
 	for _, p := range []*string{
-		&c.Exchange.CAFile, &c.Exchange.PasswordFile, &c.Exchange.Krb5Conf,
+		&c.Exchange.CAFile, &c.Exchange.PasswordFile, &c.Exchange.Krb5Conf, &c.Exchange.KeytabFile,
 		&c.MDM.ClientSecretFile, &c.MDM.CertificateFile, &c.MDM.KeyFile, &c.MDM.File,
 		&c.Sync.StateDir,
-		&c.Server.TokenFile, &c.Server.TLSCert, &c.Server.TLSKey,
+		&c.Server.TokenFile, &c.Server.ReadTokenFile, &c.Server.TLSCert, &c.Server.TLSKey,
 		&c.Notify.PasswordFile, &c.Notify.TemplatesDir,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {

@@ -19,6 +19,7 @@ import (
 	"unicode"
 
 	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/easconnector/easconnector/internal/secret"
 	"golang.org/x/oauth2"
 )

@@ -69,7 +69,7 @@ var _ server.Backend = (*backend)(nil)
 
 func newBackend(a *app, cfg *config.Config) *backend {
 	return &backend{
-		a: a, log: a.log, stateDir: a.stateDir, maxAge: pipeline.DefaultHeldPlanMaxAge,
+		a: a, log: a.log, stateDir: a.stateDir, maxAge: cfg.Guard.PlanMaxAge.Duration,
 		guard: cfg.GuardConfig(), admins: cfg.Notify.AdminRecipients, notes: map[string]*syncNote{},
 		heldCache: map[string]heldEntry{},
 	}
@@ -320,12 +320,14 @@ func (b *backend) Status(ctx context.Context) server.Status {
 	return st
 }
 
-// currentHeld returns the newest held plan that can still be approved.
+// currentHeld returns the newest plan a guard held that can still be
+// approved. Plans `easconnector plan` kept are not a hold: they do not make
+// the service degraded.
 func (b *backend) currentHeld() *pipeline.HeldPlan {
 	plans := b.listHeld()
 	now := time.Now()
 	for i := len(plans) - 1; i >= 0; i-- {
-		if plans[i].CheckApprovable(now, b.maxAge) == nil {
+		if plans[i].Source == pipeline.HeldByGuard && plans[i].CheckApprovable(now, b.maxAge) == nil {
 			return plans[i]
 		}
 	}
@@ -335,7 +337,7 @@ func (b *backend) currentHeld() *pipeline.HeldPlan {
 func (b *backend) summary(hp *pipeline.HeldPlan) *server.PlanSummary {
 	return &server.PlanSummary{
 		ID: hp.ID, SyncID: hp.SyncID, Created: hp.CreatedAt, NewBlocks: hp.Counts.Revocations,
-		Limit: b.guard.BlastLimit(hp.Devices), Mailboxes: hp.Counts.Writes, Reason: hp.Reason,
+		Limit: b.guard.BlastLimit(hp.Devices), Mailboxes: hp.Counts.Writes, Reason: hp.Reason, Source: hp.Source,
 	}
 }
 
@@ -439,7 +441,11 @@ func (b *backend) Plan(ctx context.Context, id string) (*server.HeldPlan, error)
 		p := &hp.Plans[i]
 		for _, c := range p.Changes {
 			from, to := listMove(c.List, c.Op)
-			out.Changes = append(out.Changes, server.PlanChange{Mailbox: p.Identity, DeviceID: c.DeviceID, From: from, To: to, Reason: string(c.Reason)})
+			mb := p.Mailbox
+			if mb == "" {
+				mb = p.Identity
+			}
+			out.Changes = append(out.Changes, server.PlanChange{Mailbox: mb, DeviceID: c.DeviceID, From: from, To: to, Reason: string(c.Reason)})
 		}
 	}
 	return out, nil
