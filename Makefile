@@ -4,6 +4,7 @@ GO      ?= go
 BIN     ?= bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+EXE     := $(shell $(GO) env GOEXE)
 
 # Benchmark packages that exist (bench/ may be empty).
 BENCH_PKGS = $(shell $(GO) list ./bench/... ./exchange/... ./runspace/... 2>/dev/null)
@@ -22,10 +23,11 @@ test:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem $(BENCH_PKGS)
 
-# Simulated Exchange and Intune, a mail sink and the connector, in one
-# process; Ctrl-C stops it.
+# Simulated Exchange and Intune and a mail sink in bin/easdemo, which runs
+# the real bin/easconnector against them as a child process; Ctrl-C stops
+# both. DEMO_ARGS passes flags (e.g. DEMO_ARGS='--devices 20000').
 demo: build
-	$(BIN)/easconnector demo
+	$(BIN)/easdemo --connector $(BIN)/easconnector$(EXE) $(DEMO_ARGS)
 
 # The soak run: 50,000 devices, a first full sync, then 1 % churn and a quick
 # sync per round for EASCONNECTOR_SOAK_DURATION (default 10m) with a CAS

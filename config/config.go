@@ -12,6 +12,7 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/runspace"
 	"github.com/easconnector/easconnector/server"
 )
@@ -30,19 +31,22 @@ type Config struct {
 
 // Exchange is the [exchange] section: how to reach Exchange over WinRM.
 type Exchange struct {
-	Servers            []string `toml:"servers"`              // WinRM hosts in preference order
-	Port               int      `toml:"port"`                 // 0: 5985, or 5986 with https
-	HTTPS              bool     `toml:"https"`                // WinRM over TLS
-	CAFile             string   `toml:"ca_file"`              // PEM roots for the server certificate
-	InsecureSkipVerify bool     `toml:"insecure_skip_verify"` // lab use only
-	Auth               string   `toml:"auth"`                 // basic, ntlm or kerberos
-	User               string   `toml:"user"`
-	PasswordEnv        string   `toml:"password_env"`  // name of an environment variable
-	PasswordFile       string   `toml:"password_file"` // owner-only file
-	Realm              string   `toml:"realm"`         // kerberos realm (or user@REALM)
-	Krb5Conf           string   `toml:"krb5_conf"`
-	SPN                string   `toml:"spn"`  // kerberos; default HTTP/<server>
-	Mode               string   `toml:"mode"` // remoting or snapin
+	Servers []string `toml:"servers"` // WinRM hosts in preference order
+	Port    int      `toml:"port"`    // 0: 5985, or 5986 with https
+	HTTPS   bool     `toml:"https"`   // WinRM over TLS
+	// AllowUnencrypted permits https = false to hosts that are not
+	// loopback: every cmdlet, and with basic the password, in clear text.
+	AllowUnencrypted   bool   `toml:"allow_unencrypted"`
+	CAFile             string `toml:"ca_file"`              // PEM roots for the server certificate
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"` // lab use only
+	Auth               string `toml:"auth"`                 // basic, ntlm or kerberos
+	User               string `toml:"user"`
+	PasswordEnv        string `toml:"password_env"`  // name of an environment variable
+	PasswordFile       string `toml:"password_file"` // owner-only file
+	Realm              string `toml:"realm"`         // kerberos realm (or user@REALM)
+	Krb5Conf           string `toml:"krb5_conf"`
+	SPN                string `toml:"spn"`  // kerberos; default HTTP/<server>
+	Mode               string `toml:"mode"` // remoting or snapin
 	// SecondHopCredential passes user/password to New-PSSession in
 	// remoting mode: the WinRM shell cannot forward its own logon.
 	SecondHopCredential bool `toml:"second_hop_credential"`
@@ -124,6 +128,8 @@ type Guard struct {
 	MinMDMRatio       float64 `toml:"min_mdm_ratio"`
 	MaxNewBlocks      int     `toml:"max_new_blocks"`
 	MaxNewBlocksRatio float64 `toml:"max_new_blocks_ratio"`
+	// PlanMaxAge: a held plan older than this can no longer be approved.
+	PlanMaxAge Duration `toml:"plan_max_age"`
 }
 
 // Sync is the [sync] section: the schedule and where state lives.
@@ -133,6 +139,10 @@ type Sync struct {
 	FullAt          string   `toml:"full_at"` // local time of day, "HH:MM"
 	StateDir        string   `toml:"state_dir"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// AuditMaxBytes rotates audit.jsonl before it grows past this size;
+	// AuditKeep rotated files are kept (0: all).
+	AuditMaxBytes int `toml:"audit_max_bytes"`
+	AuditKeep     int `toml:"audit_keep"`
 }
 
 // Server is the [server] section: the admin HTTP endpoint.
@@ -227,6 +237,7 @@ func Default() Config {
 			MinMDMRatio:       DefaultMinMDMRatio,
 			MaxNewBlocks:      DefaultMaxNewBlocks,
 			MaxNewBlocksRatio: DefaultMaxBlocksRatio,
+			PlanMaxAge:        Dur(pipeline.DefaultHeldPlanMaxAge),
 		},
 		Sync: Sync{
 			QuickInterval:   Dur(DefaultQuickInterval),
@@ -234,6 +245,8 @@ func Default() Config {
 			FullAt:          DefaultFullAt,
 			StateDir:        defaultStateDir(),
 			ShutdownTimeout: Dur(DefaultShutdownTimeout),
+			AuditMaxBytes:   pipeline.DefaultAuditMaxBytes,
+			AuditKeep:       pipeline.DefaultAuditKeep,
 		},
 		Server: Server{Listen: DefaultListen},
 		Notify: Notify{

@@ -134,17 +134,34 @@ func TestValidate(t *testing.T) {
 	f("kerberos user@REALM", func(c *Config) { c.Exchange.Auth, c.Exchange.User = "kerberos", "svc@CONTOSO.COM" })
 	f("realm without kerberos", func(c *Config) { c.Exchange.Realm = "CONTOSO.COM" },
 		`exchange.realm: only used with auth = "kerberos", got auth = "ntlm"`)
+	plain := `exchange.servers[0]: "ex1.contoso.com" is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that`
 	f("tls knobs without https", func(c *Config) {
-		c.Exchange.HTTPS, c.Exchange.CAFile, c.Exchange.InsecureSkipVerify = false, "ca.pem", true
+		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.CAFile, c.Exchange.InsecureSkipVerify = false, true, "ca.pem", true
 	},
+		"exchange.insecure_skip_verify: refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead",
 		"exchange.ca_file: set, but exchange.https is false",
 		"exchange.insecure_skip_verify: set, but exchange.https is false",
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel",
 		"exchange.insecure_skip_verify: contradicts exchange.ca_file; set one of them")
-	f("second hop over http", func(c *Config) { c.Exchange.HTTPS = false },
+	f("second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.AllowUnencrypted = false, true },
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel")
-	f("no second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false })
-	f("snapin over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "snapin" })
+	f("plain http to a remote host", func(c *Config) { c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false }, plain)
+	f("plain http to a remote literal", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false
+		c.Exchange.Servers = []string{"127.0.0.1", "10.0.0.5", "::1", "localhost"}
+	}, `exchange.servers[1]: "10.0.0.5" is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that`)
+	f("plain http allowed explicitly", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.SecondHopCredential, c.Exchange.AllowUnencrypted = false, false, true
+	})
+	f("allow_unencrypted with https", func(c *Config) { c.Exchange.AllowUnencrypted = true },
+		"exchange.allow_unencrypted: set, but exchange.https is true")
+	f("skip verify with second hop", func(c *Config) { c.Exchange.InsecureSkipVerify = true },
+		"exchange.insecure_skip_verify: refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead")
+	f("skip verify without second hop", func(c *Config) { c.Exchange.InsecureSkipVerify, c.Exchange.SecondHopCredential = true, false })
+	f("snapin over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "snapin" }, plain)
+	f("snapin over loopback http", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.Mode, c.Exchange.Servers = false, "snapin", []string{"127.0.0.1"}
+	})
 	f("timeouts", func(c *Config) {
 		c.Exchange.RequestTimeout = Dur(0)
 		c.Exchange.OperationTimeout = Dur(10 * time.Minute)
@@ -428,7 +445,7 @@ func TestRunspaceOptions(t *testing.T) {
 		t.Fatalf("RunspaceOptions() = %v", err)
 	}
 	want := runspace.Options{
-		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, HTTPS: true, CACert: []byte(pem),
+		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, CACert: []byte(pem),
 		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
 		CASFailover: true, Parallel: true, Size: 12, PowerShellMaxConcurrency: 18, MaxRequestsPerSession: 1000,
 		MaxSessionAge: time.Hour, RequestTimeout: 5 * time.Minute, ConnectTimeout: time.Minute, OperationTimeout: 20 * time.Second,

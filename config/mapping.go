@@ -248,12 +248,17 @@ func (c *Config) PipelineOptions(exchangeDefault exchange.AccessLevel) (pipeline
 		workers = 1
 	}
 	o := pipeline.Options{
-		Policy:        pol,
-		Org:           c.OrgConfig(),
-		Guard:         c.GuardConfig(),
-		StateDir:      c.Sync.StateDir,
-		AdoptExisting: c.Policy.AdoptExisting,
-		Workers:       workers,
+		Policy:         pol,
+		Org:            c.OrgConfig(),
+		Guard:          c.GuardConfig(),
+		StateDir:       c.Sync.StateDir,
+		HeldPlanMaxAge: c.Guard.PlanMaxAge.Duration,
+		Audit:          pipeline.AuditOptions{MaxBytes: int64(c.Sync.AuditMaxBytes), Keep: c.Sync.AuditKeep},
+		AdoptExisting:  c.Policy.AdoptExisting,
+		Workers:        workers,
+	}
+	if o.Audit.Keep == 0 {
+		o.Audit.Keep = -1 // audit_keep = 0 keeps every file
 	}
 	if !o.Policy.Enabled {
 		o.Org = pipeline.OrgConfig{} // a disabled policy changes nothing, org settings included

@@ -77,7 +77,8 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 	return runspace.Options{
 		Servers:                  slices.Clone(e.Servers),
 		Port:                     e.Port,
-		HTTPS:                    e.HTTPS,
+		PlainHTTP:                !e.HTTPS,
+		AllowUnencrypted:         e.AllowUnencrypted,
 		CACert:                   ca,
 		InsecureSkipVerify:       e.InsecureSkipVerify,
 		Auth:                     e.Auth,

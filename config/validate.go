@@ -149,6 +149,10 @@ func (v *validator) httpURL(field, s string) {
 	}
 }
 
+// loopbackLookupTimeout bounds the name lookup that checks a plain-HTTP
+// server is loopback.
+const loopbackLookupTimeout = 5 * time.Second
+
 func (e *Exchange) validate(v *validator) {
 	if len(e.Servers) == 0 {
 		v.errorf("exchange.servers", "at least one server is required")
@@ -165,6 +169,27 @@ func (e *Exchange) validate(v *validator) {
 		seen[strings.ToLower(s)] = true
 	}
 	v.intRange("exchange.port", e.Port, 0, 65535)
+	if !e.HTTPS && !e.AllowUnencrypted {
+		// The same test the runspace dialer repeats at every connection.
+		for i, s := range e.Servers {
+			if !validHost(s) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), loopbackLookupTimeout)
+			ok, _ := runspace.LoopbackHost(ctx, s)
+			cancel()
+			if !ok {
+				v.errorf(fmt.Sprintf("exchange.servers[%d]", i),
+					"%q is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that", s)
+			}
+		}
+	}
+	if e.AllowUnencrypted && e.HTTPS {
+		v.errorf("exchange.allow_unencrypted", "set, but exchange.https is true")
+	}
+	if e.InsecureSkipVerify && e.SecondHopCredential && e.Mode != runspace.ModeSnapin {
+		v.errorf("exchange.insecure_skip_verify", "refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead")
+	}
 	if e.CAFile != "" && !e.HTTPS {
 		v.errorf("exchange.ca_file", "set, but exchange.https is false")
 	}
@@ -314,6 +339,7 @@ func (g *Guard) validate(v *validator) {
 	v.floatRange("guard.min_mdm_ratio", g.MinMDMRatio, 0, 1)
 	v.intRange("guard.max_new_blocks", g.MaxNewBlocks, 0, 10_000_000)
 	v.floatRange("guard.max_new_blocks_ratio", g.MaxNewBlocksRatio, 0, 1)
+	v.durRange("guard.plan_max_age", g.PlanMaxAge, time.Minute, 7*day)
 }
 
 func (s *Sync) validate(v *validator) {
@@ -331,6 +357,8 @@ func (s *Sync) validate(v *validator) {
 		v.errorf("sync.state_dir", "required")
 	}
 	v.durRange("sync.shutdown_timeout", s.ShutdownTimeout, time.Second, 10*time.Minute)
+	v.intRange("sync.audit_max_bytes", s.AuditMaxBytes, 64<<10, 1<<30)
+	v.intRange("sync.audit_keep", s.AuditKeep, 0, 100_000)
 }
 
 // FullAtClock returns the hour and minute of FullAt (valid after Validate).

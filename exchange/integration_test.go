@@ -34,7 +34,7 @@ func startSim(tb testing.TB, pop *population.Population, size int) (*exsim.Sim, 
 	}
 	tb.Cleanup(sim.Close)
 	pool, err := runspace.NewPool(runspace.Options{
-		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic,
+		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic, PlainHTTP: true,
 		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: size, ConnectTimeout: 20 * time.Second, RequestTimeout: 10 * time.Minute,
 	})

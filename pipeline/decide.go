@@ -194,6 +194,11 @@ func (b *baseline) row(dn, id string) *row {
 	if mb == nil {
 		return nil
 	}
+	return mb.row(id)
+}
+
+// row returns the mailbox's row for device id, nil if it has none.
+func (mb *mbox) row(id string) *row {
 	k := foldID(id)
 	for i := range mb.devs {
 		if foldID(mb.devs[i].id) == k {

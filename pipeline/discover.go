@@ -335,11 +335,11 @@ func (e *Engine) guard(r *run, writes []*mbox, devices int, op *orgPlan) error {
 		if r.dry {
 			return map[string]int{"held": 1}, err
 		}
-		plans := make([]MailboxPlan, len(writes))
+		plans := make([]PlannedMailbox, len(writes))
 		for i, mb := range writes {
-			plans[i] = *mb.plan
+			plans[i] = PlannedMailbox{MailboxPlan: *mb.plan, Mailbox: mb.smtp, Name: mb.name}
 		}
-		hp, herr := NewHeldPlan(r.rep.ID, r.rep.Kind, plans, devices, err, e.now())
+		hp, herr := NewHeldPlan(r.rep.ID, r.rep.Kind, HeldByGuard, plans, devices, err, e.now())
 		if herr == nil {
 			herr = SaveHeldPlan(e.opts.StateDir, hp)
 		}

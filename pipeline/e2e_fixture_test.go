@@ -163,7 +163,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	}
 
 	f.pool, err = runspace.NewPool(runspace.Options{
-		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic,
+		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic, PlainHTTP: true,
 		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: o.size, ConnectTimeout: 20 * time.Second, RequestTimeout: 2 * time.Minute,
 		FailoverBackoff: 50 * time.Millisecond,

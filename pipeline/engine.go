@@ -98,6 +98,8 @@ type Options struct {
 	Guard    GuardConfig
 	// StateDir holds state.json, audit.jsonl and held plans.
 	StateDir string
+	// Audit tunes the audit log's rotation (zero: the defaults).
+	Audit AuditOptions
 	// State, if set, is used instead of loading StateDir/state.json; load
 	// it with LoadState when the notifier needs it as its SentStore.
 	State *State
@@ -270,7 +272,7 @@ func New(opts Options) (*Engine, error) {
 			e.m.lastSuccess[kind].Set(float64(at.UnixNano()) / 1e9)
 		}
 	}
-	audit, err := OpenAudit(opts.StateDir)
+	audit, err := OpenAudit(opts.StateDir, opts.Audit)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}

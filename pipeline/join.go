@@ -89,7 +89,7 @@ type Index struct {
 }
 
 // Join indexes records by EAS device id, case-insensitively. Records with
-// the same MDM id are deduplicated (the latest check-in wins). Several
+// the same MDM id are deduplicated (Newer picks the survivor). Several
 // records for one EAS id are kept, so that Lookup can choose the one of the
 // mailbox's own user; ids reported for several users are listed in
 // Collisions. Join keeps pointers into records, which must not change
@@ -102,7 +102,7 @@ func Join(records []mdm.Record) *Index {
 		if r.ID != "" {
 			if prev, ok := byID[r.ID]; ok {
 				ix.Duplicates++
-				if !r.LastSyncAt.After(prev.LastSyncAt) {
+				if !Newer(r, prev) {
 					continue
 				}
 				ix.remove(prev)
@@ -160,9 +160,10 @@ func (ix *Index) Len() int { return len(ix.byEAS) }
 
 // Lookup returns the record for the EAS device id on a mailbox of user u,
 // and whether it is u's own (MatchUser). When several records carry the id,
-// u's own records are preferred, the latest check-in first; otherwise the
-// latest check-in of any user is returned (a UserMismatch). It returns
-// nil, false when the MDM does not know the id.
+// u's own records are preferred, then the order of Newer; otherwise the
+// first of any user's records in that order is returned (a UserMismatch).
+// It returns nil, false when the MDM does not know the id. The result does
+// not depend on the order of the records Join was given.
 func (ix *Index) Lookup(easID string, u User) (*mdm.Record, bool) {
 	rs := ix.byEAS[strings.ToLower(easID)]
 	var best *mdm.Record
@@ -172,9 +173,43 @@ func (ix *Index) Lookup(easID string, u User) (*mdm.Record, bool) {
 		switch {
 		case best == nil,
 			same && !bestSame,
-			same == bestSame && r.LastSyncAt.After(best.LastSyncAt):
+			same == bestSame && Newer(r, best):
 			best, bestSame = r, same
 		}
 	}
 	return best, bestSame
+}
+
+// Newer reports whether record a takes precedence over b for the same
+// device. The order is total, so a decision never depends on the order in
+// which the MDM returned its records (Graph's order is not stable):
+//  1. the more recent check-in (LastSyncAt) wins;
+//  2. on a tie, the more restrictive compliance wins: not compliant
+//     (noncompliant, conflict, error) over any other state (unknown,
+//     configManager) over compliant (compliant, inGracePeriod), so that a
+//     tie can never open mail access;
+//  3. then the lower MDM record id (byte order), then the lower EAS id.
+func Newer(a, b *mdm.Record) bool {
+	if c := a.LastSyncAt.Compare(b.LastSyncAt); c != 0 {
+		return c > 0
+	}
+	if ra, rb := restrictiveness(a.Compliance), restrictiveness(b.Compliance); ra != rb {
+		return ra > rb
+	}
+	if a.ID != b.ID {
+		return a.ID < b.ID
+	}
+	return a.EASDeviceID < b.EASDeviceID
+}
+
+// restrictiveness ranks compliance states for Newer's tie-break.
+func restrictiveness(c mdm.Compliance) int {
+	switch {
+	case notCompliant(c):
+		return 2
+	case compliant(c):
+		return 0
+	default:
+		return 1
+	}
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -138,5 +139,104 @@ func TestJoinPopulation(t *testing.T) {
 	if total != len(pop.Devices) || res.CountsByReason[ReasonCompliant] == 0 || res.CountsByReason[ReasonNotEnrolled] == 0 ||
 		res.CountsByReason[ReasonExempt] == 0 || res.CountsByReason[ReasonNotCompliant] == 0 {
 		t.Errorf("tally = %v / %v over %d devices", res.CountsByDecision, res.CountsByReason, len(pop.Devices))
+	}
+}
+
+// TestJoinTieBreak pins the documented precedence of records for one
+// device: latest check-in, then the most restrictive compliance, then the
+// record id, whatever order the MDM returned them in.
+func TestJoinTieBreak(t *testing.T) {
+	t0 := now.Add(-time.Hour)
+	rec := func(id string, at time.Time, c mdm.Compliance) mdm.Record {
+		return mdm.Record{ID: id, EASDeviceID: "ApplTIE", UserPrincipalName: "alice@contoso.com", LastSyncAt: at, Compliance: c}
+	}
+	f := func(name string, recs []mdm.Record, wantID string) {
+		t.Helper()
+		for _, order := range [][]mdm.Record{recs, reversed(recs)} {
+			r, _ := Join(order).Lookup("appltie", alice)
+			if r == nil || r.ID != wantID {
+				t.Errorf("%s: Lookup = %+v, want record %s", name, r, wantID)
+			}
+		}
+	}
+	f("latest check-in wins over restrictiveness",
+		[]mdm.Record{rec("a", t0, mdm.ComplianceNoncompliant), rec("b", t0.Add(time.Second), mdm.ComplianceCompliant)}, "b")
+	f("tie: noncompliant over compliant",
+		[]mdm.Record{rec("a", t0, mdm.ComplianceCompliant), rec("b", t0, mdm.ComplianceNoncompliant)}, "b")
+	f("tie: unknown over compliant",
+		[]mdm.Record{rec("a", t0, mdm.ComplianceInGracePeriod), rec("b", t0, mdm.ComplianceUnknown)}, "b")
+	f("tie: error over unknown",
+		[]mdm.Record{rec("a", t0, mdm.ComplianceUnknown), rec("b", t0, mdm.ComplianceError)}, "b")
+	f("tie: lower record id",
+		[]mdm.Record{rec("b", t0, mdm.ComplianceCompliant), rec("a", t0, mdm.ComplianceCompliant)}, "a")
+	// The same MDM id twice with the same check-in: the restrictive copy
+	// survives the deduplication.
+	dup := []mdm.Record{rec("x", t0, mdm.ComplianceCompliant), rec("x", t0, mdm.ComplianceNoncompliant)}
+	for _, order := range [][]mdm.Record{dup, reversed(dup)} {
+		ix := Join(order)
+		if r, _ := ix.Lookup("appltie", alice); r == nil || r.Compliance != mdm.ComplianceNoncompliant || ix.Duplicates != 1 {
+			t.Errorf("duplicate MDM id, same check-in: kept %+v (duplicates %d), want the noncompliant copy", r, ix.Duplicates)
+		}
+	}
+}
+
+func reversed(rs []mdm.Record) []mdm.Record {
+	out := make([]mdm.Record, len(rs))
+	for i, r := range rs {
+		out[len(rs)-1-i] = r
+	}
+	return out
+}
+
+// TestJoinOrderIndependent shuffles an MDM snapshot full of ties (several
+// records per device with the same check-in and different compliance, and
+// duplicated MDM ids) many times: no decision may change.
+func TestJoinOrderIndependent(t *testing.T) {
+	pop := population.Generate(population.Options{Seed: 11, Devices: 1500, Now: now})
+	compl := []mdm.Compliance{mdm.ComplianceCompliant, mdm.ComplianceNoncompliant, mdm.ComplianceUnknown,
+		mdm.ComplianceInGracePeriod, mdm.ComplianceError, mdm.ComplianceConflict, mdm.ComplianceConfigManager}
+	rng := rand.New(rand.NewPCG(11, 12))
+	var recs []mdm.Record
+	for i, r := range pop.MDM {
+		base := mdm.Record{
+			ID: r.ID, EASDeviceID: r.EASDeviceID, UserPrincipalName: r.UserPrincipalName, Email: r.Email,
+			Compliance: mdm.Compliance(r.ComplianceState), EnrolledAt: r.EnrolledAt, LastSyncAt: r.LastSyncAt,
+		}
+		recs = append(recs, base)
+		switch i % 3 {
+		case 0: // a second record (another MDM id) with the same check-in
+			twin := base
+			twin.ID = base.ID + "-twin"
+			twin.Compliance = compl[rng.IntN(len(compl))]
+			recs = append(recs, twin)
+		case 1: // the same MDM id again, same check-in, other compliance
+			dup := base
+			dup.Compliance = compl[rng.IntN(len(compl))]
+			recs = append(recs, dup)
+		}
+	}
+	p := testPolicy()
+	decide := func(recs []mdm.Record) []string {
+		ix := Join(recs)
+		out := make([]string, 0, len(pop.Devices))
+		for _, d := range pop.Devices {
+			mb := pop.Mailboxes[d.Mailbox]
+			u := User{PrimarySmtp: mb.PrimarySmtp, UPN: mb.UPN}
+			rec, same := ix.Lookup(d.DeviceID, u)
+			dec, reason := Decide(p, Input{Device: iphone(d.DeviceID), User: u, Scope: Membership{Included: true}, Record: rec, SameUser: same}, now)
+			out = append(out, string(dec)+"/"+string(reason))
+		}
+		return out
+	}
+	want := decide(recs)
+	for run := range 50 {
+		shuffled := append([]mdm.Record(nil), recs...)
+		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		got := decide(shuffled)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("shuffle %d: device %s decided %s, was %s in MDM order", run, pop.Devices[i].DeviceID, got[i], want[i])
+			}
+		}
 	}
 }

@@ -241,7 +241,7 @@ func LoadState(dir string) (*State, Status, error) {
 	data, err := atomicfile.ReadLimited(path, maxStateBytes)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if info, aerr := os.Stat(filepath.Join(dir, AuditFile)); aerr == nil && info.Size() > 0 {
+		if HasAuditEntries(dir) {
 			// We wrote to Exchange before: the state was lost, not never made.
 			st := NewState()
 			st.AdoptClosed = true

@@ -54,7 +54,8 @@ func simOptions(t testing.TB, sim *exsim.Sim, mutate func(*runspace.Options)) ru
 	o := runspace.Options{
 		Servers:          []string{sim.Hosts()[0]},
 		Port:             sim.Port(),
-		HTTPS:            sim.TLS(),
+		PlainHTTP:        !sim.TLS(),
+		Auth:             runspace.AuthBasic,
 		CACert:           sim.CAPEM(),
 		User:             exsim.DefaultUser,
 		Password:         secret.New(exsim.DefaultPassword),
@@ -847,7 +848,7 @@ func TestSecondHopCredential(t *testing.T) {
 		t.Errorf("SecondHopCredentials = %d, want 1", got)
 	}
 
-	o := simOptions(t, sim, func(o *runspace.Options) { o.SecondHopCredential = true; o.HTTPS = false; o.CACert = nil })
+	o := simOptions(t, sim, func(o *runspace.Options) { o.SecondHopCredential = true; o.PlainHTTP = true; o.CACert = nil })
 	if _, err := runspace.NewPool(o); err == nil || !strings.Contains(err.Error(), "needs HTTPS") {
 		t.Errorf("NewPool(SecondHopCredential over HTTP) error = %v, want it refused", err)
 	}

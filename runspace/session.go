@@ -133,6 +133,7 @@ func Open(ctx context.Context, opts Options, server string) (*Session, error) {
 	if !validHost(server) {
 		return nil, fmt.Errorf("runspace: server %q is not a host name or IP address", server)
 	}
+	o.logPlainHTTP()
 	f, err := newTransportFactory(&o)
 	if err != nil {
 		return nil, err
@@ -182,8 +183,7 @@ func openSession(ctx context.Context, o *Options, f *transportFactory, server st
 
 	params := winrm.NewParameters(o.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return s.tr }
-	ep := winrm.NewEndpoint(server, o.Port, o.HTTPS, o.InsecureSkipVerify, o.CACert, nil, nil, o.responseHeaderTimeout())
-	ep.TLSServerName = o.TLSServerName
+	ep := o.endpoint(server)
 	s.client, err = winrm.NewClientWithParameters(ep, o.User, o.Password.Reveal(), params)
 	if err != nil {
 		return nil, fmt.Errorf("open session on %s: %w", server, err)
@@ -673,8 +673,7 @@ func (s *Session) deleteShell(ctx context.Context, aborted bool) error {
 	defer tr.abort()
 	params := winrm.NewParameters(s.opts.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return tr }
-	ep := winrm.NewEndpoint(s.server, s.opts.Port, s.opts.HTTPS, s.opts.InsecureSkipVerify, s.opts.CACert, nil, nil,
-		s.opts.responseHeaderTimeout())
+	ep := s.opts.endpoint(s.server)
 	client, err := winrm.NewClientWithParameters(ep, s.opts.User, s.opts.Password.Reveal(), params)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/loadtest/mailsink"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/server"
 )
@@ -201,14 +202,14 @@ func TestRunStartup(t *testing.T) {
 // approval through the API.
 func TestRunHeldPlan(t *testing.T) {
 	noLeaks(t)
-	mail, err := startMailSink(t.TempDir())
+	mail, err := mailsink.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(mail.close)
+	t.Cleanup(mail.Close)
 	addr := freeAddr(t)
 	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30, EnrolledRate: 1, CompliantRate: -1, ExemptRate: -1, UntargetedRate: -1},
-		maxNewBlocks: 5, listen: addr, smtpPort: mail.port})
+		maxNewBlocks: 5, listen: addr, smtpPort: mail.Port()})
 	d := startRun(t, fl, addr)
 	st := d.waitStatus(t, "the held plan", func(st *server.Status) bool { return st.HeldPlan != nil })
 	if st.Status != server.StatusDegraded || !strings.Contains(st.Reason, "a guard holds plan "+st.HeldPlan.ID) ||
@@ -240,11 +241,11 @@ func TestRunHeldPlan(t *testing.T) {
 }
 
 // waitMail waits for a message whose text contains want and returns it.
-func waitMail(t *testing.T, m *mailSink, want string) string {
+func waitMail(t *testing.T, m *mailsink.Sink, want string) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		files, _ := filepath.Glob(filepath.Join(m.dir, "*.eml"))
+		files, _ := filepath.Glob(filepath.Join(m.Dir(), "*.eml"))
 		for _, f := range files {
 			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), want) {
 				return string(b)
@@ -254,4 +255,30 @@ func waitMail(t *testing.T, m *mailSink, want string) string {
 	}
 	t.Fatalf("no mail containing %q", want)
 	return ""
+}
+
+// TestRunKeptPlanNotDegraded: a plan `easconnector plan` kept for review
+// is not a guard's hold: the service beside it stays connected, shows no
+// held plan, and `plan --discard` removes it.
+func TestRunKeptPlanNotDegraded(t *testing.T) {
+	noLeaks(t)
+	addr := freeAddr(t)
+	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30}, listen: addr})
+	code, out, errOut := runIn(t, t.Context(), "plan", "--config", fl.config)
+	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) kept`).FindStringSubmatch(out)
+	if code != exitOK || m == nil {
+		t.Fatalf("plan = %d\n%s\n%s", code, out, errOut)
+	}
+	d := startRun(t, fl, addr)
+	st := d.waitStatus(t, "a full sync", func(st *server.Status) bool { return st.LastFull != nil && st.LastFull.Result == server.ResultOK })
+	if st.Status != server.StatusConnected || st.HeldPlan != nil {
+		t.Errorf("status beside a plan kept by `plan` = %s (%s), held %+v; want connected and no hold", st.Status, st.Reason, st.HeldPlan)
+	}
+	d.stop(t)
+	if code, out, errOut = runIn(t, t.Context(), "plan", "--discard", m[1], "--config", fl.config); code != exitOK || !strings.Contains(out, "discarded") {
+		t.Errorf("plan --discard = %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut = runIn(t, t.Context(), "plan", "--show", m[1], "--config", fl.config); code != exitFailed || !strings.Contains(errOut, "no held plan") {
+		t.Errorf("plan --show of a discarded plan = %d\n%s", code, errOut)
+	}
 }
