@@ -2,11 +2,12 @@ package server
 
 import (
 	"encoding/json"
-	"github.com/easconnector/easconnector/internal/secret"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // FuzzAPI sends arbitrary queries and bodies to the API: every answer is

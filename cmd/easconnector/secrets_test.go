@@ -125,16 +125,26 @@ func startTLSMail(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &mailSink{dir: t.TempDir(), port: ln.Addr().(*net.TCPAddr).Port}
-	m.srv = smtp.NewServer(m)
-	m.srv.Domain = "mail.test"
-	m.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	m.srv.ReadTimeout, m.srv.WriteTimeout = 10*time.Second, 10*time.Second
-	m.srv.ErrorLog = log.New(io.Discard, "", 0)
-	m.wg.Go(func() { _ = m.srv.Serve(ln) })
-	t.Cleanup(m.close)
-	return m.port
+	srv := smtp.NewServer(discardMail{})
+	srv.Domain = "mail.test"
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// discardMail is an smtp.Backend that takes every message and drops it.
+type discardMail struct{}
+
+func (discardMail) NewSession(*smtp.Conn) (smtp.Session, error) { return discardMail{}, nil }
+func (discardMail) Mail(string, *smtp.MailOptions) error        { return nil }
+func (discardMail) Rcpt(string, *smtp.RcptOptions) error        { return nil }
+func (discardMail) Data(r io.Reader) error                      { _, err := io.Copy(io.Discard, r); return err }
+func (discardMail) Reset()                                      {}
+func (discardMail) Logout() error                               { return nil }
 
 // graphCertificate makes the Graph app's certificate and key files.
 func graphCertificate(t *testing.T, dir string) (*x509.Certificate, *rsa.PrivateKey) {
