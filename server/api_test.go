@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/easconnector/easconnector/internal/secret"
 	"io"
 	"math/big"
 	"net"
@@ -24,6 +23,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 const (

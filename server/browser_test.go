@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/easconnector/easconnector/internal/secret"
 	"image/png"
 	"io"
 	"net"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // The headless browser tests drive Debian's chromium and chromedriver
