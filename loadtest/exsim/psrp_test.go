@@ -330,3 +330,21 @@ func TestPSRPGetCommandShowsGrants(t *testing.T) {
 		t.Errorf("missing command record = %+v, %v", rec, err)
 	}
 }
+
+// A parameter far larger than one envelope arrives over several Sends and
+// is logged intact.
+func TestPSRPMegabyteParameter(t *testing.T) {
+	s := startSim(t, Options{})
+	c := newPSClient(t, s, 0)
+	c.open()
+	defer c.close()
+	big := strings.Repeat("ü$(x)`'\"\r\n_x000A_", 1<<20/16)
+	msgs := c.run(psrp.Command{Name: "Get-CASMailbox", Params: []psrp.Param{{Name: "Identity", Value: big}}})
+	if got := types(msgs); !slices.Equal(got, []psrp.MessageType{psrp.ErrorRecord, psrp.PipelineState}) {
+		t.Fatalf("messages = %v", got)
+	}
+	calls := s.CallLog(0, 0)
+	if got := calls[len(calls)-1].Args["Identity"]; got != big {
+		t.Errorf("logged Identity differs from the %d-byte value sent (got %d bytes)", len(big), len(got.(string)))
+	}
+}
