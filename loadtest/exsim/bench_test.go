@@ -149,4 +149,3 @@ func BenchmarkPSRPGetMobileDevice(b *testing.B) {
 		})
 	}
 }
-
