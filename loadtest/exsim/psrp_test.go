@@ -400,3 +400,25 @@ func TestPSRPFaults(t *testing.T) {
 		t.Errorf("logged result %q, want truncated", r)
 	}
 }
+
+// A dropped shell gives its PowerShellMaxConcurrency slot back, as a
+// WinRM restart frees the session on Exchange.
+func TestPSRPDroppedShellFreesSlot(t *testing.T) {
+	s := startSim(t, Options{PowerShellMaxConcurrency: 1})
+	a := newPSClient(t, s, 0)
+	a.open()
+	if !s.DropShell(a.shellID) {
+		t.Fatal("DropShell found no shell")
+	}
+	// Requests for the dropped shell fail as for a vanished shell.
+	if env, _ := a.receive(""); env.FaultCode != "2150858843" {
+		t.Errorf("Receive on a dropped shell: fault %q, want 2150858843", env.FaultCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Counters().Sessions != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	b := newPSClient(t, s, 0)
+	b.open()
+	b.close()
+}
