@@ -146,3 +146,33 @@ func FuzzEncodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSessionConfigEncode: the second-hop password always comes back
+// from its own line and is never part of the config JSON.
+func FuzzSessionConfigEncode(f *testing.F) {
+	f.Add(`CONTOSO\svc`, "Pa55w0rd")
+	f.Add("svc@contoso.com", "\"},{\"password\":\"x\n'$(whoami)'\x00ü")
+	f.Fuzz(func(t *testing.T, user, password string) {
+		if user == "" || !utf8.ValidString(user) {
+			return
+		}
+		out, err := SessionConfig{Mode: ModeRemoting, ConnectionURI: "http://cas1/PowerShell/", User: user, Password: password}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := bytes.SplitAfter(out, []byte("\n"))
+		if len(lines) != 3 || len(lines[2]) != 0 {
+			t.Fatalf("Encode() = %q, want two lines", out)
+		}
+		var raw map[string]any
+		if err := decodePayload(lines[0], &raw); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := raw["password"]; ok || raw["user"] != user || len(raw) != 3 {
+			t.Fatalf("config JSON = %v", raw)
+		}
+		if got, err := DecodePasswordLine(lines[1]); err != nil || got != password {
+			t.Fatalf("DecodePasswordLine() = %q, %v, want %q", got, err, password)
+		}
+	})
+}

@@ -278,6 +278,9 @@ func (p *psPool) StartPipeline(cmd wsman.Command, args []byte) error {
 	}
 	entry.Result = "throttled"
 	sim.counters.logCall(entry)
+	// The text is the one Exchange's budget error carries; the fault code
+	// under it is not confirmed by a recording (exsim uses the operations
+	// quota's), so clients should classify by subcode and text.
 	return &wsman.Fault{Sender: true, Subcode: "w:QuotaLimit", Code: wsman.CodeMaxOperations,
 		Reason: fmt.Sprintf("The WS-Management service cannot process the request. The user load quota of %d requests per %d seconds has been exceeded. Send future requests at a slower rate or raise the quota for this user. The next request from this user will not be approved for at least %d milliseconds.",
 			q.PowerShellMaxCmdlets, int(q.PowerShellMaxCmdletsTimePeriod/time.Second), wait.Milliseconds())}
