@@ -17,6 +17,7 @@ import (
 
 	"github.com/easconnector/easconnector/cache"
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/graphsim"
 	"github.com/easconnector/easconnector/loadtest/population"
@@ -90,12 +91,12 @@ func newBed(b *testing.B, devices, size int, profile string) *bed {
 	}
 	b.Cleanup(t.graph.Close)
 	t.src, err = mdm.NewGraph(mdm.GraphOptions{TenantID: graphsim.DefaultTenantID, ClientID: graphsim.DefaultClientID,
-		ClientSecret: graphSecret, AuthorityURL: url, GraphURL: url})
+		ClientSecret: secret.New(graphSecret), AuthorityURL: url, GraphURL: url})
 	if err != nil {
 		b.Fatal(err)
 	}
 	t.pool, err = runspace.NewPool(runspace.Options{
-		Servers: t.sim.Hosts(), Port: t.sim.Port(), User: exsim.DefaultUser, Password: exsim.DefaultPassword,
+		Servers: t.sim.Hosts(), Port: t.sim.Port(), User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		PlainHTTP: true, Auth: runspace.AuthBasic,
 		Parallel: true, Size: size, ConnectTimeout: time.Minute, RequestTimeout: 30 * time.Minute,
 	})

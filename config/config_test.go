@@ -16,7 +16,10 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/easconnector/easconnector/internal/hostaddr"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/runspace"
+	"github.com/easconnector/easconnector/server"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -241,6 +244,22 @@ func TestValidate(t *testing.T) {
 	f("server secured", func(c *Config) {
 		c.Server.Listen, c.Server.TokenFile, c.Server.TLSCert, c.Server.TLSKey = "0.0.0.0:443", "t", "c.pem", "k.pem"
 	})
+	f("server read-only token on the network", func(c *Config) {
+		c.Server.Listen, c.Server.ReadTokenEnv, c.Server.TLSCert, c.Server.TLSKey = "0.0.0.0:443", "EASC_READ", "c.pem", "k.pem"
+	})
+	f("server tokens", func(c *Config) {
+		c.Server.ReadTokenEnv, c.Server.ReadTokenFile, c.Server.TokenEnv = "A", "f", "not a name"
+		c.Server.AllowedHosts = []string{"easc.contoso.com", "https://easc", "easc:8443"}
+	},
+		`server.token_env: "not a name" is not an environment variable name`,
+		`server.read_token_file: set only one of read_token_env and read_token_file`,
+		`server.allowed_hosts[1]: "https://easc" is not a host name or IP address (no scheme or port)`,
+		`server.allowed_hosts[2]: "easc:8443" is not a host name or IP address (no scheme or port)`)
+	f("public counts off loopback", func(c *Config) {
+		c.Server.Listen, c.Server.TokenFile, c.Server.TLSCert, c.Server.TLSKey = "0.0.0.0:443", "t", "c.pem", "k.pem"
+		c.Server.LoopbackPublicCounts = true
+	}, `server.loopback_public_counts: listen "0.0.0.0:443" is not loopback only (a literal loopback address, or a name whose every address is loopback)`)
+	f("public counts on loopback", func(c *Config) { c.Server.LoopbackPublicCounts = true })
 	f("server off", func(c *Config) { c.Server.Listen = "" })
 	f("server bad", func(c *Config) { c.Server.Listen, c.Server.TLSCert = "localhost", "c.pem" },
 		"server.tls_key: tls_cert and tls_key go together",
@@ -368,8 +387,8 @@ func TestSecretFile(t *testing.T) {
 		return p
 	}
 	ok := write("ok", "s3cret\r\n", 0o600)
-	if got, err := ReadSecret("exchange.password", "", ok); got != "s3cret" || err != nil {
-		t.Errorf("ReadSecret(0600) = %q, %v, want s3cret", got, err)
+	if got, err := ReadSecret("exchange.password", "", ok); got.Reveal() != "s3cret" || err != nil {
+		t.Errorf("ReadSecret(0600) = %q, %v, want s3cret", got.Reveal(), err)
 	}
 	if runtime.GOOS != "windows" {
 		for _, mode := range []os.FileMode{0o640, 0o604, 0o620, 0o700 | 0o001} {
@@ -395,8 +414,8 @@ func TestSecretFile(t *testing.T) {
 	}
 	t.Setenv("EASC_TEST_SET", "pw")
 	t.Setenv("EASC_TEST_EMPTY", "")
-	if got, err := ReadSecret("notify.password", "EASC_TEST_SET", ""); got != "pw" || err != nil {
-		t.Errorf("ReadSecret(env) = %q, %v", got, err)
+	if got, err := ReadSecret("notify.password", "EASC_TEST_SET", ""); got.Reveal() != "pw" || err != nil {
+		t.Errorf("ReadSecret(env) = %q, %v", got.Reveal(), err)
 	}
 	if _, err := ReadSecret("notify.password", "EASC_TEST_EMPTY", ""); err == nil ||
 		err.Error() != "notify.password_env: environment variable EASC_TEST_EMPTY is empty" {
@@ -427,7 +446,7 @@ func TestRunspaceOptions(t *testing.T) {
 	}
 	want := runspace.Options{
 		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, CACert: []byte(pem),
-		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: "pa55", KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
+		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
 		CASFailover: true, Parallel: true, Size: 12, PowerShellMaxConcurrency: 18, MaxRequestsPerSession: 1000,
 		MaxSessionAge: time.Hour, RequestTimeout: 5 * time.Minute, ConnectTimeout: time.Minute, OperationTimeout: 20 * time.Second,
 	}
@@ -579,4 +598,37 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted a config that Validate refuses: %v", err)
 		}
 	})
+}
+
+// TestListenLoopbackResolved: a listen name counts as loopback only when
+// every address it resolves to is loopback, so a localhost pointed at the
+// network still needs a token and TLS.
+func TestListenLoopbackResolved(t *testing.T) {
+	orig := resolver
+	t.Cleanup(func() { resolver = orig })
+	f := func(r hostaddr.Static, listen string, want ...string) {
+		t.Helper()
+		resolver = r
+		c := mustParse(t, minimal)
+		c.Server.Listen = listen
+		var got []string
+		if err := c.Validate(); err != nil {
+			got = strings.Split(err.Error(), "\n")
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("listen %s with %v: errors %q, want %q", listen, r, got, want)
+		}
+	}
+	f(hostaddr.Static{"localhost": {"127.0.0.1", "::1"}}, "localhost:8443")
+	f(hostaddr.Static{"localhost": {"192.0.2.7"}}, "localhost:8443",
+		`server.listen: "localhost:8443" is reachable from the network: set token_env or token_file`,
+		`server.listen: "localhost:8443" is reachable from the network: set tls_cert and tls_key`)
+	f(hostaddr.Static{"localhost": {"127.0.0.1", "192.0.2.7"}}, "localhost:8443",
+		`server.listen: "localhost:8443" is reachable from the network: set token_env or token_file`,
+		`server.listen: "localhost:8443" is reachable from the network: set tls_cert and tls_key`)
+	f(hostaddr.Static{}, "127.0.0.5:8443")
+	// The default is the server package's zero value.
+	if d := Default(); d.Server.Listen != server.DefaultListen || server.DefaultListen != "127.0.0.1:8443" {
+		t.Errorf("default listen %q, server's zero value %q: want both 127.0.0.1:8443", d.Server.Listen, server.DefaultListen)
+	}
 }

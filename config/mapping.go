@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/mdm"
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/pipeline/notify"
@@ -72,16 +74,18 @@ func (c *Config) GraphOptions() (mdm.GraphOptions, error) {
 			return mdm.GraphOptions{}, err
 		}
 		bundle := append(append(cert, '\n'), key...)
-		if o.Certificate, o.PrivateKey, err = mdm.LoadCertificate(bundle); err != nil {
+		c, k, err := mdm.LoadCertificate(bundle)
+		if err != nil {
 			return mdm.GraphOptions{}, fmt.Errorf("mdm.certificate_file, mdm.key_file: %w", err)
 		}
+		o.Certificate, o.PrivateKey = c, secret.NewValue(k)
 		return o, nil
 	}
-	secret, err := m.ClientSecret()
+	cs, err := m.ClientSecret()
 	if err != nil {
 		return mdm.GraphOptions{}, err
 	}
-	o.ClientSecret = secret
+	o.ClientSecret = cs
 	return o, nil
 }
 
@@ -244,12 +248,17 @@ func (c *Config) PipelineOptions(exchangeDefault exchange.AccessLevel) (pipeline
 		workers = 1
 	}
 	o := pipeline.Options{
-		Policy:        pol,
-		Org:           c.OrgConfig(),
-		Guard:         c.GuardConfig(),
-		StateDir:      c.Sync.StateDir,
-		AdoptExisting: c.Policy.AdoptExisting,
-		Workers:       workers,
+		Policy:         pol,
+		Org:            c.OrgConfig(),
+		Guard:          c.GuardConfig(),
+		StateDir:       c.Sync.StateDir,
+		HeldPlanMaxAge: c.Guard.PlanMaxAge.Duration,
+		Audit:          pipeline.AuditOptions{MaxBytes: int64(c.Sync.AuditMaxBytes), Keep: c.Sync.AuditKeep},
+		AdoptExisting:  c.Policy.AdoptExisting,
+		Workers:        workers,
+	}
+	if o.Audit.Keep == 0 {
+		o.Audit.Keep = -1 // audit_keep = 0 keeps every file
 	}
 	if !o.Policy.Enabled {
 		o.Org = pipeline.OrgConfig{} // a disabled policy changes nothing, org settings included
@@ -299,14 +308,38 @@ func (c *Config) ServerOptions() (server.Options, error) {
 	if err != nil {
 		return server.Options{}, err
 	}
-	if token != "" && len(token) < server.MinTokenLength {
-		field := "server.token_file"
-		if s.TokenEnv != "" {
-			field = "server.token_env"
-		}
-		return server.Options{}, &FieldError{Field: field, Msg: fmt.Sprintf("the token must be at least %d characters, got %d", server.MinTokenLength, len(token))}
+	if err := checkToken(token, "server.token", s.TokenEnv); err != nil {
+		return server.Options{}, err
 	}
-	return server.Options{Listen: s.Listen, Token: token, TLSCert: s.TLSCert, TLSKey: s.TLSKey}, nil
+	read, err := s.ReadToken()
+	if err != nil {
+		return server.Options{}, err
+	}
+	if err := checkToken(read, "server.read_token", s.ReadTokenEnv); err != nil {
+		return server.Options{}, err
+	}
+	if !token.IsZero() && token.Reveal() == read.Reveal() {
+		field := "server.read_token_file"
+		if s.ReadTokenEnv != "" {
+			field = "server.read_token_env"
+		}
+		return server.Options{}, &FieldError{Field: field, Msg: "holds the admin token: the read-only token must differ"}
+	}
+	return server.Options{Listen: s.Listen, Token: token, ReadToken: read, TLSCert: s.TLSCert, TLSKey: s.TLSKey,
+		AllowedHosts: slices.Clone(s.AllowedHosts), LoopbackPublicCounts: s.LoopbackPublicCounts}, nil
+}
+
+// checkToken checks a token's length; field is the pair's name, env its
+// _env key's value (to name the key that was used).
+func checkToken(t secret.String, field, env string) error {
+	if t.IsZero() || t.Len() >= server.MinTokenLength {
+		return nil
+	}
+	field += "_file"
+	if env != "" {
+		field = strings.TrimSuffix(field, "_file") + "_env"
+	}
+	return &FieldError{Field: field, Msg: fmt.Sprintf("the token must be at least %d characters, got %d", server.MinTokenLength, t.Len())}
 }
 
 // noJitter stands for "no jitter": the scheduler reads a zero Jitter as

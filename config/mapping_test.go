@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/mdm"
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/pipeline/notify"
@@ -150,7 +151,7 @@ func TestNotifyOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := notify.Options{SMTP: notify.SMTPOptions{Host: "smtp.contoso.com", Port: 465, Security: notify.SecurityTLS, Username: "svc", Password: "s3cret"},
+	want := notify.Options{SMTP: notify.SMTPOptions{Host: "smtp.contoso.com", Port: 465, Security: notify.SecurityTLS, Username: "svc", Password: secret.New("s3cret")},
 		From: "mobile@contoso.com", EnrollURL: "https://portal", TemplatesDir: "/t"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("NotifyOptions() = %+v\nwant %+v", got, want)
@@ -175,13 +176,32 @@ func TestServerOptions(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("ServerOptions(%q) = %v", content, err)
-		case !reflect.DeepEqual(got, server.Options{Listen: "127.0.0.1:8443", Token: strings.TrimSpace(content)}):
+		case !reflect.DeepEqual(got, server.Options{Listen: "127.0.0.1:8443", Token: secret.New(strings.TrimSpace(content))}):
 			t.Errorf("ServerOptions(%q) = %+v", content, got)
 		}
 	}
 	f("0123456789abcdef0123\n", "")
 	f("short\n", "server.token_file: the token must be at least 16 characters, got 5")
 	f("", "server.token_file: "+token+" is empty")
+
+	// The read-only token, and the keys beside it.
+	os.WriteFile(token, []byte("0123456789abcdef0123\n"), 0o600)
+	t.Setenv("EASC_TEST_READ", "read-only-token-0123456789")
+	c.Server.ReadTokenEnv, c.Server.AllowedHosts, c.Server.LoopbackPublicCounts = "EASC_TEST_READ", []string{"easc.contoso.com"}, true
+	got, err := c.ServerOptions()
+	want := server.Options{Listen: "127.0.0.1:8443", Token: secret.New("0123456789abcdef0123"), ReadToken: secret.New("read-only-token-0123456789"),
+		AllowedHosts: []string{"easc.contoso.com"}, LoopbackPublicCounts: true}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("ServerOptions() = %+v, %v\nwant %+v", got, err, want)
+	}
+	t.Setenv("EASC_TEST_READ", "short-read")
+	if _, err := c.ServerOptions(); err == nil || err.Error() != "server.read_token_env: the token must be at least 16 characters, got 10" {
+		t.Errorf("ServerOptions(short read token) = %v", err)
+	}
+	t.Setenv("EASC_TEST_READ", "0123456789abcdef0123")
+	if _, err := c.ServerOptions(); err == nil || !strings.Contains(err.Error(), "read-only token must differ") || strings.Contains(err.Error(), "0123456789abcdef") {
+		t.Errorf("ServerOptions(read token = admin token) = %v", err)
+	}
 	c.Server.Listen = ""
 	if _, err := c.ServerOptions(); err == nil || !strings.HasPrefix(err.Error(), "server.listen: ") {
 		t.Errorf("ServerOptions(disabled) = %v", err)
@@ -266,7 +286,7 @@ func TestGraphOptions(t *testing.T) {
 	c := mustParse(t, minimal)
 	got, err := c.GraphOptions()
 	want := mdm.GraphOptions{TenantID: "contoso.onmicrosoft.com", ClientID: "11111111-2222-3333-4444-555555555555",
-		ClientSecret: "app-secret", AuthorityURL: DefaultGraphAuthority, GraphURL: DefaultGraphURL, PageSize: 1000}
+		ClientSecret: secret.New("app-secret"), AuthorityURL: DefaultGraphAuthority, GraphURL: DefaultGraphURL, PageSize: 1000}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("GraphOptions() = %+v, %v\nwant %+v", got, err, want)
 	}
@@ -278,7 +298,7 @@ func TestGraphOptions(t *testing.T) {
 	dir := t.TempDir()
 	certPath, keyPath := writeCertKey(t, dir)
 	c.MDM.ClientSecretEnv, c.MDM.CertificateFile, c.MDM.KeyFile = "", certPath, keyPath
-	if got, err = c.GraphOptions(); err != nil || got.Certificate == nil || got.PrivateKey == nil || got.ClientSecret != "" {
+	if got, err = c.GraphOptions(); err != nil || got.Certificate == nil || got.PrivateKey.Reveal() == nil || !got.ClientSecret.IsZero() {
 		t.Errorf("GraphOptions(certificate) = %+v, %v", got, err)
 	}
 	if err := os.Chmod(keyPath, 0o644); err != nil {

@@ -5,35 +5,45 @@ import (
 	"os"
 	"slices"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/runspace"
 )
 
 // Password reads the Exchange service account's password.
-func (e *Exchange) Password() (string, error) {
+func (e *Exchange) Password() (secret.String, error) {
 	return ReadSecret("exchange.password", e.PasswordEnv, e.PasswordFile)
 }
 
-// ClientSecret reads the Graph app's client secret; "" when the app
+// ClientSecret reads the Graph app's client secret; empty when the app
 // authenticates with a certificate.
-func (m *MDM) ClientSecret() (string, error) {
+func (m *MDM) ClientSecret() (secret.String, error) {
 	if m.ClientSecretEnv == "" && m.ClientSecretFile == "" {
-		return "", nil
+		return secret.String{}, nil
 	}
 	return ReadSecret("mdm.client_secret", m.ClientSecretEnv, m.ClientSecretFile)
 }
 
-// Token reads the admin API's bearer token; "" when none is configured.
-func (s *Server) Token() (string, error) {
+// Token reads the admin API's bearer token; empty when none is configured.
+func (s *Server) Token() (secret.String, error) {
 	if s.TokenEnv == "" && s.TokenFile == "" {
-		return "", nil
+		return secret.String{}, nil
 	}
 	return ReadSecret("server.token", s.TokenEnv, s.TokenFile)
 }
 
-// Password reads the SMTP password; "" when none is configured.
-func (n *Notify) Password() (string, error) {
+// ReadToken reads the admin API's read-only bearer token; empty when none
+// is configured.
+func (s *Server) ReadToken() (secret.String, error) {
+	if s.ReadTokenEnv == "" && s.ReadTokenFile == "" {
+		return secret.String{}, nil
+	}
+	return ReadSecret("server.read_token", s.ReadTokenEnv, s.ReadTokenFile)
+}
+
+// Password reads the SMTP password; empty when none is configured.
+func (n *Notify) Password() (secret.String, error) {
 	if n.PasswordEnv == "" && n.PasswordFile == "" {
-		return "", nil
+		return secret.String{}, nil
 	}
 	return ReadSecret("notify.password", n.PasswordEnv, n.PasswordFile)
 }
@@ -47,9 +57,17 @@ const maxCAFileSize = 4 << 20
 // whatever runspaces says (runspace.Options.Parallel).
 func (c *Config) RunspaceOptions() (runspace.Options, error) {
 	e := &c.Exchange
-	pw, err := e.Password()
-	if err != nil {
-		return runspace.Options{}, err
+	var pw secret.String
+	if e.PasswordEnv != "" || e.PasswordFile != "" || e.KeytabFile == "" {
+		var err error
+		if pw, err = e.Password(); err != nil {
+			return runspace.Options{}, err
+		}
+	}
+	if e.KeytabFile != "" {
+		if err := checkKeytab(e.KeytabFile); err != nil {
+			return runspace.Options{}, err
+		}
 	}
 	var ca []byte
 	if e.CAFile != "" {
@@ -77,6 +95,7 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 		Realm:                    e.Realm,
 		KrbConfig:                e.Krb5Conf,
 		SPN:                      e.SPN,
+		Keytab:                   e.KeytabFile,
 		Mode:                     e.Mode,
 		SecondHopCredential:      e.SecondHopCredential,
 		CASFailover:              e.CASFailover,
@@ -89,4 +108,20 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 		ConnectTimeout:           e.ConnectTimeout.Duration,
 		OperationTimeout:         e.OperationTimeout.Duration,
 	}, nil
+}
+
+// checkKeytab applies the password file's rules to the keytab: it holds
+// the account's keys, which are as good as its password.
+func checkKeytab(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("exchange.keytab_file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("exchange.keytab_file: %s is not a regular file", path)
+	}
+	if err := checkPrivate(path, st.Mode()); err != nil {
+		return fmt.Errorf("exchange.keytab_file: %w", err)
+	}
+	return nil
 }

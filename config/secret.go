@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/easconnector/easconnector/internal/secret"
 	"io"
 	"os"
 )
@@ -13,62 +14,63 @@ const maxSecretSize = 64 << 10
 
 // ReadSecret returns the secret named by a pair of keys: the value of the
 // environment variable env, or the contents of file without its trailing
-// line break. field names the pair in errors ("exchange.password").
+// line break. field names the pair in errors ("exchange.password"); no
+// error carries the value.
 //
 // A file must be a regular file that neither group nor others may access
 // (on Windows, where access is governed by ACLs, the mode is not checked).
 // An empty secret is an error.
-func ReadSecret(field, env, file string) (string, error) {
+func ReadSecret(field, env, file string) (secret.String, error) {
 	switch {
 	case env != "" && file != "":
-		return "", fmt.Errorf("%s: set only one of the _env and _file keys", field)
+		return secret.String{}, fmt.Errorf("%s: set only one of the _env and _file keys", field)
 	case env != "":
 		v, ok := os.LookupEnv(env)
 		if !ok {
-			return "", fmt.Errorf("%s_env: environment variable %s is not set", field, env)
+			return secret.String{}, fmt.Errorf("%s_env: environment variable %s is not set", field, env)
 		}
 		if v == "" {
-			return "", fmt.Errorf("%s_env: environment variable %s is empty", field, env)
+			return secret.String{}, fmt.Errorf("%s_env: environment variable %s is empty", field, env)
 		}
-		return v, nil
+		return secret.New(v), nil
 	case file != "":
 		return readSecretFile(field+"_file", file)
 	}
-	return "", fmt.Errorf("%s: not configured", field)
+	return secret.String{}, fmt.Errorf("%s: not configured", field)
 }
 
-func readSecretFile(field, path string) (string, error) {
+func readSecretFile(field, path string) (secret.String, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
+		return secret.String{}, fmt.Errorf("%s: %w", field, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
+		return secret.String{}, fmt.Errorf("%s: %w", field, err)
 	}
 	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("%s: %s is not a regular file", field, path)
+		return secret.String{}, fmt.Errorf("%s: %s is not a regular file", field, path)
 	}
 	if err := checkPrivate(path, st.Mode()); err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
+		return secret.String{}, fmt.Errorf("%s: %w", field, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretSize+1))
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
+		return secret.String{}, fmt.Errorf("%s: %w", field, err)
 	}
 	if len(b) > maxSecretSize {
-		return "", fmt.Errorf("%s: %s is larger than %d bytes; it should hold one secret", field, path, maxSecretSize)
+		return secret.String{}, fmt.Errorf("%s: %s is larger than %d bytes; it should hold one secret", field, path, maxSecretSize)
 	}
 	b = bytes.TrimSuffix(b, []byte("\n"))
 	b = bytes.TrimSuffix(b, []byte("\r"))
 	if len(b) == 0 {
-		return "", fmt.Errorf("%s: %s is empty", field, path)
+		return secret.String{}, fmt.Errorf("%s: %s is empty", field, path)
 	}
 	if bytes.ContainsAny(b, "\r\n") {
-		return "", fmt.Errorf("%s: %s holds more than one line", field, path)
+		return secret.String{}, fmt.Errorf("%s: %s holds more than one line", field, path)
 	}
-	return string(b), nil
+	return secret.New(string(b)), nil
 }
 
 // ErrSecretExposed is wrapped by the error for a secret file that group or

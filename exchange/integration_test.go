@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/runspace"
@@ -34,7 +35,7 @@ func startSim(tb testing.TB, pop *population.Population, size int) (*exsim.Sim, 
 	tb.Cleanup(sim.Close)
 	pool, err := runspace.NewPool(runspace.Options{
 		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic, PlainHTTP: true,
-		User: exsim.DefaultUser, Password: exsim.DefaultPassword,
+		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: size, ConnectTimeout: 20 * time.Second, RequestTimeout: 10 * time.Minute,
 	})
 	if err != nil {

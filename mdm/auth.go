@@ -107,7 +107,7 @@ func (g *Graph) assertion(now time.Time) (string, error) {
 	}
 	signing := base64.RawURLEncoding.EncodeToString(hdr) + "." + base64.RawURLEncoding.EncodeToString(claims)
 	sum := sha256.Sum256([]byte(signing))
-	sig, err := rsa.SignPKCS1v15(nil, g.opts.PrivateKey, crypto.SHA256, sum[:])
+	sig, err := rsa.SignPKCS1v15(nil, g.opts.PrivateKey.Reveal(), crypto.SHA256, sum[:])
 	if err != nil {
 		return "", fmt.Errorf("sign client assertion: %w", err)
 	}
@@ -118,7 +118,7 @@ func (g *Graph) assertion(now time.Time) (string, error) {
 func (g *Graph) fetchToken(ctx context.Context) (*oauth2.Token, error) {
 	conf := clientcredentials.Config{
 		ClientID:     g.opts.ClientID,
-		ClientSecret: g.opts.ClientSecret,
+		ClientSecret: g.opts.ClientSecret.Reveal(),
 		TokenURL:     g.tokenURL,
 		Scopes:       []string{g.scope},
 		AuthStyle:    oauth2.AuthStyleInParams, // Entra ID's client_secret_post; no probing

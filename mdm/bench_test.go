@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/graphsim"
 	"github.com/easconnector/easconnector/loadtest/population"
 )
@@ -24,13 +25,13 @@ func BenchmarkGraphSnapshot(b *testing.B) {
 				b.Skip("large fleet skipped in -short")
 			}
 			pop := population.Generate(population.Options{Seed: 1, Devices: n})
-			srv := graphsim.New(pop, graphsim.Options{TenantID: tenant, ClientID: client, ClientSecret: secret})
+			srv := graphsim.New(pop, graphsim.Options{TenantID: tenant, ClientID: client, ClientSecret: testSecret})
 			base, err := srv.Start()
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer srv.Close()
-			g, err := NewGraph(GraphOptions{TenantID: tenant, ClientID: client, ClientSecret: secret, AuthorityURL: base, GraphURL: base})
+			g, err := NewGraph(GraphOptions{TenantID: tenant, ClientID: client, ClientSecret: secret.New(testSecret), AuthorityURL: base, GraphURL: base})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -54,13 +55,13 @@ func BenchmarkGraphSnapshot(b *testing.B) {
 // client's CPU cost per Graph request.
 func BenchmarkDecodePage(b *testing.B) {
 	pop := population.Generate(population.Options{Seed: 1, Devices: 1200})
-	srv := graphsim.New(pop, graphsim.Options{TenantID: tenant, ClientID: client, ClientSecret: secret})
+	srv := graphsim.New(pop, graphsim.Options{TenantID: tenant, ClientID: client, ClientSecret: testSecret})
 	base, err := srv.Start()
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer srv.Close()
-	g, err := NewGraph(GraphOptions{TenantID: tenant, ClientID: client, ClientSecret: secret, AuthorityURL: base, GraphURL: base})
+	g, err := NewGraph(GraphOptions{TenantID: tenant, ClientID: client, ClientSecret: secret.New(testSecret), AuthorityURL: base, GraphURL: base})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,20 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/mdm"
 )
 
-// approve applies a held plan (sync --approve ID): exactly its changes,
-// minus those that Exchange or the state contradict now. The mailboxes
-// are read again first; an entry is refused when an administrator put a
-// contradicting entry in since (adding to one list what the admin put in
-// the other), or when an entry to remove is no longer ours. Entries
-// already in place are dropped silently. A full sync then re-asserts the
-// org configuration the policy declares, which is how a held change of
-// DefaultAccessLevel goes through. The held plan is removed once applied.
+// approve applies a held plan (sync --approve ID): its changes that still
+// hold now, never more. The MDM is read again and the plan's mailboxes are
+// read whole and decided afresh, as a quick sync would; a held change is
+// applied only when today's plan for the mailbox makes the same change (a
+// phone that became compliant again after the plan was held is not
+// blocked), and only when the lists and the state allow it (reconcile). A
+// dropped change is reported in Report.Refused with the reason. Changes
+// today's plan makes that the held plan does not are not applied: they were
+// not approved, and the next sync plans (and guards) them. A full sync then
+// re-asserts the org configuration the policy declares, which is how a held
+// change of DefaultAccessLevel goes through. The held plan is removed once
+// applied.
 func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 	hp, err := LoadHeldPlan(e.opts.StateDir, id)
 	if err != nil {
@@ -28,38 +36,70 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 	}
 	r.rep.Kind = hp.Kind
 	r.rep.Guard = GuardOutcome{Result: GuardApproved, HeldPlanID: hp.ID, Message: hp.Reason}
+	p := &e.opts.Policy
+	marks := e.st.Marks()
 
 	want := make(map[string]bool, len(hp.Plans))
 	for i := range hp.Plans {
 		want[mailboxKey(hp.Plans[i].Identity)] = true
 	}
-	// Read the mailboxes: by DN when the baseline knows them all, else
-	// every mailbox with a partnership (one streamed read).
+	// The MDM as it is now, and the DNs of the plan's mailboxes: from the
+	// baseline when it knows them all, else from one streamed read of every
+	// mailbox with a partnership.
 	base, retry := e.snapshotBase()
-	var dns []string
+	dns := map[string]string{} // mailboxKey → DN
 	if base != nil {
 		for k := range want {
-			mb := base.byGUID[k]
-			if mb == nil {
-				dns = nil
-				break
+			if mb := base.byGUID[k]; mb != nil {
+				dns[k] = mb.dn
 			}
-			dns = append(dns, mb.dn)
 		}
 	}
-	cur := make(map[string]*mbox, len(want))
+	var snap *mdm.Snapshot
 	err = e.stages.Run(StageDiscover, func() (map[string]int, error) {
-		err := e.ex.CASMailboxes(ctx, dns, func(c exchange.CASMailbox) error {
-			mb := newMbox(&c)
-			if k := mailboxKey(mb.identity()); want[k] {
-				cur[k] = mb
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			s, err := e.opts.MDM.Snapshot(gctx, p.groups())
+			if err != nil {
+				return mdmError(gctx, fmt.Errorf("mdm snapshot: %w", err))
 			}
+			if err := CheckSnapshot(s, marks.LastGoodMDMCount, e.opts.Guard); err != nil {
+				return mdmError(gctx, err)
+			}
+			snap = s
 			return nil
 		})
-		return map[string]int{"mailboxes": len(cur)}, err
+		if len(dns) < len(want) {
+			g.Go(func() error {
+				return e.ex.CASMailboxes(gctx, nil, func(c exchange.CASMailbox) error {
+					mb := newMbox(&c)
+					if k := mailboxKey(mb.identity()); want[k] {
+						dns[k] = c.DistinguishedName
+					}
+					return nil
+				})
+			})
+		}
+		err := g.Wait()
+		return map[string]int{"mailboxes": len(dns)}, err
 	})
 	if err != nil {
 		return fmt.Errorf("approve held plan %s: %w", hp.ID, err)
+	}
+	r.rep.MDMRecords = len(snap.Records)
+	d, err := newDecider(p, snap, e.now(), &r.tally)
+	if err != nil {
+		return mdmError(ctx, fmt.Errorf("approve held plan %s: %w", hp.ID, err))
+	}
+	// Read the mailboxes whole (every partnership, fresh lists) and decide
+	// their devices now.
+	res, err := e.readMailboxes(ctx, r, &baseline{}, slices.Sorted(maps.Values(dns)), d)
+	if err != nil {
+		return fmt.Errorf("approve held plan %s: %w", hp.ID, err)
+	}
+	cur := make(map[string]*mbox, len(res.ok))
+	for _, mb := range res.ok {
+		cur[mailboxKey(mb.identity())] = mb
 	}
 	r.rep.ReadMailboxes = len(cur)
 
@@ -68,13 +108,20 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 		held := &hp.Plans[i]
 		mb := cur[mailboxKey(held.Identity)]
 		if mb == nil {
+			name := held.Mailbox
+			if name == "" {
+				name = held.Identity
+			}
 			for _, c := range held.Changes {
-				r.rep.Refused = append(r.rep.Refused, RefusedEntry{Mailbox: held.Identity, DeviceID: c.DeviceID, List: c.List, Op: c.Op,
-					Why: "the mailbox has no partnership any more or was not found"})
+				r.rep.Refused = append(r.rep.Refused, RefusedEntry{Mailbox: name, DeviceID: c.DeviceID, List: c.List, Op: c.Op,
+					Why: "the mailbox has no partnership any more, was not found or could not be read"})
 			}
 			continue
 		}
-		plan, refused := reconcile(held, mb, e.st.OwnedOf(held.Identity))
+		e.planOne(mb, true, false)
+		still, dropped := stillPlanned(&held.MailboxPlan, mb)
+		r.rep.Refused = append(r.rep.Refused, dropped...)
+		plan, refused := reconcile(&still, mb, e.st.OwnedOf(held.Identity))
 		mb.plan, mb.conflicts = &plan, len(plan.Conflicts)
 		mb.planned = true
 		r.rep.Refused = append(r.rep.Refused, refused...)
@@ -85,14 +132,19 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 		e.settleUnwritten(r, planned)
 	}
 	if len(r.rep.Refused) > 0 {
-		e.log.Warn("pipeline: approval refused entries that changed since the plan was held", "sync", r.rep.ID,
-			"held_plan", hp.ID, "refused", len(r.rep.Refused))
+		e.log.Warn("pipeline: approval dropped entries that no longer hold", "sync", r.rep.ID,
+			"held_plan", hp.ID, "dropped", len(r.rep.Refused))
 	}
 	if r.dry {
 		return nil
 	}
 	e.applyPlans(ctx, r, writes)
-	if p := &e.opts.Policy; p.Enabled && ctx.Err() == nil {
+	approved := make(map[string]*mbox, len(res.ok))
+	for _, mb := range res.ok {
+		approved[dnKey(mb.dn)] = mb
+	}
+	e.notifyDevices(r, approved)
+	if p.Enabled && ctx.Err() == nil {
 		var org orgView
 		var err error
 		if org.settings, err = e.ex.OrgSettings(ctx); err == nil {
@@ -112,14 +164,52 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 	if err := RemoveHeldPlan(e.opts.StateDir, hp.ID); err != nil && !errors.Is(err, ErrHeldPlanNotFound) {
 		return err
 	}
-	// The baseline's decisions for these mailboxes predate the plan: the
-	// next quick sync reads them again.
-	for _, mb := range planned {
-		retry[dnKey(mb.dn)] = mb.dn
+	// The devices list shows the approved mailboxes as this approval
+	// decided and wrote them; a failed write is read again next sync.
+	var nb *baseline
+	if base != nil {
+		all := maps.Clone(base.byDN)
+		for k, mb := range approved {
+			if len(mb.devs) == 0 {
+				delete(all, k)
+				continue
+			}
+			all[k] = mb
+		}
+		nb = newBaseline(all)
+		nb.skipped = base.skipped
 	}
-	e.publish(nil, retry)
+	for _, mb := range planned {
+		if mb.failed {
+			retry[dnKey(mb.dn)] = mb.dn
+		}
+	}
+	e.publish(nb, retry)
 	r.dirty = true
 	return nil
+}
+
+// stillPlanned keeps the held changes that today's plan for mb (planOne,
+// just run) makes too, and reports the others as dropped, with today's
+// decision for the device as the reason.
+func stillPlanned(held *MailboxPlan, mb *mbox) (MailboxPlan, []RefusedEntry) {
+	out := *held
+	out.Changes = nil
+	var dropped []RefusedEntry
+	for _, c := range held.Changes {
+		if mb.plan != nil && slices.ContainsFunc(mb.plan.Changes, func(n Change) bool {
+			return n.List == c.List && n.Op == c.Op && strings.EqualFold(n.DeviceID, c.DeviceID)
+		}) {
+			out.Changes = append(out.Changes, c)
+			continue
+		}
+		why := "no longer needed: the device has no partnership on this mailbox any more"
+		if rw := mb.row(c.DeviceID); rw != nil {
+			why = fmt.Sprintf("no longer holds: the device is now decided %s (%s)", rw.decision(), rw.reason())
+		}
+		dropped = append(dropped, RefusedEntry{Mailbox: mb.smtp, DeviceID: c.DeviceID, List: c.List, Op: c.Op, Why: why})
+	}
+	return out, dropped
 }
 
 // reconcile keeps the changes of a held plan that still make sense

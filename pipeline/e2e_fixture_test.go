@@ -13,6 +13,7 @@ import (
 
 	"github.com/easconnector/easconnector/cache"
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/graphsim"
 	"github.com/easconnector/easconnector/loadtest/population"
@@ -153,7 +154,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	}
 	t.Cleanup(f.graph.Close)
 	f.src, err = mdm.NewGraph(mdm.GraphOptions{
-		TenantID: graphsim.DefaultTenantID, ClientID: graphsim.DefaultClientID, ClientSecret: graphSecret,
+		TenantID: graphsim.DefaultTenantID, ClientID: graphsim.DefaultClientID, ClientSecret: secret.New(graphSecret),
 		AuthorityURL: url, GraphURL: url, PageSize: 250, MaxRetries: 2, MaxRetryWait: 2 * time.Second,
 		BaseBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, RequestTimeout: 20 * time.Second,
 	})
@@ -163,7 +164,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 
 	f.pool, err = runspace.NewPool(runspace.Options{
 		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic, PlainHTTP: true,
-		User: exsim.DefaultUser, Password: exsim.DefaultPassword,
+		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: o.size, ConnectTimeout: 20 * time.Second, RequestTimeout: 2 * time.Minute,
 		FailoverBackoff: 50 * time.Millisecond,
 	})
@@ -329,6 +330,7 @@ func (f *fixture) expectations() []expectation {
 			f.t.Fatal(err)
 		}
 		u := pipeline.User{PrimarySmtp: mb.PrimarySmtpAddress}
+		u.ID = scope.UserID(u) // as the engine resolves the mailbox's user
 		for _, d := range devs {
 			rec, same := ix.Lookup(d.DeviceId, u)
 			dec, why := pipeline.Decide(&f.policy, pipeline.Input{Device: d, User: u, Scope: scope.Of(u), Record: rec, SameUser: same}, f.clock.Now())

@@ -179,7 +179,7 @@ func TestApproveRefusesAdminChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The administrator allows one device we meant to block.
-	var victim pipeline.MailboxPlan
+	var victim pipeline.PlannedMailbox
 	for _, p := range held.Plans {
 		if len(p.Blocked.Add) > 0 {
 			victim = p
@@ -481,4 +481,69 @@ func TestRestartEscalatesQuick(t *testing.T) {
 	if rep.Kind != pipeline.SyncFull || rep.Escalated == "" || rep.Writes != 0 {
 		t.Errorf("quick after restart: kind %s (%q), %d writes; want a full sync writing nothing", rep.Kind, rep.Escalated, rep.Writes)
 	}
+}
+
+// TestApproveRechecksMDM: the MDM reports every phone noncompliant, the
+// guard holds the plan, and before the approval most phones turn compliant
+// again. The approval must not block them: it applies only the held
+// changes today's decision still makes, and reports the rest as dropped.
+func TestApproveRechecksMDM(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	f.sync(pipeline.SyncFull)
+	var saved []population.MDMRecord
+	f.graph.Update(func(p *population.Population) {
+		saved = slices.Clone(p.MDM)
+		for i := range p.MDM {
+			p.MDM[i].ComplianceState = "noncompliant"
+		}
+	})
+	rep, err := f.eng.Sync(testCtx(t, 2*time.Minute), pipeline.SyncRequest{Kind: pipeline.SyncFull})
+	if !isGuard(err, pipeline.GuardBlastRadius) || rep.Held == nil {
+		t.Fatalf("err = %v, held %v; want the blast-radius guard and a held plan", err, rep.Held)
+	}
+	held, err := pipeline.LoadHeldPlan(f.dir, rep.Held.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Everyone but the first mailbox's devices recovers: the MDM is as it
+	// was before, except for those.
+	victim := held.Plans[0]
+	stillBad := map[string]bool{}
+	for _, id := range victim.Blocked.Add {
+		stillBad[strings.ToLower(id)] = true
+	}
+	f.graph.Update(func(p *population.Population) {
+		for i := range p.MDM {
+			if !stillBad[strings.ToLower(p.MDM[i].EASDeviceID)] {
+				p.MDM[i].ComplianceState = saved[i].ComplianceState
+			}
+		}
+	})
+	seq := f.lastSeq()
+	rep, err = f.eng.Sync(testCtx(t, 2*time.Minute), pipeline.SyncRequest{ApproveID: held.ID})
+	if err != nil || rep.Failures != 0 {
+		t.Fatalf("approve: err %v, failures %d", err, rep.Failures)
+	}
+	for _, c := range f.calls(seq, "Set-CASMailbox") {
+		id, _ := c.Args["Identity"].(string)
+		if !strings.EqualFold(id, victim.Identity) {
+			t.Errorf("approval wrote mailbox %s, whose phones are compliant again", id)
+		}
+	}
+	if len(rep.Refused) == 0 || !strings.Contains(rep.Refused[0].Why, "now decided") {
+		t.Fatalf("Refused = %d entries (first %+v), want the recovered phones' blocks dropped with today's decision", len(rep.Refused), rep.Refused[:min(1, len(rep.Refused))])
+	}
+	if held.Counts.BlockAdds-len(victim.Blocked.Add) > 0 && len(rep.Refused) < held.Counts.BlockAdds-len(victim.Blocked.Add) {
+		t.Errorf("dropped %d entries, want at least the %d blocks of recovered phones", len(rep.Refused), held.Counts.BlockAdds-len(victim.Blocked.Add))
+	}
+	mb, err := f.sim.Org().Mailbox(victim.Identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range victim.Blocked.Add {
+		if st, _ := f.sim.Org().Access(mb.DistinguishedName, id); st != exchange.AccessBlocked {
+			t.Errorf("%s, still noncompliant, is %s after the approval, want Blocked", id, st)
+		}
+	}
+	f.checkAccess()
 }

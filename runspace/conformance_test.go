@@ -17,6 +17,7 @@ import (
 
 	"github.com/masterzen/winrm"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/runspace"
 )
@@ -126,7 +127,7 @@ func newWSFixture(t *testing.T, opts wsman.Options) *wsFixture {
 
 func (f *wsFixture) client(t *testing.T, mutate func(*runspace.Options)) *winrm.Client {
 	t.Helper()
-	o := runspace.Options{Servers: []string{f.host}, Port: f.port, User: confUser, Password: confPass,
+	o := runspace.Options{Servers: []string{f.host}, Port: f.port, User: confUser, Password: secret.New(confPass),
 		PlainHTTP: true, Auth: runspace.AuthBasic,
 		OperationTimeout: time.Second}
 	if mutate != nil {
@@ -340,7 +341,7 @@ func TestConformanceFaults(t *testing.T) {
 					t.Fatalf("Execute() error = %v, want a fault quoting the runner", err)
 				}
 			}},
-		{"wrong password", wsman.Options{}, func(o *runspace.Options) { o.Password = "wrong" },
+		{"wrong password", wsman.Options{}, func(o *runspace.Options) { o.Password = secret.New("wrong") },
 			func(t *testing.T, _ *wsFixture, c *winrm.Client) error {
 				_, err := c.CreateShell()
 				return err

@@ -1,6 +1,8 @@
 package runspace
 
-import "github.com/masterzen/winrm"
+import (
+	"github.com/masterzen/winrm"
+)
 
 // NewTestClient returns a masterzen/winrm client on server that uses this
 // package's transport, for the conformance tests of the external test
@@ -18,7 +20,7 @@ func NewTestClient(opts Options, server string) (client *winrm.Client, stop func
 	params := winrm.NewParameters(o.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return tr }
 	ep := o.endpoint(server)
-	client, err = winrm.NewClientWithParameters(ep, o.User, o.Password, params)
+	client, err = winrm.NewClientWithParameters(ep, o.User, o.Password.Reveal(), params)
 	if err != nil {
 		f.close()
 		return nil, nil, err

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/runspace"
@@ -57,7 +58,7 @@ func simOptions(t testing.TB, sim *exsim.Sim, mutate func(*runspace.Options)) ru
 		Auth:             runspace.AuthBasic,
 		CACert:           sim.CAPEM(),
 		User:             exsim.DefaultUser,
-		Password:         exsim.DefaultPassword,
+		Password:         secret.New(exsim.DefaultPassword),
 		Parallel:         true,
 		Size:             4,
 		ConnectTimeout:   10 * time.Second,
@@ -251,7 +252,7 @@ func TestSessionOpenErrors(t *testing.T) {
 				return errors.Is(err, runspace.ErrInitFailed) && errors.Is(err, runspace.ErrThrottled) &&
 					strings.Contains(err.Error(), "maximum of 1 concurrent shells")
 			}, runspace.ClassThrottle},
-		{"wrong password", func(o *runspace.Options) { o.Password = "nope" },
+		{"wrong password", func(o *runspace.Options) { o.Password = secret.New("nope") },
 			func(err error) bool { return errors.Is(err, runspace.ErrAuth) }, runspace.ClassAuth},
 		{"nothing listening", func(o *runspace.Options) { o.Port = deadPort },
 			func(err error) bool { var te *runspace.TransportError; return errors.As(err, &te) }, runspace.ClassTransport},
@@ -758,7 +759,7 @@ func TestPoolStartErrors(t *testing.T) {
 	closed.Close()
 	ctx := testCtx(t, 30*time.Second)
 
-	p, err := runspace.NewPool(simOptions(t, sim, func(o *runspace.Options) { o.Password = "wrong" }))
+	p, err := runspace.NewPool(simOptions(t, sim, func(o *runspace.Options) { o.Password = secret.New("wrong") }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/runspace"
@@ -125,7 +126,7 @@ func TestPoolNTLM(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	pool := startPool(t, runspace.Options{
 		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true,
-		User: `CONTOSO\` + exsim.DefaultUser, Password: exsim.DefaultPassword,
+		User: `CONTOSO\` + exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: 4, OperationTimeout: time.Second, ConnectTimeout: 10 * time.Second,
 	})
 	ctx := testCtx(t, 30*time.Second)

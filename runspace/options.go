@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/easconnector/easconnector/internal/hostaddr"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/masterzen/winrm"
 )
 
@@ -93,14 +95,17 @@ type Options struct {
 	// connections and shared connection pools break it under concurrency.
 	// Kerberos logs in once per pool with User/Password in Realm (or the
 	// realm after "@" in User), using the krb5.conf at KrbConfig; SPN
-	// defaults to HTTP/<server>. Basic sends the password with every
-	// request; the WinRM service accepts it only where Auth/Basic is
-	// enabled (off by default, see DefaultAuth).
-	Auth           string
-	User, Password string
-	Realm          string
-	KrbConfig      string
-	SPN            string
+	// defaults to HTTP/<server>; Keytab, a keytab file path, replaces
+	// Password for the Kerberos login (see kerberos.go). Basic sends the
+	// password with every request; the WinRM service accepts it only where
+	// Auth/Basic is enabled (off by default, see DefaultAuth).
+	Auth      string
+	User      string
+	Password  secret.String
+	Realm     string
+	KrbConfig string
+	SPN       string
+	Keytab    string
 
 	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
 	// http://<server>/PowerShell/) or "snapin".
@@ -153,21 +158,10 @@ type Options struct {
 	Metrics *metrics.Set
 }
 
-// hostRe accepts DNS names and IPv4 literals (IPv6 literals are checked
-// with net.ParseIP).
-var hostRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$`)
-
 // validHost reports whether s is a host name or an IP address, nothing more
 // (no scheme, port, path or whitespace): it ends up in URLs and metric labels.
-func validHost(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	if net.ParseIP(s) != nil {
-		return true
-	}
-	return hostRe.MatchString(s)
-}
+// The rule is shared with config.
+var validHost = hostaddr.Valid
 
 // resolve validates o and returns a copy with defaults applied.
 func (o Options) resolve() (Options, error) {
@@ -232,8 +226,11 @@ func (o Options) resolve() (Options, error) {
 	if o.User == "" {
 		return o, fmt.Errorf("runspace: User: required")
 	}
-	if o.Password == "" {
-		return o, fmt.Errorf("runspace: Password: required")
+	if o.Keytab != "" && o.Auth != AuthKerberos {
+		return o, fmt.Errorf("runspace: Keytab: only used with kerberos auth, got %q", o.Auth)
+	}
+	if o.Password.IsZero() && o.Keytab == "" {
+		return o, fmt.Errorf("runspace: Password: required (or Keytab with kerberos auth)")
 	}
 	if o.Auth == AuthKerberos {
 		if o.KrbConfig == "" {
@@ -262,7 +259,7 @@ func (o Options) resolve() (Options, error) {
 		if o.InsecureSkipVerify {
 			return o, errors.New("runspace: SecondHopCredential: refused with InsecureSkipVerify, the password would go to any server that answers")
 		}
-		if o.User == "" || o.Password == "" {
+		if o.User == "" || o.Password.IsZero() {
 			return o, errors.New("runspace: SecondHopCredential: needs User and Password")
 		}
 	}

@@ -1,6 +1,7 @@
 package runspace
 
 import (
+	"github.com/easconnector/easconnector/internal/secret"
 	"strings"
 	"testing"
 	"time"
@@ -8,7 +9,7 @@ import (
 
 func TestOptionsResolve(t *testing.T) {
 	base := func() Options {
-		return Options{Servers: []string{"cas1.contoso.com"}, User: "svc", Password: "pw", Parallel: true}
+		return Options{Servers: []string{"cas1.contoso.com"}, User: "svc", Password: secret.New("pw"), Parallel: true}
 	}
 	tests := []struct {
 		name    string
@@ -38,7 +39,7 @@ func TestOptionsResolve(t *testing.T) {
 			"SecondHopCredential: needs HTTPS"},
 		{"auth", func(o *Options) { o.Auth = "digest" }, "Auth"},
 		{"user", func(o *Options) { o.User = "" }, "User"},
-		{"password", func(o *Options) { o.Password = "" }, "Password"},
+		{"password", func(o *Options) { o.Password = secret.New("") }, "Password"},
 		{"kerberos config", func(o *Options) { o.Auth = "kerberos" }, "KrbConfig"},
 		{"kerberos realm", func(o *Options) { o.Auth = "kerberos"; o.KrbConfig = "/etc/krb5.conf" }, "Realm"},
 		{"mode", func(o *Options) { o.Mode = "psrp" }, "Mode"},
@@ -69,7 +70,7 @@ func TestOptionsResolve(t *testing.T) {
 }
 
 func TestOptionsDefaults(t *testing.T) {
-	o, err := Options{Servers: []string{" CAS1 ", "cas1", "10.0.0.5", "fe80::1"}, User: "u", Password: "p"}.resolve()
+	o, err := Options{Servers: []string{" CAS1 ", "cas1", "10.0.0.5", "fe80::1"}, User: "u", Password: secret.New("p")}.resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestOptionsDefaults(t *testing.T) {
 	if got := connectionURI("fe80::1"); got != "http://[fe80::1]/PowerShell/" {
 		t.Errorf("connectionURI() = %q", got)
 	}
-	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: "p", PlainHTTP: true, Parallel: true}.resolve()
+	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), PlainHTTP: true, Parallel: true}.resolve()
 	if o.Port != DefaultHTTPPort || o.Size != DefaultSize {
 		t.Errorf("Port = %d, Size = %d, want %d and %d", o.Port, o.Size, DefaultHTTPPort, DefaultSize)
 	}

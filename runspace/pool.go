@@ -741,7 +741,7 @@ func (p *Pool) probe(f *transportFactory, server string) error {
 	params := winrm.NewParameters(p.opts.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return tr }
 	ep := p.opts.endpoint(server)
-	client, err := winrm.NewClientWithParameters(ep, p.opts.User, p.opts.Password, params)
+	client, err := winrm.NewClientWithParameters(ep, p.opts.User, p.opts.Password.Reveal(), params)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/runspace"
 )
@@ -78,7 +79,7 @@ func scriptServer(t *testing.T, r scriptRunner) runspace.Options {
 	})
 	host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
-	return runspace.Options{Servers: []string{host}, Port: p, User: confUser, Password: confPass, OperationTimeout: time.Second,
+	return runspace.Options{Servers: []string{host}, Port: p, User: confUser, Password: secret.New(confPass), OperationTimeout: time.Second,
 		PlainHTTP: true, Auth: runspace.AuthBasic}
 }
 

@@ -187,7 +187,7 @@ func openSession(ctx context.Context, o *Options, f *transportFactory, server st
 	params := winrm.NewParameters(o.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return s.tr }
 	ep := o.endpoint(server)
-	s.client, err = winrm.NewClientWithParameters(ep, o.User, o.Password, params)
+	s.client, err = winrm.NewClientWithParameters(ep, o.User, o.Password.Reveal(), params)
 	if err != nil {
 		return nil, fmt.Errorf("open session on %s: %w", server, err)
 	}
@@ -211,7 +211,7 @@ func openSession(ctx context.Context, o *Options, f *transportFactory, server st
 
 	sc := SessionConfig{Mode: o.Mode, ConnectionURI: connectionURI(server)}
 	if o.SecondHopCredential && o.Mode == ModeRemoting {
-		sc.User, sc.Password = o.User, o.Password
+		sc.User, sc.Password = o.User, o.Password.Reveal()
 	}
 	cfg, err := sc.Encode()
 	if err != nil {
@@ -712,7 +712,7 @@ func (s *Session) deleteShell(ctx context.Context, aborted bool) error {
 	params := winrm.NewParameters(s.opts.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return tr }
 	ep := s.opts.endpoint(s.server)
-	client, err := winrm.NewClientWithParameters(ep, s.opts.User, s.opts.Password, params)
+	client, err := winrm.NewClientWithParameters(ep, s.opts.User, s.opts.Password.Reveal(), params)
 	if err != nil {
 		return err
 	}

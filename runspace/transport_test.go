@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/masterzen/winrm"
 	"github.com/masterzen/winrm/soap"
 )
@@ -148,7 +149,7 @@ func testFactory(t *testing.T, rawURL string, mutate func(*Options)) (*transport
 	}
 	host, port, _ := net.SplitHostPort(u.Host)
 	p, _ := strconv.Atoi(port)
-	o := Options{Servers: []string{host}, Port: p, User: "svc", Password: "pw", PlainHTTP: u.Scheme == "http", Auth: AuthBasic,
+	o := Options{Servers: []string{host}, Port: p, User: "svc", Password: secret.New("pw"), PlainHTTP: u.Scheme == "http", Auth: AuthBasic,
 		OperationTimeout: time.Second}
 	if mutate != nil {
 		mutate(&o)
@@ -426,7 +427,7 @@ func TestTransportTLS(t *testing.T) {
 }
 
 func TestKerberosConfigErrors(t *testing.T) {
-	o := Options{Servers: []string{"127.0.0.1"}, User: "svc@CONTOSO.COM", Password: "pw", Auth: AuthKerberos,
+	o := Options{Servers: []string{"127.0.0.1"}, User: "svc@CONTOSO.COM", Password: secret.New("pw"), Auth: AuthKerberos,
 		KrbConfig: t.TempDir() + "/missing.conf"}
 	o, err := o.resolve()
 	if err != nil {
@@ -438,7 +439,7 @@ func TestKerberosConfigErrors(t *testing.T) {
 	if _, err := newTransportFactory(&o); err == nil || !strings.Contains(err.Error(), "KrbConfig") {
 		t.Fatalf("newTransportFactory() error = %v, want one naming KrbConfig", err)
 	}
-	_, err = Open(context.Background(), Options{Servers: []string{"127.0.0.1"}, User: "svc", Password: "pw", Auth: AuthKerberos,
+	_, err = Open(context.Background(), Options{Servers: []string{"127.0.0.1"}, User: "svc", Password: secret.New("pw"), Auth: AuthKerberos,
 		KrbConfig: "/nonexistent"}, "127.0.0.1")
 	if err == nil || !strings.Contains(err.Error(), "Realm") {
 		t.Fatalf("Open() error = %v, want one naming Realm", err)

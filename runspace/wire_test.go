@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"github.com/easconnector/easconnector/internal/secret"
 	"log/slog"
 	"net"
 	"net/http"
@@ -82,7 +83,7 @@ func TestNTLMMalformedChallenge(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	opts := runspace.Options{
 		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true,
-		User: `CONTOSO\` + exsim.DefaultUser, Password: exsim.DefaultPassword,
+		User: `CONTOSO\` + exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: 2, OperationTimeout: time.Second, ConnectTimeout: 5 * time.Second,
 		FailoverBackoff: time.Millisecond,
 	}
@@ -150,7 +151,7 @@ func TestNoBasicUnlessConfigured(t *testing.T) {
 		p, _ := strconv.Atoi(port)
 		ctx := testCtx(t, 10*time.Second)
 		_, err := runspace.Open(ctx, runspace.Options{Servers: []string{host}, Port: p, PlainHTTP: true, Auth: auth,
-			User: `CONTOSO\svc`, Password: password, ConnectTimeout: 5 * time.Second}, host)
+			User: `CONTOSO\svc`, Password: secret.New(password), ConnectTimeout: 5 * time.Second}, host)
 		if !errors.Is(err, runspace.ErrAuth) {
 			t.Errorf("auth %q: Open() error = %v, want ErrAuth", auth, err)
 		}
@@ -188,7 +189,7 @@ func utf16le(s string) []byte {
 func TestPlainHTTPRefused(t *testing.T) {
 	ctx := testCtx(t, 10*time.Second)
 	o := runspace.Options{Servers: []string{"127.0.0.1"}, PlainHTTP: true, Auth: runspace.AuthBasic,
-		User: "svc", Password: "pw", ConnectTimeout: 5 * time.Second}
+		User: "svc", Password: secret.New("pw"), ConnectTimeout: 5 * time.Second}
 	// 192.0.2.1 (TEST-NET-1) would not answer: an immediate refusal shows
 	// that no connection was tried.
 	start := time.Now()
@@ -211,7 +212,7 @@ func TestPlainHTTPLogged(t *testing.T) {
 		t.Helper()
 		var buf bytes.Buffer
 		o.Logger = slog.New(slog.NewTextHandler(&buf, nil))
-		o.User, o.Password = "svc", "pw"
+		o.User, o.Password = "svc", secret.New("pw")
 		if _, err := runspace.NewPool(o); err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"github.com/easconnector/easconnector/internal/secret"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ func FuzzAPI(f *testing.F) {
 	f.Add(uint8(2), "", "")
 	f.Add(uint8(0), "reason=NotCompliant&reason=Stale", "")
 	fb := newFakeBackend(time.Now())
-	s, err := New(Options{Backend: fb, Token: testToken})
+	s, err := New(Options{Backend: fb, Token: secret.New(testToken)})
 	if err != nil {
 		f.Fatal(err)
 	}

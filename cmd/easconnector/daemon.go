@@ -34,9 +34,6 @@ type daemonOptions struct {
 	listener net.Listener
 	// lockCommand names the command in the state directory's lock file.
 	lockCommand string
-	// progress, if set, receives the syncs' progress (see
-	// pipeline.Options.Progress).
-	progress func(pipeline.ProgressEvent)
 }
 
 // The shutdown budget T ([sync] shutdown_timeout) is shared out so that the
@@ -72,7 +69,7 @@ func startDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, o da
 			return nil, err
 		}
 	}
-	a, err := startApp(ctx, cfg, log, appOptions{mode: modeDaemon, writeGrace: writeGrace(t), lockCommand: o.lockCommand, progress: o.progress})
+	a, err := startApp(ctx, cfg, log, appOptions{mode: modeDaemon, writeGrace: writeGrace(t), lockCommand: o.lockCommand})
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +113,7 @@ func startDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, o da
 		return d, err
 	}
 	if d.ln = o.listener; d.ln == nil {
-		if d.ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", vopts.Listen); err != nil {
+		if d.ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", d.srv.Addr()); err != nil {
 			return d, fmt.Errorf("server.listen: %w", err)
 		}
 	}

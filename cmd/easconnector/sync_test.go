@@ -9,6 +9,7 @@ import (
 
 	"github.com/easconnector/easconnector/exchange"
 	"github.com/easconnector/easconnector/loadtest/exsim"
+	"github.com/easconnector/easconnector/loadtest/mailsink"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/pipeline"
 )
@@ -31,7 +32,6 @@ func TestSyncUsage(t *testing.T) {
 	f([]string{"run", "extra"}, exitUsage, `unexpected argument "extra"`)
 	f([]string{"service"}, exitOK, "")
 	f([]string{"service", "install"}, exitUsage, "Windows services only")
-	f([]string{"demo", "--devices", "1"}, exitUsage, "--devices must be between 10 and 200000")
 	f([]string{"plan", "--full", "--quick"}, exitUsage, "exclude each other")
 	f([]string{"plan", "--show", "x", "--full"}, exitUsage, "takes no --full")
 	f([]string{"devices", "--limit", "-1"}, exitUsage, "must not be negative")
@@ -74,21 +74,21 @@ func TestSyncExitCodes(t *testing.T) {
 
 	t.Run("notices", func(t *testing.T) {
 		// A one-shot sync sends its mails before it exits.
-		mail, err := startMailSink(t.TempDir())
+		mail, err := mailsink.Start(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(mail.close)
-		fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 40}, smtpPort: mail.port})
+		t.Cleanup(mail.Close)
+		fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 40}, smtpPort: mail.Port()})
 		code, out, errOut := runIn(t, ctx, "sync", "--full", "--json", "--config", fl.config)
 		var res syncOutput
 		decodeJSON(t, out, &res)
-		if code != exitOK || res.Report.Notices == 0 || mail.count() != res.Report.Notices {
-			t.Fatalf("sync with notifications = %d, %d notices queued, %d mails sent\n%s", code, res.Report.Notices, mail.count(), errOut)
+		if code != exitOK || res.Report.Notices == 0 || mail.Count() != res.Report.Notices {
+			t.Fatalf("sync with notifications = %d, %d notices queued, %d mails sent\n%s", code, res.Report.Notices, mail.Count(), errOut)
 		}
 		// Each device is told once.
-		if code, _, _ = runIn(t, ctx, "sync", "--full", "--config", fl.config); code != exitOK || mail.count() != res.Report.Notices {
-			t.Errorf("second sync = %d, %d mails in all; want no new mail", code, mail.count())
+		if code, _, _ = runIn(t, ctx, "sync", "--full", "--config", fl.config); code != exitOK || mail.Count() != res.Report.Notices {
+			t.Errorf("second sync = %d, %d mails in all; want no new mail", code, mail.Count())
 		}
 	})
 
@@ -123,7 +123,7 @@ func TestSyncExitCodes(t *testing.T) {
 		}
 		id := m[1]
 		code, out, _ = runIn(t, ctx, "plan", "--show", id, "--config", fl.config)
-		if code != exitOK || !strings.Contains(out, "Held plan "+id) || !regexp.MustCompile(`(?m)^\S+\s+\S+\s+blocked\s+add\s+Block\s+NotCompliant$`).MatchString(out) {
+		if code != exitOK || !strings.Contains(out, "Held plan "+id) || !regexp.MustCompile(`(?m)^\S+@\S+\s+\S+\s+blocked\s+add\s+Block\s+NotCompliant\s+\S.*$`).MatchString(out) {
 			t.Errorf("plan --show %s = %d\n%s", id, code, out)
 		}
 		code, out, errOut = runIn(t, ctx, "sync", "--approve", id, "--json", "--config", fl.config)
@@ -156,7 +156,7 @@ func TestSyncExitCodes(t *testing.T) {
 		code, out, _ = runIn(t, ctx, "plan", "--show", m[1], "--json", "--config", fl.config)
 		var hp pipeline.HeldPlan
 		decodeJSON(t, out, &hp)
-		if code != exitOK || hp.ID != m[1] || hp.Reason != heldByPlan || len(hp.Plans) == 0 {
+		if code != exitOK || hp.ID != m[1] || hp.Source != pipeline.HeldByPlan || len(hp.Plans) == 0 {
 			t.Errorf("plan --show --json = %d, %+v", code, hp)
 		}
 		if code, out, errOut = runIn(t, ctx, "sync", "--approve", m[1], "--config", fl.config); code != exitOK {

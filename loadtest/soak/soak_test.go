@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/graphsim"
 	"github.com/easconnector/easconnector/loadtest/population"
@@ -16,7 +17,7 @@ import (
 	"github.com/easconnector/easconnector/runspace"
 )
 
-const secret = "soak-secret"
+const soakSecret = "soak-secret"
 
 // envInt and envDuration read the run's size from the environment:
 // EASCONNECTOR_SOAK_DEVICES (default 50,000), EASCONNECTOR_SOAK_DURATION
@@ -67,19 +68,19 @@ func TestLoadSoak(t *testing.T) {
 	if err := sim.Org().SetOrg(exchange.OrgSettings{DefaultAccessLevel: exchange.LevelQuarantine}); err != nil {
 		t.Fatal(err)
 	}
-	graph := graphsim.New(population.Generate(popts), graphsim.Options{ClientSecret: secret})
+	graph := graphsim.New(population.Generate(popts), graphsim.Options{ClientSecret: soakSecret})
 	url, err := graph.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer graph.Close()
 	src, err := mdm.NewGraph(mdm.GraphOptions{TenantID: graphsim.DefaultTenantID, ClientID: graphsim.DefaultClientID,
-		ClientSecret: secret, AuthorityURL: url, GraphURL: url})
+		ClientSecret: secret.New(soakSecret), AuthorityURL: url, GraphURL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool, err := runspace.NewPool(runspace.Options{Servers: sim.Hosts()[:1], Port: sim.Port(), PlainHTTP: true, Auth: runspace.AuthBasic,
-		User: exsim.DefaultUser, Password: exsim.DefaultPassword, CASFailover: true, Parallel: true, Size: 8,
+		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword), CASFailover: true, Parallel: true, Size: 8,
 		FailoverBackoff: time.Second})
 	if err != nil {
 		t.Fatal(err)

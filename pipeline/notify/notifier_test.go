@@ -21,6 +21,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/emersion/go-smtp"
 )
 
@@ -375,7 +376,7 @@ func TestSTARTTLSAndAuth(t *testing.T) {
 			}
 		})
 	}
-	creds := func(o *SMTPOptions) { o.Username, o.Password = "svc-easconnector", "s3cret" }
+	creds := func(o *SMTPOptions) { o.Username, o.Password = "svc-easconnector", secret.New("s3cret") }
 	f("starttls", serverConfig{}, func(*SMTPOptions) {}, "")
 	f("starttls plain", serverConfig{mechs: []string{"PLAIN", "LOGIN"}, user: "svc-easconnector", pass: "s3cret"}, creds, "svc-easconnector")
 	f("starttls login", serverConfig{mechs: []string{"LOGIN"}, user: "svc-easconnector", pass: "s3cret"}, creds, "svc-easconnector")
@@ -430,7 +431,7 @@ func TestFailures(t *testing.T) {
 	}}, func(*Options) {}, 2)
 	f("wrong password", serverConfig{tls: srvTLS, mechs: []string{"PLAIN"}, user: "svc", pass: "right"}, func(o *Options) {
 		o.SMTP.Security, o.SMTP.TLSConfig = SecurityStartTLS, &tls.Config{RootCAs: pool}
-		o.SMTP.Username, o.SMTP.Password = "svc", "wrong"
+		o.SMTP.Username, o.SMTP.Password = "svc", secret.New("wrong")
 	}, 0)
 	f("untrusted certificate", serverConfig{tls: srvTLS}, func(o *Options) {
 		o.SMTP.Security, o.SMTP.TLSConfig = SecurityStartTLS, &tls.Config{RootCAs: x509.NewCertPool()}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/easconnector/easconnector/internal/secret"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -55,7 +56,8 @@ type SMTPOptions struct {
 	Security Security // SecurityStartTLS by default
 	// Username and Password enable AUTH (PLAIN, else LOGIN, whichever the
 	// server offers), which is only ever sent over TLS.
-	Username, Password string
+	Username string
+	Password secret.String
 	// LocalName is the name sent with EHLO (the host name by default).
 	LocalName string
 	// TLSConfig is cloned for the connection; nil means the system roots.
@@ -114,7 +116,7 @@ func (o *SMTPOptions) validate() error {
 	if o.Username != "" && o.Security == SecurityNone {
 		return errors.New("SMTP.Username: AUTH is only sent over TLS; set Security to starttls or tls")
 	}
-	if strings.ContainsAny(o.Username+o.Password+o.LocalName, "\r\n") {
+	if strings.ContainsAny(o.Username+o.Password.Reveal()+o.LocalName, "\r\n") {
 		return errors.New("SMTP: Username, Password and LocalName must not contain line breaks")
 	}
 	if o.Timeout < 0 || o.MaxMessagesPerConn < 0 {
@@ -297,13 +299,16 @@ func permanent(err error) bool {
 }
 
 // plainAuth is AUTH PLAIN (RFC 4616) that refuses to run without TLS.
-type plainAuth struct{ user, pass string }
+type plainAuth struct {
+	user string
+	pass secret.String
+}
 
 func (a *plainAuth) Start(si *smtp.ServerInfo) (string, []byte, error) {
 	if !si.TLS {
 		return "", nil, errors.New("refusing AUTH PLAIN without TLS")
 	}
-	return "PLAIN", []byte("\x00" + a.user + "\x00" + a.pass), nil
+	return "PLAIN", []byte("\x00" + a.user + "\x00" + a.pass.Reveal()), nil
 }
 
 func (a *plainAuth) Next(_ []byte, more bool) ([]byte, error) {
@@ -316,8 +321,9 @@ func (a *plainAuth) Next(_ []byte, more bool) ([]byte, error) {
 // loginAuth is the obsolete but common AUTH LOGIN: the server prompts
 // "Username:" and "Password:", the client answers each.
 type loginAuth struct {
-	user, pass string
-	step       int
+	user string
+	pass secret.String
+	step int
 }
 
 func (a *loginAuth) Start(si *smtp.ServerInfo) (string, []byte, error) {
@@ -338,7 +344,7 @@ func (a *loginAuth) Next(challenge []byte, more bool) ([]byte, error) {
 	case strings.HasPrefix(p, "user"), a.step == 1 && !strings.HasPrefix(p, "pass"):
 		return []byte(a.user), nil
 	case strings.HasPrefix(p, "pass"), a.step == 2:
-		return []byte(a.pass), nil
+		return []byte(a.pass.Reveal()), nil
 	}
 	return nil, fmt.Errorf("AUTH LOGIN: unexpected challenge %q", challenge)
 }

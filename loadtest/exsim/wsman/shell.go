@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,8 +40,14 @@ type shell struct {
 	clientIP string
 	created  time.Time
 	options  map[string]string
+	// PowerShell shells (runspace pools): the ResourceURI, the Pool and the
+	// pseudo-command whose buffers carry the pool's own messages.
+	resourceURI string
+	ps          bool
+	poolCmd     *command
 
 	// guarded by Server.mu
+	pool         Pool
 	lastActivity time.Time
 	pending      int // requests in flight (long-polls) that count as activity
 	commands     map[string]*command
@@ -54,6 +61,11 @@ func (sh *shell) isTerminated(id string) bool {
 		}
 	}
 	return false
+}
+
+// untombstone forgets that id was terminated, when a client reuses it.
+func (sh *shell) untombstone(id string) {
+	sh.terminated = slices.DeleteFunc(sh.terminated, func(t string) bool { return t == id })
 }
 
 func (sh *shell) addTombstone(id string) {
@@ -72,6 +84,11 @@ type command struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	exited  atomic.Bool // mirrors state for lock-free quota counting
+	// PowerShell pipelines: ctrl_c closes interrupt instead of cancelling
+	// ctx, so the pipeline can still report itself Stopped.
+	ps        bool
+	interrupt chan struct{}
+	stopOnce  sync.Once
 
 	mu       sync.Mutex
 	wake     chan struct{}
@@ -275,4 +292,32 @@ func (w outputWriter) Write(p []byte) (int, error) {
 		c.broadcast()
 	}
 	return written, nil
+}
+
+// WaitDrained blocks until every byte written so far was taken by a
+// Receive, or ctx ends. A PowerShell pool uses it to answer its handshake
+// in two Receive responses, as Windows does (pypsrp
+// test_psrp_open_runspace.yml: SESSION_CAPABILITY and
+// APPLICATION_PRIVATE_DATA, then RUNSPACEPOOL_STATE).
+func (w outputWriter) WaitDrained(ctx context.Context) error {
+	c := w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.stdout.Len() > 0 || c.stderr.Len() > 0 {
+		if c.done || c.ctx.Err() != nil {
+			return io.ErrClosedPipe
+		}
+		wake := c.wake
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+		case <-c.ctx.Done():
+		}
+		c.mu.Lock()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
 }
