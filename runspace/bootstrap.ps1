@@ -22,7 +22,7 @@ $tag = 'EASC1 '
 # an explicit clear {clear: true}, never a bare null (which would empty the
 # whole list). bootstrap.go parses this block: it is the one allowlist.
 $allowed = @{
-    'Get-MobileDevice'                   = @('Identity', 'Mailbox', 'Filter', 'ResultSize')
+    'Get-MobileDevice'                   = @('Mailbox', 'Filter', 'ResultSize')
     'Get-CASMailbox'                     = @('Identity', 'Filter', 'ResultSize')
     'Set-CASMailbox'                     = @('Identity', 'ActiveSyncAllowedDeviceIDs[]', 'ActiveSyncBlockedDeviceIDs[]')
     'Get-ActiveSyncOrganizationSettings' = @()
