@@ -86,6 +86,7 @@ func (w *worker) OpenPool(info wsman.PoolInfo) (wsman.Pool, error) {
 		return nil, wsman.FaultShellQuota(fmt.Sprintf("The WS-Management service cannot process the request. This user is allowed a maximum of %d concurrent shells, which has been exceeded. Close existing shells or raise the quota for this user.", q.PowerShellMaxConcurrency))
 	}
 	p.slot = true
+	p.noisy = !w.sim.opts.Quiet
 	return p, nil
 }
 
@@ -101,6 +102,7 @@ type psPool struct {
 	slot      bool
 	seq       uint64 // calls in this session
 	opened    bool
+	noisy     bool // the first pipeline's progress record is still due
 	closeOnce sync.Once
 }
 
@@ -305,6 +307,13 @@ func (p *psPool) RunPipeline(ctx context.Context, cmd wsman.Command, args []byte
 		return
 	}
 	pl := &pipeline{pool: p, pid: msg.pid, out: out}
+	p.mu.Lock()
+	noisy := p.noisy
+	p.noisy = false
+	p.mu.Unlock()
+	if noisy {
+		pl.progressFirstUse()
+	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

@@ -34,6 +34,13 @@ func TestPSRPHandshake(t *testing.T) {
 	if got := s.Counters().Sessions; got != 1 {
 		t.Errorf("Sessions = %d, want 1", got)
 	}
+	// The session's first pipeline starts with Windows PowerShell's
+	// "Preparing modules for first use." progress record, the next do not.
+	for i, want := range []psrp.MessageType{psrp.ProgressRecord, psrp.PipelineOutput} {
+		if got := c.run(psrp.Command{Name: "Get-ActiveSyncOrganizationSettings"}); got[0].Type != want {
+			t.Errorf("pipeline %d starts with %v, want %v", i, got[0].Type, want)
+		}
+	}
 	c.close()
 	deadline := time.Now().Add(5 * time.Second)
 	for s.Counters().Sessions != 0 && time.Now().Before(deadline) {
@@ -166,7 +173,7 @@ func TestPSRPSetCASMailboxHostileValues(t *testing.T) {
 }
 
 func TestPSRPErrors(t *testing.T) {
-	s := startSim(t, Options{})
+	s := startSim(t, Options{Quiet: true})
 	smallOrg(t, s)
 	c := newPSClient(t, s, 0)
 	c.open()
@@ -275,7 +282,7 @@ func TestPSRPStopByCtrlC(t *testing.T) {
 }
 
 func TestPSRPMicroDelayWarning(t *testing.T) {
-	s := startSim(t, Options{})
+	s := startSim(t, Options{Quiet: true})
 	if err := s.SetQuotas(Quotas{MicroDelay: time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +320,7 @@ func TestPSRPScriptRefused(t *testing.T) {
 }
 
 func TestPSRPGetCommandShowsGrants(t *testing.T) {
-	s := startSim(t, Options{Roles: map[string][]string{DefaultUser: {"Get-MobileDevice"}}})
+	s := startSim(t, Options{Quiet: true, Roles: map[string][]string{DefaultUser: {"Get-MobileDevice"}}})
 	c := newPSClient(t, s, 0)
 	c.open()
 	defer c.close()
@@ -334,7 +341,7 @@ func TestPSRPGetCommandShowsGrants(t *testing.T) {
 // A parameter far larger than one envelope arrives over several Sends and
 // is logged intact.
 func TestPSRPMegabyteParameter(t *testing.T) {
-	s := startSim(t, Options{})
+	s := startSim(t, Options{Quiet: true})
 	c := newPSClient(t, s, 0)
 	c.open()
 	defer c.close()
