@@ -211,7 +211,7 @@ func TestRunHeldPlan(t *testing.T) {
 	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30, EnrolledRate: 1, CompliantRate: -1, ExemptRate: -1, UntargetedRate: -1},
 		maxNewBlocks: 5, listen: addr, smtpPort: mail.Port()})
 	d := startRun(t, fl, addr)
-	st := d.waitStatus(t, "the held plan", func(st *server.Status) bool { return st.HeldPlan != nil })
+	st := d.waitStatus(t, "the held plan", func(st *server.Status) bool { return st.HeldPlan != nil && st.LastFull != nil })
 	if st.Status != server.StatusDegraded || !strings.Contains(st.Reason, "a guard holds plan "+st.HeldPlan.ID) ||
 		st.LastFull == nil || st.LastFull.Result != server.ResultHeld || st.HeldPlan.Limit != 5 || st.HeldPlan.NewBlocks < 6 {
 		t.Errorf("status with a held plan = %+v, plan %+v", st, st.HeldPlan)
