@@ -301,9 +301,14 @@ func (p *psPool) newEntry(cmd wsman.Command) Call {
 func (p *psPool) RunPipeline(ctx context.Context, cmd wsman.Command, args []byte, interrupt <-chan struct{}, in io.Reader, out io.Writer) {
 	msg, err := readCreatePipeline(args, in)
 	if err != nil {
-		// A pipeline that cannot be read cannot be answered either: its
-		// id is unknown. Windows drops such a command; so does exsim.
-		p.w.sim.counters.add(func(c *Counters) { c.Errors++ })
+		// A pipeline whose CREATE_PIPELINE cannot be reassembled has no
+		// PSRP identity to answer with: the command just ends (exsim's
+		// choice; no recording shows this case). The call log says why.
+		if ctx.Err() == nil {
+			entry := p.newEntry(cmd)
+			entry.Result, entry.Error = "error", err.Error()
+			p.w.sim.counters.logCall(entry)
+		}
 		return
 	}
 	pl := &pipeline{pool: p, pid: msg.pid, out: out}

@@ -44,6 +44,11 @@ func readCreatePipeline(args []byte, in io.Reader) (psMessage, error) {
 	var asm assembler
 	var got *psMessage
 	emit := func(b []byte) error {
+		if got != nil {
+			// PIPELINE_INPUT that arrived with the last fragments; the
+			// simulated cmdlets take no pipeline input.
+			return nil
+		}
 		m, err := parseMessage(b)
 		if err != nil {
 			return err

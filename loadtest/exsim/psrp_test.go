@@ -1,6 +1,7 @@
 package exsim
 
 import (
+	"bytes"
 	"net/http"
 	"slices"
 	"strings"
@@ -428,4 +429,25 @@ func TestPSRPDroppedShellFreesSlot(t *testing.T) {
 	b := newPSClient(t, s, 0)
 	b.open()
 	b.close()
+}
+
+// Pipeline input that reaches the server in the same Send as the last
+// fragments of CREATE_PIPELINE does not break the pipeline (pypsrp's
+// test_psrp_small_msg_size.yml sends both back to back).
+func TestReadCreatePipelineWithInputBehind(t *testing.T) {
+	data, err := psrp.BuildCreatePipeline([]psrp.Command{{Name: "Get-ExchangeServer"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid [16]byte
+	pid[0] = 7
+	fr := fragmenter{max: 64}
+	create := fr.fragment(nil, appendMessage(nil, psMessage{dest: destServer, typ: msgCreatePipeline, pid: pid, data: data}))
+	input := fr.fragment(nil, appendMessage(nil, psMessage{dest: destServer, typ: msgPipelineInput, pid: pid, data: []byte("<S>x</S>")}))
+	// The first fragment in Arguments, everything else in one read.
+	first := fragHeader + 64
+	m, err := readCreatePipeline(create[:first], bytes.NewReader(append(create[first:], input...)))
+	if err != nil || m.typ != msgCreatePipeline || m.pid != pid {
+		t.Fatalf("readCreatePipeline = %x %v, %v", m.typ, m.pid, err)
+	}
 }
