@@ -406,7 +406,7 @@ func psEmit[T any](c *call, sel selection[T], rec *T) error {
 	return nil
 }
 
-// warning writes a WARNING_RECORD (MS-PSRP 2.2.2.22: an InformationalRecord,
+// warning writes a WARNING_RECORD (MS-PSRP 2.2.2: an InformationalRecord,
 // the shape of the DEBUG_RECORD in pypsrp test_psrp_with_input.yml).
 func (pl *pipeline) warning(msg string) {
 	var w clixmlWriter

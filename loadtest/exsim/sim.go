@@ -338,7 +338,7 @@ func (s *Sim) PowerShellURL(i int) string {
 }
 
 // ResourceURI is the WS-Management resource of the Exchange PowerShell
-// endpoint (MS-PSRP 2.2.1).
+// endpoint (MS-PSRP 3.1.5.3: the ResourceURI of a RunspacePool).
 const ResourceURI = "http://schemas.microsoft.com/powershell/" + ConfigurationName
 
 // SetRoles limits the cmdlets user may run in Exchange sessions to cmdlets (a
