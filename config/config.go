@@ -45,8 +45,9 @@ type Exchange struct {
 	PasswordFile       string `toml:"password_file"` // owner-only file
 	Realm              string `toml:"realm"`         // kerberos realm (or user@REALM)
 	Krb5Conf           string `toml:"krb5_conf"`
-	SPN                string `toml:"spn"`  // kerberos; default HTTP/<server>
-	Mode               string `toml:"mode"` // remoting or snapin
+	SPN                string `toml:"spn"`         // kerberos; default HTTP/<server>
+	KeytabFile         string `toml:"keytab_file"` // kerberos: log in with these keys, not the password (owner-only file)
+	Mode               string `toml:"mode"`        // remoting or snapin
 	// SecondHopCredential passes user/password to New-PSSession in
 	// remoting mode: the WinRM shell cannot forward its own logon.
 	SecondHopCredential bool `toml:"second_hop_credential"`
@@ -341,7 +342,7 @@ func displayName(name string) string {
 // resolvePaths makes relative file paths relative to dir.
 func (c *Config) resolvePaths(dir string) {
 	for _, p := range []*string{
-		&c.Exchange.CAFile, &c.Exchange.PasswordFile, &c.Exchange.Krb5Conf,
+		&c.Exchange.CAFile, &c.Exchange.PasswordFile, &c.Exchange.Krb5Conf, &c.Exchange.KeytabFile,
 		&c.MDM.ClientSecretFile, &c.MDM.CertificateFile, &c.MDM.KeyFile, &c.MDM.File,
 		&c.Sync.StateDir,
 		&c.Server.TokenFile, &c.Server.ReadTokenFile, &c.Server.TLSCert, &c.Server.TLSKey,

@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"io/fs"
+	"os"
 )
 
 // checkPrivate refuses a secret file that group or others may read, write
@@ -21,5 +22,8 @@ func checkPrivate(path string, mode fs.FileMode) error {
 // the contents, and an existing installation keeps working. On Windows,
 // where files inherit the directory's ACL, the directory is checked.
 func CheckPrivateDir(string) error { return nil }
+
+// MkdirPrivate creates dir and its parents, dir owner-only (0700).
+func MkdirPrivate(dir string) error { return os.MkdirAll(dir, 0o700) }
 
 func defaultStateDir() string { return "/var/lib/easconnector" }

@@ -161,6 +161,43 @@ func SetPrivateACL(path string, dir bool) error {
 	return nil
 }
 
+// MkdirPrivate creates dir (and its parents) if it does not exist, dir
+// itself with a protected DACL: full control for SYSTEM, Administrators
+// and the account running this process, modify for the service account if
+// the service is installed, inherited by what it will hold. Created with
+// os.MkdirAll it would inherit its parent's ACL (%ProgramData% lets Users
+// read), and CheckPrivateDir would refuse it. An existing directory is
+// left as it is.
+func MkdirPrivate(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	sddl := "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"
+	if u, err := windows.GetCurrentProcessToken().GetTokenUser(); err == nil {
+		sddl += fmt.Sprintf("(A;OICI;FA;;;%s)", u.User.Sid)
+	}
+	if sid, _, _, err := windows.LookupSID("", WindowsServiceAccount); err == nil {
+		sddl += fmt.Sprintf("(A;OICI;0x1301bf;;;%s)", sid)
+	}
+	sd, err := windows.SecurityDescriptorFromString(sddl)
+	if err != nil {
+		return fmt.Errorf("mkdir %s: %w", dir, err)
+	}
+	sa := &windows.SecurityAttributes{SecurityDescriptor: sd}
+	sa.Length = uint32(unsafe.Sizeof(*sa))
+	p, err := windows.UTF16PtrFromString(dir)
+	if err != nil {
+		return fmt.Errorf("mkdir %s: %w", dir, err)
+	}
+	if err := windows.CreateDirectory(p, sa); err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+		return fmt.Errorf("mkdir %s: %w", dir, err)
+	}
+	return nil
+}
+
 func defaultStateDir() string {
 	if pd := os.Getenv("ProgramData"); pd != "" {
 		return filepath.Join(pd, "easconnector")

@@ -34,6 +34,21 @@ func TestCheckPrivateWindows(t *testing.T) {
 	if err := CheckPrivateDir(dir); err != nil {
 		t.Errorf("private temp directory refused: %v", err)
 	}
+	// A directory readable by Users is refused; MkdirPrivate makes one
+	// that passes even under such a parent.
+	if err := setSDDL(dir, "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;OW)(A;OICI;FR;;;BU)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPrivateDir(dir); !errors.Is(err, ErrSecretExposed) {
+		t.Errorf("directory readable by Users = %v, want ErrSecretExposed", err)
+	}
+	state := filepath.Join(dir, "state", "sub")
+	if err := MkdirPrivate(state); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPrivateDir(state); err != nil {
+		t.Errorf("MkdirPrivate made a directory others can read: %v", err)
+	}
 }
 
 // setSDDL replaces path's DACL with the one of sddl (tests).

@@ -206,7 +206,11 @@ func (e *Exchange) validate(v *validator) {
 	if strings.TrimSpace(e.User) == "" {
 		v.errorf("exchange.user", "required")
 	}
-	v.secretSource("exchange", "password_env", e.PasswordEnv, "password_file", e.PasswordFile, true)
+	// A keytab replaces the password for the Kerberos login; the password
+	// is then needed only for second_hop_credential.
+	keytabLogin := e.Auth == runspace.AuthKerberos && e.KeytabFile != ""
+	v.secretSource("exchange", "password_env", e.PasswordEnv, "password_file", e.PasswordFile,
+		!keytabLogin || (e.SecondHopCredential && e.Mode != runspace.ModeSnapin))
 	if e.Auth == runspace.AuthKerberos {
 		if e.Krb5Conf == "" {
 			v.errorf("exchange.krb5_conf", "required with auth = \"kerberos\"")
@@ -214,12 +218,18 @@ func (e *Exchange) validate(v *validator) {
 		if _, realm, _ := strings.Cut(e.User, "@"); e.Realm == "" && realm == "" {
 			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM")
 		}
+		if e.SPN != "" && !validSPN(e.SPN) {
+			v.errorf("exchange.spn", "must be service/host such as HTTP/ex1.contoso.com (no @REALM, no port), got %q", e.SPN)
+		}
 	} else {
 		if e.Realm != "" {
 			v.errorf("exchange.realm", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
 		}
 		if e.SPN != "" {
 			v.errorf("exchange.spn", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
+		}
+		if e.KeytabFile != "" {
+			v.errorf("exchange.keytab_file", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
 		}
 	}
 	v.oneOf("exchange.mode", e.Mode, runspace.ModeRemoting, runspace.ModeSnapin)
@@ -439,4 +449,12 @@ func (n *Notify) validate(v *validator) {
 	for i, a := range n.AdminRecipients {
 		v.address(fmt.Sprintf("notify.admin_recipients[%d]", i), a)
 	}
+}
+
+// validSPN accepts a Kerberos service principal name of the form
+// service/host: the client asks its own realm's KDC for it, so a realm
+// suffix would become part of the host name.
+func validSPN(s string) bool {
+	service, host, ok := strings.Cut(s, "/")
+	return ok && service != "" && host != "" && !strings.ContainsAny(s, "@: \t") && !strings.Contains(host, "/")
 }

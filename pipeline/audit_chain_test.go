@@ -241,8 +241,9 @@ func TestParseAuditLine(t *testing.T) {
 	f(`{"prev":"`+AuditGenesis+`","device":"D"}`, "")
 	f(`{"device":"D"}`, "")
 	f(`{"prev":"ABC","device":"D"}`, "not a lowercase hex SHA-256")
-	f(`{"device":"D","extra":1}`, "unknown field")
-	f(`{"device":"D"} {}`, "data after the JSON object")
+	f(`{"device":"D","added_later":1}`, "")
+	f(`{"device":"D"} {}`, "invalid character")
+	f(`{"device":1}`, "cannot unmarshal")
 	f(`null`, "not a JSON object")
-	f(``, "audit line")
+	f(``, "not a JSON object")
 }

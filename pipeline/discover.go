@@ -149,12 +149,15 @@ func (e *Engine) full(ctx context.Context, r *run) error {
 	}
 	e.settleUnwritten(r, slices.Collect(maps.Values(mbs)))
 	e.applyPlans(ctx, r, writes)
-	if op != nil && ctx.Err() == nil {
+	if op != nil && ctx.Err() == nil && r.applyErr == nil {
 		e.applyOrg(ctx, r, op, r.rep.Failures == 0)
 	}
 	e.notifyDevices(r, mbs)
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if r.applyErr != nil {
+		return r.applyErr
 	}
 	return e.stages.Run(StageReport, func() (map[string]int, error) {
 		if p.Enabled {

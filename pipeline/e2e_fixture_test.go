@@ -330,6 +330,7 @@ func (f *fixture) expectations() []expectation {
 			f.t.Fatal(err)
 		}
 		u := pipeline.User{PrimarySmtp: mb.PrimarySmtpAddress}
+		u.ID = scope.UserID(u) // as the engine resolves the mailbox's user
 		for _, d := range devs {
 			rec, same := ix.Lookup(d.DeviceId, u)
 			dec, why := pipeline.Decide(&f.policy, pipeline.Input{Device: d, User: u, Scope: scope.Of(u), Record: rec, SameUser: same}, f.clock.Now())

@@ -62,7 +62,9 @@
 // NTLM each session gets its own two single-connection lanes (the Receive
 // long-poll and everything else), keeping every handshake on one
 // connection. Kerberos logs in once per pool (gokrb5, Options.Realm,
-// KrbConfig, SPN) and adds a SPNEGO header per request.
+// KrbConfig, SPN; Password or Keytab) and adds a SPNEGO header per
+// request; its failures are *KerberosError values that name the fix
+// (kerberos.go).
 //
 // # Pool
 //

@@ -69,10 +69,8 @@ func FuzzEncodeRequest(f *testing.F) {
 			Cmd: "Set-CASMailbox",
 			Args: map[string]any{
 				"Identity":                   identity,
-				"Filter":                     filter,
 				"ActiveSyncAllowedDeviceIDs": ListEdit{Add: []string{device}, Remove: []string{mailbox}},
-				"ActiveSyncBlockedDeviceIDs": []string{device, identity},
-				"Confirm":                    false,
+				"ActiveSyncBlockedDeviceIDs": []string{device, filter},
 			},
 			Select: []string{"Identity"},
 		}
@@ -119,7 +117,7 @@ func FuzzEncodeRequest(f *testing.F) {
 			t.Fatalf("request JSON: %v", err)
 		}
 		if keys := slices.Sorted(maps.Keys(shape.Args)); !slices.Equal(keys, []string{
-			"ActiveSyncAllowedDeviceIDs", "ActiveSyncBlockedDeviceIDs", "Confirm", "Filter", "Identity"}) {
+			"ActiveSyncAllowedDeviceIDs", "ActiveSyncBlockedDeviceIDs", "Identity"}) {
 			t.Fatalf("args keys = %q", keys)
 		}
 		req, err := DecodeRequest(line)
@@ -129,8 +127,12 @@ func FuzzEncodeRequest(f *testing.F) {
 		if req.ID != 42 || req.Cmd != c.Cmd || !slices.Equal(req.Select, c.Select) {
 			t.Fatalf("DecodeRequest() = %+v", req)
 		}
-		if req.Args["Identity"] != identity || req.Args["Filter"] != filter || req.Args["Confirm"] != false {
-			t.Fatalf("scalar args changed: %q %q %v", req.Args["Identity"], req.Args["Filter"], req.Args["Confirm"])
+		if req.Args["Identity"] != identity {
+			t.Fatalf("Identity changed: %q", req.Args["Identity"])
+		}
+		// What Go let through, the bootstrap's checks accept too.
+		if _, err := CheckWireArgs(req.Cmd, req.Args); err != nil {
+			t.Fatalf("CheckWireArgs() error = %v", err)
 		}
 		edit, _ := req.Args["ActiveSyncAllowedDeviceIDs"].(map[string]any)
 		if add, _ := edit["add"].([]any); len(add) != 1 || add[0] != device {
@@ -139,8 +141,38 @@ func FuzzEncodeRequest(f *testing.F) {
 		if rem, _ := edit["remove"].([]any); len(rem) != 1 || rem[0] != mailbox {
 			t.Fatalf("ListEdit.Remove = %#v, want [%q]", edit["remove"], mailbox)
 		}
-		if list, _ := req.Args["ActiveSyncBlockedDeviceIDs"].([]any); len(list) != 2 || list[0] != device || list[1] != identity {
+		if list, _ := req.Args["ActiveSyncBlockedDeviceIDs"].([]any); len(list) != 2 || list[0] != device || list[1] != filter {
 			t.Fatalf("list = %#v", req.Args["ActiveSyncBlockedDeviceIDs"])
+		}
+	})
+}
+
+// FuzzSessionConfigEncode: the second-hop password always comes back
+// from its own line and is never part of the config JSON.
+func FuzzSessionConfigEncode(f *testing.F) {
+	f.Add(`CONTOSO\svc`, "Pa55w0rd")
+	f.Add("svc@contoso.com", "\"},{\"password\":\"x\n'$(whoami)'\x00ü")
+	f.Fuzz(func(t *testing.T, user, password string) {
+		if user == "" || !utf8.ValidString(user) {
+			return
+		}
+		out, err := SessionConfig{Mode: ModeRemoting, ConnectionURI: "http://cas1/PowerShell/", User: user, Password: password}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := bytes.SplitAfter(out, []byte("\n"))
+		if len(lines) != 3 || len(lines[2]) != 0 {
+			t.Fatalf("Encode() = %q, want two lines", out)
+		}
+		var raw map[string]any
+		if err := decodePayload(lines[0], &raw); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := raw["password"]; ok || raw["user"] != user || len(raw) != 3 {
+			t.Fatalf("config JSON = %v", raw)
+		}
+		if got, err := DecodePasswordLine(lines[1]); err != nil || got != password {
+			t.Fatalf("DecodePasswordLine() = %q, %v, want %q", got, err, password)
 		}
 	})
 }

@@ -184,6 +184,12 @@ func TestSessionAgainstExsim(t *testing.T) {
 		{Cmd: "Get-CASMailbox", Args: map[string]any{"Identity": struct{}{}}},
 		{Cmd: "Get-CASMailbox", Args: map[string]any{"Identity": "bad\xffutf8"}},
 		{Cmd: "Get-CASMailbox", Select: []string{"Name; whoami"}},
+		// PowerShell's common parameters would overwrite the bootstrap's
+		// variables; nil for a list would bind as $null and empty it.
+		{Cmd: "Get-CASMailbox", Args: map[string]any{"Identity": "x", "OutVariable": "allowed"}},
+		{Cmd: "Get-MobileDevice", Args: map[string]any{"PipelineVariable": "params"}},
+		{Cmd: "Set-CASMailbox", Args: map[string]any{"Identity": "x", "ActiveSyncAllowedDeviceIDs": []string(nil)}},
+		{Cmd: "Set-ActiveSyncOrganizationSettings", Args: map[string]any{"AdminMailRecipients": nil}},
 	} {
 		if _, err := s.Do(ctx, c, nil); !errors.Is(err, runspace.ErrInvalidCall) {
 			t.Errorf("Do(%+v) error = %v, want ErrInvalidCall", c, err)

@@ -11,9 +11,10 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/masterzen/winrm"
+
 	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/internal/secret"
-	"github.com/masterzen/winrm"
 )
 
 // Defaults applied by NewPool and Open to zero-valued Options fields.
@@ -95,15 +96,17 @@ type Options struct {
 	// connections and shared connection pools break it under concurrency.
 	// Kerberos logs in once per pool with User/Password in Realm (or the
 	// realm after "@" in User), using the krb5.conf at KrbConfig; SPN
-	// defaults to HTTP/<server>. Basic sends the password with every
-	// request; the WinRM service accepts it only where Auth/Basic is
-	// enabled (off by default, see DefaultAuth).
+	// defaults to HTTP/<server>; Keytab, a keytab file path, replaces
+	// Password for the Kerberos login (see kerberos.go). Basic sends the
+	// password with every request; the WinRM service accepts it only where
+	// Auth/Basic is enabled (off by default, see DefaultAuth).
 	Auth      string
 	User      string
 	Password  secret.String
 	Realm     string
 	KrbConfig string
 	SPN       string
+	Keytab    string
 
 	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
 	// http://<server>/PowerShell/) or "snapin".
@@ -224,8 +227,11 @@ func (o Options) resolve() (Options, error) {
 	if o.User == "" {
 		return o, fmt.Errorf("runspace: User: required")
 	}
-	if o.Password.IsZero() {
-		return o, fmt.Errorf("runspace: Password: required")
+	if o.Keytab != "" && o.Auth != AuthKerberos {
+		return o, fmt.Errorf("runspace: Keytab: only used with kerberos auth, got %q", o.Auth)
+	}
+	if o.Password.IsZero() && o.Keytab == "" {
+		return o, fmt.Errorf("runspace: Password: required (or Keytab with kerberos auth)")
 	}
 	if o.Auth == AuthKerberos {
 		if o.KrbConfig == "" {

@@ -20,9 +20,6 @@ import (
 	"unicode"
 
 	"github.com/Azure/go-ntlmssp"
-	krbclient "github.com/jcmturner/gokrb5/v8/client"
-	krbconfig "github.com/jcmturner/gokrb5/v8/config"
-	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/masterzen/winrm"
 	"github.com/masterzen/winrm/soap"
 
@@ -66,7 +63,7 @@ type transportFactory struct {
 	tls    *tls.Config
 	dialer *net.Dialer
 	shared *http.Transport // nil with NTLM: one per session
-	krb    *krbclient.Client
+	krb    *kerberos
 }
 
 // newTransportFactory prepares the transports. With Kerberos it reads the
@@ -94,17 +91,11 @@ func newTransportFactory(opts *Options) (*transportFactory, error) {
 		f.shared = f.httpTransport(2*opts.Size + 8)
 	}
 	if opts.Auth == AuthKerberos {
-		cfg, err := krbconfig.Load(opts.KrbConfig)
+		k, err := newKerberos(opts) // kerberos.go
 		if err != nil {
-			return nil, fmt.Errorf("runspace: KrbConfig %s: %w", opts.KrbConfig, err)
+			return nil, err
 		}
-		user, _, _ := strings.Cut(opts.User, "@")
-		cl := krbclient.NewWithPassword(user, opts.Realm, opts.Password.Reveal(), cfg,
-			krbclient.DisablePAFXFAST(true), krbclient.AssumePreAuthentication(true))
-		if err := cl.Login(); err != nil {
-			return nil, fmt.Errorf("kerberos login %s@%s: %w: %v", user, opts.Realm, ErrAuth, err)
-		}
-		f.krb = cl
+		f.krb = k
 	}
 	return f, nil
 }
@@ -206,7 +197,7 @@ func (f *transportFactory) close() {
 		f.shared.CloseIdleConnections()
 	}
 	if f.krb != nil {
-		f.krb.Destroy()
+		f.krb.destroy()
 	}
 }
 
@@ -355,8 +346,8 @@ func (t *transport) post(action, body string) (string, error) {
 	req.Header.Set("Content-Type", soapContentType)
 	switch t.f.opts.Auth {
 	case AuthKerberos:
-		if err := spnego.SetSPNEGOHeader(t.f.krb, req, t.spn); err != nil {
-			return "", fmt.Errorf("wsman %s: kerberos %s: %w: %v", action, t.spn, ErrAuth, err)
+		if err := t.f.krb.setHeader(req, t.spn); err != nil {
+			return "", fmt.Errorf("wsman %s: %w", action, err)
 		}
 	case AuthBasic:
 		req.SetBasicAuth(t.f.opts.User, t.f.opts.Password.Reveal())
@@ -381,7 +372,11 @@ func (t *transport) post(action, body string) (string, error) {
 	if len(data) > maxResponseBytes {
 		return "", &TransportError{Action: action, URL: t.url, Err: fmt.Errorf("response body exceeds %d bytes", maxResponseBytes)}
 	}
-	return t.check(action, resp, data)
+	out, err := t.check(action, resp, data)
+	if err != nil && t.f.krb != nil && resp.StatusCode == http.StatusUnauthorized {
+		err = t.f.krb.refused(t.spn, err)
+	}
+	return out, err
 }
 
 // check turns a response into the envelope text or a typed error.

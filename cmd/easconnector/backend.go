@@ -506,6 +506,9 @@ func (b *backend) Changes(ctx context.Context, limit int) []server.Change {
 	}
 	out := make([]server.Change, 0, len(entries))
 	for _, e := range entries {
+		if !e.Applied() {
+			continue // an intent, a write that never took effect, an org write
+		}
 		from, to := string(e.List), "not "+string(e.List)
 		if e.To == pipeline.Present {
 			from, to = to, from

@@ -366,7 +366,7 @@ func TestRolesInRemotingMode(t *testing.T) {
 		t.Fatalf("open: %+v", f)
 	}
 	defer p.close()
-	r := p.do("Set-CASMailbox", map[string]any{"Identity": "bob", "ActiveSyncEnabled": false})
+	r := p.do("Set-CASMailbox", map[string]any{"Identity": "bob", "ActiveSyncBlockedDeviceIDs": []any{"ApplX"}})
 	if r.err == nil || r.err.FQID != "CommandNotFoundException" || !strings.Contains(r.err.Msg, "'Set-CASMailbox' is not recognized") {
 		t.Fatalf("Set-CASMailbox without the role = %+v", r.err)
 	}
