@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
+	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/runspace/psrp"
 )
 
@@ -449,5 +452,19 @@ func TestReadCreatePipelineWithInputBehind(t *testing.T) {
 	m, err := readCreatePipeline(create[:first], bytes.NewReader(append(create[first:], input...)))
 	if err != nil || m.typ != msgCreatePipeline || m.pid != pid {
 		t.Fatalf("readCreatePipeline = %x %v, %v", m.typ, m.pid, err)
+	}
+}
+
+// With Options.Kerberos the endpoint offers Negotiate beside Basic, as the
+// /PowerShell virtual directory does.
+func TestPSRPOffersNegotiate(t *testing.T) {
+	s := startSim(t, Options{Kerberos: &wsman.Kerberos{Keytab: keytab.New()}})
+	resp, err := http.Post(s.PowerShellURL(0), "application/soap+xml;charset=UTF-8", strings.NewReader("<x/>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !slices.Contains(got, "Negotiate") {
+		t.Errorf("unauthenticated POST: %d %v, want 401 offering Negotiate", resp.StatusCode, got)
 	}
 }
