@@ -135,6 +135,11 @@ func TestPSRPConformanceWithWindowsRecordings(t *testing.T) {
 				got.add(t, gotEnv)
 			}
 			comparePSRPStreams(t, &want, &got)
+			if t.Failed() {
+				for _, c := range s.CallLog(0, 0) {
+					t.Logf("call log: %s %s %s", c.Cmd, c.Result, c.Error)
+				}
+			}
 		})
 	}
 }

@@ -44,6 +44,11 @@ func readCreatePipeline(args []byte, in io.Reader) (psMessage, error) {
 	var asm assembler
 	var got *psMessage
 	emit := func(b []byte) error {
+		if got != nil {
+			// PIPELINE_INPUT that arrived with the last fragments; the
+			// simulated cmdlets take no pipeline input.
+			return nil
+		}
 		m, err := parseMessage(b)
 		if err != nil {
 			return err
@@ -401,7 +406,7 @@ func psEmit[T any](c *call, sel selection[T], rec *T) error {
 	return nil
 }
 
-// warning writes a WARNING_RECORD (MS-PSRP 2.2.2.22: an InformationalRecord,
+// warning writes a WARNING_RECORD (MS-PSRP 2.2.2: an InformationalRecord,
 // the shape of the DEBUG_RECORD in pypsrp test_psrp_with_input.yml).
 func (pl *pipeline) warning(msg string) {
 	var w clixmlWriter

@@ -1,12 +1,16 @@
 package exsim
 
 import (
+	"bytes"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
+	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/runspace/psrp"
 )
 
@@ -428,4 +432,39 @@ func TestPSRPDroppedShellFreesSlot(t *testing.T) {
 	b := newPSClient(t, s, 0)
 	b.open()
 	b.close()
+}
+
+// Pipeline input that reaches the server in the same Send as the last
+// fragments of CREATE_PIPELINE does not break the pipeline (pypsrp's
+// test_psrp_small_msg_size.yml sends both back to back).
+func TestReadCreatePipelineWithInputBehind(t *testing.T) {
+	data, err := psrp.BuildCreatePipeline([]psrp.Command{{Name: "Get-ExchangeServer"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid [16]byte
+	pid[0] = 7
+	fr := fragmenter{max: 64}
+	create := fr.fragment(nil, appendMessage(nil, psMessage{dest: destServer, typ: msgCreatePipeline, pid: pid, data: data}))
+	input := fr.fragment(nil, appendMessage(nil, psMessage{dest: destServer, typ: msgPipelineInput, pid: pid, data: []byte("<S>x</S>")}))
+	// The first fragment in Arguments, everything else in one read.
+	first := fragHeader + 64
+	m, err := readCreatePipeline(create[:first], bytes.NewReader(append(create[first:], input...)))
+	if err != nil || m.typ != msgCreatePipeline || m.pid != pid {
+		t.Fatalf("readCreatePipeline = %x %v, %v", m.typ, m.pid, err)
+	}
+}
+
+// With Options.Kerberos the endpoint offers Negotiate beside Basic, as the
+// /PowerShell virtual directory does.
+func TestPSRPOffersNegotiate(t *testing.T) {
+	s := startSim(t, Options{Kerberos: &wsman.Kerberos{Keytab: keytab.New()}})
+	resp, err := http.Post(s.PowerShellURL(0), "application/soap+xml;charset=UTF-8", strings.NewReader("<x/>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !slices.Contains(got, "Negotiate") {
+		t.Errorf("unauthenticated POST: %d %v, want 401 offering Negotiate", resp.StatusCode, got)
+	}
 }
