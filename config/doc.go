@@ -3,8 +3,8 @@
 // column), fills defaults first (Default), validates every field with a
 // message naming the field path and its allowed values (Validate), reads
 // secrets from environment variables or owner-only files, never from the
-// file itself, and maps the result onto each package's Options
-// (RunspaceOptions, …).
+// file itself, into secret.String values that print and log as [REDACTED],
+// and maps the result onto each package's Options (RunspaceOptions, …).
 //
 // TOML tags live only here: library packages take plain Options structs, so
 // tests, benchmarks and the simulators build components without a file.

@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/easconnector/easconnector/internal/secret"
 	"io"
 	"os"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // maxSecretSize bounds a secret file: a password or token, not a document.

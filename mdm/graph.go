@@ -20,8 +20,9 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/easconnector/easconnector/internal/secret"
 	"golang.org/x/oauth2"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // Defaults for GraphOptions.

@@ -221,14 +221,29 @@ func (e *Engine) commitIntent(r *run, batch []*mbox) error {
 	if err := e.audit.Write(lines...); err != nil {
 		return fmt.Errorf("record intent of %d writes: %w", len(batch), err)
 	}
-	if err := e.audit.Flush(); err != nil {
-		return fmt.Errorf("record intent of %d writes: %w", len(batch), err)
-	}
-	if err := SaveState(e.opts.StateDir, e.st); err != nil {
+	if err := e.commit(); err != nil {
 		return fmt.Errorf("record intent of %d writes: %w", len(batch), err)
 	}
 	e.m.intentCommits.Inc()
 	return nil
+}
+
+// commit makes the audit log and the state durable while writes of the
+// sync still complete: the state is encoded first, then the audit log is
+// flushed, then the state is written. A write confirmed meanwhile writes
+// its done lines before it clears its pending record (recordWrite), so a
+// state that no longer holds a pending record never reaches the disk
+// before the done lines that replace it, and a kill between the two
+// steps leaves the record pending (reconciled at the next start).
+func (e *Engine) commit() error {
+	data, err := e.st.encode()
+	if err != nil {
+		return err
+	}
+	if err := e.audit.Flush(); err != nil {
+		return err
+	}
+	return writeState(e.opts.StateDir, data)
 }
 
 // recordWrite books one mailbox's outcome; r.pmu is held.
@@ -237,10 +252,12 @@ func (e *Engine) recordWrite(r *run, mb *mbox, attempts int, err error) {
 	now := e.now()
 	if err == nil {
 		mb.written = true
-		e.st.SettlePending(mb.identity(), mb.plan.NewOwned)
+		// The done lines first, the pending record cleared after (see
+		// commit).
 		if aerr := e.audit.Write(changeEntries(mb.plan.Changes, r.rep.ID, auditMailbox(mb), PhaseDone, now)...); aerr != nil {
 			e.log.Error("pipeline: audit log", "sync", r.rep.ID, "err", aerr)
 		}
+		e.st.SettlePending(mb.identity(), mb.plan.NewOwned)
 		e.m.written(mb.plan)
 		r.rep.Writes++
 		r.rep.Changes += len(mb.plan.Changes)

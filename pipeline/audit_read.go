@@ -136,6 +136,15 @@ func VerifyAudit(dir string) (*AuditVerification, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("verify audit log: %w", err)
 	}
+	// The head first: a running connector may append and record a newer
+	// head while the files are read, never one older than what is read.
+	var head auditHead
+	headErr := ""
+	if b, err := os.ReadFile(filepath.Join(dir, AuditHeadFile)); err == nil {
+		if json.Unmarshal(b, &head) != nil || !isHash(head.Hash) {
+			head, headErr = auditHead{}, "does not decode"
+		}
+	}
 	rs, err := rotatedFiles(dir)
 	if err != nil {
 		return nil, fmt.Errorf("verify audit log: %w", err)
@@ -159,15 +168,11 @@ func VerifyAudit(dir string) (*AuditVerification, error) {
 		v.Files = append(v.Files, name)
 	}
 	v.Head = c.prev
-	if b, err := os.ReadFile(filepath.Join(dir, AuditHeadFile)); err == nil {
-		var h auditHead
-		switch {
-		case json.Unmarshal(b, &h) != nil || !isHash(h.Hash):
-			v.add(AuditProblem{File: AuditHeadFile, Kind: AuditHead, Msg: "does not decode"})
-		case !c.hashes[h.Hash]:
-			v.add(AuditProblem{File: AuditHeadFile, Kind: AuditHead,
-				Msg: fmt.Sprintf("records a last line (hash %s…, flushed %s) that the log does not have: lines were cut from the end, or the log was replaced", h.Hash[:12], h.Time.Format("2006-01-02 15:04:05Z"))})
-		}
+	if headErr != "" {
+		v.add(AuditProblem{File: AuditHeadFile, Kind: AuditHead, Msg: headErr})
+	} else if head.Hash != "" && !c.hashes[head.Hash] {
+		v.add(AuditProblem{File: AuditHeadFile, Kind: AuditHead,
+			Msg: fmt.Sprintf("records a last line (hash %s…, flushed %s) that the log does not have: lines were cut from the end, or the log was replaced", head.Hash[:12], head.Time.Format("2006-01-02 15:04:05Z"))})
 	}
 	if ents, err := os.ReadDir(dir); err == nil {
 		for _, e := range ents {

@@ -32,6 +32,10 @@ func readAudit(t *testing.T, dir string) []AuditEntry {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
+	// Whatever wrote it, concurrently or not, left one whole chain.
+	if v, err := VerifyAudit(dir); err != nil || !v.OK() || v.Lines != len(out) {
+		t.Fatalf("VerifyAudit = %+v, %v; want %d chained lines", v, err, len(out))
+	}
 	return out
 }
 

@@ -74,7 +74,8 @@
 //
 // When Sync returns, every goroutine it started has exited, also when its
 // context ends mid-sync: the writes already made are recorded (a write in
-// flight claims ownership as OwnedIfUncertain) and the state is saved.
+// flight claims ownership as OwnedIfUncertain and stays pending) and the
+// state is saved.
 //
 // # Errors
 //
@@ -101,4 +102,24 @@
 // only when adopt_existing is set (State.MayAdopt); after a lost or corrupt
 // state file nothing is adopted, so entries we wrote earlier are treated as
 // the administrator's until someone removes them.
+//
+// # Crashes
+//
+// Intent is recorded before acting, so that no kill, at any instant, turns
+// an entry the connector wrote into the administrator's. Writes are
+// released in batches (Options.SaveEvery); before a batch's first
+// Set-CASMailbox, every entry the batch adds or removes is recorded in the
+// state as pending (State.Pending, claimed by OwnedOf) and in the audit log
+// as an intent line, and both are made durable in one group commit (one
+// fsync of the audit log, one atomic save of the state). A confirmed write
+// turns its pending record into ownership and gets done lines, without an
+// fsync. Organization settings writes and device access rule creations,
+// changes and removals go the same way (PendingOrg, PendingRules). Every
+// sync that is not a dry run starts by reconciling what is still pending
+// against Exchange (Get-CASMailbox of those mailboxes, the rules, the org
+// settings): an entry present is ours, an absent one is not, a rule that
+// exists is ours; each is audited as recovered with what Exchange holds,
+// and the state is saved before anything is planned. A write whose
+// outcome is unknown (an error, a timeout, a stop) stays pending until the
+// next sync reconciles it.
 package pipeline

@@ -362,8 +362,8 @@ func (e *Engine) applyOrg(ctx context.Context, r *run, op *orgPlan, allowTighten
 			c.Error = err.Error()
 			e.log.Warn("pipeline: device access rule", "sync", r.rep.ID, "rule", ro.name, "op", ro.op, "err", err)
 		} else {
-			e.st.settleRule(ro.name)
 			done(ruleEntry(ro))
+			e.st.settleRule(ro.name)
 		}
 		r.rep.Org = append(r.rep.Org, c)
 	}
@@ -408,10 +408,7 @@ func (e *Engine) commitOrgIntent(r *run, settings []OrgChange, rules []ruleOp) e
 	if err := e.audit.Write(lines...); err != nil {
 		return fmt.Errorf("record intent of organization writes: %w", err)
 	}
-	if err := e.audit.Flush(); err != nil {
-		return fmt.Errorf("record intent of organization writes: %w", err)
-	}
-	if err := SaveState(e.opts.StateDir, e.st); err != nil {
+	if err := e.commit(); err != nil {
 		return fmt.Errorf("record intent of organization writes: %w", err)
 	}
 	e.m.intentCommits.Inc()

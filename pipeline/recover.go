@@ -77,9 +77,9 @@ func (e *Engine) recoverPending(ctx context.Context, r *run) error {
 					list, own = c.ActiveSyncBlockedDeviceIDs, &owned.Blocked
 				}
 				*own = deleteFold(*own, ch.DeviceID)
-				if i := indexFold(list, ch.DeviceID); i >= 0 {
+				if j := indexFold(list, ch.DeviceID); j >= 0 {
 					// Ours, in the case the list holds it.
-					*own = append(*own, list[i])
+					*own = append(*own, list[j])
 					l.To = Present
 				} else {
 					l.To = Absent

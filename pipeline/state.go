@@ -494,18 +494,32 @@ func recoverState(dir, path string, cause error) (*State, Status, error) {
 // SaveState writes st to dir/state.json atomically (temporary file, fsync,
 // rename, fsync of the directory), creating dir if needed.
 func SaveState(dir string, st *State) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("save state: %w", err)
+	data, err := st.encode()
+	if err != nil {
+		return err
 	}
+	return writeState(dir, data)
+}
+
+// encode is the state file's content as of now.
+func (st *State) encode() ([]byte, error) {
 	st.mu.Lock()
 	st.Version = StateVersion
 	st.SavedAt = time.Now().UTC()
 	data, err := json.Marshal(st)
 	st.mu.Unlock()
 	if err != nil {
+		return nil, fmt.Errorf("save state: %w", err)
+	}
+	return append(data, '\n'), nil
+}
+
+// writeState writes what encode returned, as SaveState does.
+func writeState(dir string, data []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := atomicfile.Write(dir, StateFile, append(data, '\n')); err != nil {
+	if err := atomicfile.Write(dir, StateFile, data); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil

@@ -163,3 +163,28 @@ func TestBootstrapGrammar(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedScriptsGrammar parses the other PowerShell the project ships
+// (deploy/exchange: the RBAC setup an administrator runs on Exchange) with
+// the same grammar and rules: no syntax error, nothing that evaluates a
+// string as code.
+func TestShippedScriptsGrammar(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "deploy", "exchange", "*.ps1"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scripts under deploy/exchange (%v)", err)
+	}
+	args := make([]string, len(files))
+	for i, f := range files {
+		args[i] = "stage1=" + f
+	}
+	out := runGrammarCheck(t, args...)
+	for _, f := range files {
+		fs, ok := out[f]
+		if !ok {
+			t.Errorf("%s: not checked", f)
+		}
+		for _, x := range fs {
+			t.Errorf("%s:%d:%d: %s (%q)", f, x.Line, x.Col, x.Msg, x.Text)
+		}
+	}
+}

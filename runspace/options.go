@@ -11,9 +11,10 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/masterzen/winrm"
+
 	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/internal/secret"
-	"github.com/masterzen/winrm"
 )
 
 // Defaults applied by NewPool and Open to zero-valued Options fields.

@@ -1,10 +1,11 @@
 package runspace
 
 import (
-	"github.com/easconnector/easconnector/internal/secret"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 func TestOptionsResolve(t *testing.T) {

@@ -19,9 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/masterzen/winrm"
 	"github.com/masterzen/winrm/soap"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // Fault envelopes as Windows sends them (reference/winrm.md §2.6).

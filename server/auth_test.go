@@ -59,6 +59,9 @@ func TestAPIRequiresToken(t *testing.T) {
 	if k := fb.triggered(); len(k) != 0 {
 		t.Fatalf("backend triggered %v without the admin token", k)
 	}
+	if n := s.authFailures.Get(); n != uint64(4*(len(gets)+1)+3*len(posts)) {
+		t.Errorf("auth failures counted %d, want one per refused request (%d)", n, 4*(len(gets)+1)+3*len(posts))
+	}
 	f("POST", posts[0], bearer(testToken), 202)
 
 	// With no token configured, all of /api/v1 is closed.

@@ -36,8 +36,8 @@ const (
 // AdminOverride. Options.Decisions and Options.Reasons replace them.
 var (
 	DefaultDecisions = []string{"Allow", "Block", "Default"}
-	DefaultReasons   = []string{"Disabled", "Exempt", "NotTargeted", "InvalidDeviceId", "Compliant", "PlatformRule",
-		"NotCompliant", "PendingEvaluation", "Stale", "UserMismatch", "NotEnrolled", "AdminOverride"}
+	DefaultReasons   = []string{"Disabled", "Exempt", "NotTargeted", "ScopeUnknown", "InvalidDeviceId", "Compliant", "PlatformRule",
+		"NotCompliant", "PendingEvaluation", "Stale", "UserMismatch", "NotEnrolled", "AdminOverride", "PartnershipGone"}
 )
 
 // Options configure a Server.
@@ -265,6 +265,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("admin server listening", "addr", ln.Addr().String(), "tls", s.opts.TLSCert != "",
 		"loopback", s.listen.loopback, "mutating_endpoints", s.tokenHash != nil, "read_token", s.readHash != nil,
 		"public_counts", s.opts.LoopbackPublicCounts)
+	if s.tokenHash == nil && s.readHash == nil {
+		s.log.Warn("admin API and status page closed: no token is configured (set server.token_file or server.read_token_file); /metrics, /healthz and /readyz stay open")
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("admin server: %w", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -44,6 +45,32 @@ type fleetOptions struct {
 	quick        string // [sync] quick_interval ("" = 1h)
 	runspaces    int    // 0 = 4
 	smtpPort     int    // [notify] to this loopback port (0: notifications off)
+	// secrets replace the fleet's default credentials (zero fields keep
+	// them); with smtpPort and secrets.smtp, notify uses STARTTLS and AUTH.
+	secrets fleetSecrets
+	// exchangeTLS serves Exchange over HTTPS (exsim's CA in ca_file) and
+	// sends the second-hop credential.
+	exchangeTLS bool
+	logLevel    string            // [log] level ("" = info)
+	graphCert   *x509.Certificate // graphsim also accepts assertions signed for it
+}
+
+// fleetSecrets are a fleet's credentials.
+type fleetSecrets struct {
+	exchange, graph, smtp, token, readToken string
+}
+
+func (s fleetSecrets) withDefaults() fleetSecrets {
+	def := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	def(&s.exchange, exsim.DefaultPassword)
+	def(&s.graph, "graph-secret-for-tests")
+	def(&s.token, testToken)
+	def(&s.readToken, testReadToken)
+	return s
 }
 
 // startFleet starts the simulators on loopback and writes the
@@ -65,7 +92,9 @@ func startFleet(t *testing.T, o fleetOptions) *fleet {
 	if o.runspaces == 0 {
 		o.runspaces = 4
 	}
-	sim, err := exsim.Start(exsim.Options{Population: population.Generate(o.pop), Listeners: o.listeners, Profile: o.profile, Quiet: true})
+	sec := o.secrets.withDefaults()
+	sim, err := exsim.Start(exsim.Options{Population: population.Generate(o.pop), Listeners: o.listeners, Profile: o.profile, Quiet: true,
+		Users: map[string]string{exsim.DefaultUser: sec.exchange}, TLS: o.exchangeTLS})
 	if err != nil {
 		t.Fatalf("exsim.Start: %v", err)
 	}
@@ -75,8 +104,7 @@ func startFleet(t *testing.T, o fleetOptions) *fleet {
 	if err := sim.Org().SetOrg(st); err != nil {
 		t.Fatal(err)
 	}
-	const secret = "graph-secret-for-tests"
-	graph := graphsim.New(population.Generate(o.pop), graphsim.Options{ClientSecret: secret})
+	graph := graphsim.New(population.Generate(o.pop), graphsim.Options{ClientSecret: sec.graph, Certificate: o.graphCert})
 	graphURL, err := graph.Start()
 	if err != nil {
 		t.Fatalf("graphsim.Start: %v", err)
@@ -85,7 +113,12 @@ func startFleet(t *testing.T, o fleetOptions) *fleet {
 
 	f := &fleet{sim: sim, graph: graph, pop: sim.Population(), dir: t.TempDir()}
 	f.state = filepath.Join(f.dir, "state")
-	for name, v := range map[string]string{"exchange.pw": exsim.DefaultPassword, "graph.secret": secret, "api.token": testToken, "api-read.token": testReadToken} {
+	files := map[string]string{"exchange.pw": sec.exchange, "graph.secret": sec.graph, "api.token": sec.token, "api-read.token": sec.readToken,
+		"exsim-ca.pem": string(sim.CAPEM())}
+	if sec.smtp != "" {
+		files["smtp.pw"] = sec.smtp
+	}
+	for name, v := range files {
 		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(v+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -99,11 +132,14 @@ func startFleet(t *testing.T, o fleetOptions) *fleet {
 	if o.maxNewBlocks == 0 {
 		o.maxNewBlocks = 100_000
 	}
+	exchangeTLS := "https = false\nsecond_hop_credential = false"
+	if o.exchangeTLS {
+		exchangeTLS = "https = true\nca_file = \"exsim-ca.pem\"\nsecond_hop_credential = true"
+	}
 	doc := fmt.Sprintf(`[exchange]
 servers = [%q]
 port = %d
-https = false
-second_hop_credential = false
+%s
 auth = "basic"
 user = %q
 password_file = "exchange.pw"
@@ -113,7 +149,7 @@ enable_parallel_command_support = true
 runspaces = %d
 
 [log]
-level = "info"
+level = %q
 
 [mdm]
 source = "graph"
@@ -143,9 +179,22 @@ quick_jitter = "0s"
 listen = %q
 token_file = "api.token"
 read_token_file = "api-read.token"
-`, sim.Hosts()[0], sim.Port(), exsim.DefaultUser, o.runspaces, graphsim.DefaultTenantID, graphsim.DefaultClientID, graphURL, graphURL,
+`, sim.Hosts()[0], sim.Port(), exchangeTLS, exsim.DefaultUser, o.runspaces, orDefault(o.logLevel, "info"), graphsim.DefaultTenantID, graphsim.DefaultClientID, graphURL, graphURL,
 		f.pop.Included.ID, f.pop.Excluded.ID, o.maxNewBlocks, orDefault(o.shutdown, "10s"), orDefault(o.quick, "1h"), o.listen)
-	if o.smtpPort != 0 {
+	switch {
+	case o.smtpPort != 0 && sec.smtp != "":
+		doc += fmt.Sprintf(`
+[notify]
+enabled = true
+smtp_host = "127.0.0.1"
+smtp_port = %d
+security = "starttls"
+user = "svc-mail@contoso.com"
+password_file = "smtp.pw"
+from = "mobile-access@contoso.com"
+admin_recipients = ["eas-admins@contoso.com"]
+`, o.smtpPort)
+	case o.smtpPort != 0:
 		doc += fmt.Sprintf(`
 [notify]
 enabled = true

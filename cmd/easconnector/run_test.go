@@ -238,6 +238,10 @@ func TestRunHeldPlan(t *testing.T) {
 	}
 	d.stop(t)
 	fl.assertConverged(t)
+	// The service's writes left one whole hash chain.
+	if code, out, errOut := runIn(t, t.Context(), "audit", "verify", "--config", fl.config); code != exitOK || !strings.Contains(out, "audit log chain OK") {
+		t.Errorf("audit verify after the service ran = %d\n%s%s", code, out, errOut)
+	}
 }
 
 // waitMail waits for a message whose text contains want and returns it.

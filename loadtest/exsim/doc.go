@@ -14,6 +14,23 @@
 // line, a ready or initerr frame, and per request line zero or more obj
 // frames, streamed as produced, then an end or err frame.
 //
+// Each listener also serves Exchange's own endpoint: MS-PSRP over
+// WS-Management on /PowerShell/ (and /wsman) with the ResourceURI
+// http://schemas.microsoft.com/powershell/Microsoft.Exchange (ResourceURI,
+// PowerShellURL). A runspace pool is an Exchange session: its Create takes one
+// of the user's PowerShellMaxConcurrency slots (the quota fault when none is
+// left) and is answered with SESSION_CAPABILITY, APPLICATION_PRIVATE_DATA and
+// RUNSPACEPOOL_STATE Opened; each pipeline is one allowlisted Exchange
+// cmdlet (or Get-Command), optionally followed by Select-Object -Property,
+// run by the same cmdlet layer as the bootstrap, with its output as
+// Exchange's objects in CLIXML, non-terminating errors as ERROR_RECORD,
+// warnings as WARNING_RECORD and its end as PIPELINE_STATE. Scripts are
+// refused (a no-language runspace), so are cmdlets the account's roles do
+// not grant (Options.Roles, SetRoles: CommandNotFoundException). The call
+// log shows each PSRP call with Protocol "psrp", its pipeline id and its
+// parameters exactly as received. The wire format is checked against
+// pypsrp's recordings of Windows (psrp_conformance_test.go).
+//
 // The cmdlets are the bootstrap's allowlist, with Exchange's parameter
 // behaviour (types, abbreviations, parameter sets, mandatory parameters,
 // @{Add;Remove} edits, -ResultSize, -Filter in OPATH, -ErrorAction) and

@@ -44,7 +44,11 @@ func FuzzCLIXMLText(f *testing.F) {
 
 // FuzzCreatePipeline feeds arbitrary CREATE_PIPELINE data to the parser
 // and the binder: they return a pipeline or an error, never panic, and a
-// value that decodes is one the cmdlet layer accepts as a wire value.
+// value that decodes is one the cmdlet layer accepts as a wire value. The
+// testdata/fuzz/FuzzCreatePipeline/pypsrp-* seeds are the CREATE_PIPELINE
+// messages of recorded requests in runspace/psrp/testdata/pypsrp
+// (jborean93/pypsrp at 42a34edd7c32d07119c0241823fc773522db41fe, MIT; see
+// PROVENANCE there).
 func FuzzCreatePipeline(f *testing.F) {
 	seed := func(cmds ...psrp.Command) {
 		data, err := psrp.BuildCreatePipeline(cmds)

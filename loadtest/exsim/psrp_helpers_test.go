@@ -86,6 +86,7 @@ const (
 	wsCommand = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command"
 	wsReceive = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
 	wsSignal  = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal"
+	wsSend    = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send"
 )
 
 // create opens the pool and returns the HTTP status and response envelope.
@@ -165,12 +166,24 @@ func (c *psClient) start(cmds []psrp.Command) (psrp.GUID, int, *psrptest.Envelop
 	}
 	pid := psrp.NewGUID()
 	id := strings.ToUpper(pid.String())
+	// As pypsrp does (src/pypsrp/powershell.py _invoke): the first
+	// fragment in Arguments, the others on the pipeline's stdin.
+	frags, err := c.frag.Split(psrp.AppendMessage(nil, psrp.Message{Destination: psrp.DestinationServer, Type: psrp.CreatePipeline, RPID: c.rpid, PID: pid, Data: data}))
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	body := fmt.Sprintf(`<rsp:CommandLine CommandId="%s"><rsp:Command /><rsp:Arguments>%s</rsp:Arguments></rsp:CommandLine>`,
-		id, base64.StdEncoding.EncodeToString(c.message(psrp.CreatePipeline, pid, data)))
+		id, base64.StdEncoding.EncodeToString(frags[0]))
 	status, resp := c.post(c.envelope(wsCommand, c.shellID, `<wsman:Option Name="WINRS_SKIP_CMD_SHELL">False</wsman:Option>`, body))
 	env, err := psrptest.ParseEnvelope(resp)
 	if err != nil {
 		c.t.Fatalf("command response: %v\n%s", err, resp)
+	}
+	for _, f := range frags[1:] {
+		st, resp := c.post(c.envelope(wsSend, c.shellID, "", fmt.Sprintf(`<rsp:Send><rsp:Stream Name="stdin" CommandId="%s">%s</rsp:Stream></rsp:Send>`, id, base64.StdEncoding.EncodeToString(f))))
+		if st != http.StatusOK {
+			c.t.Fatalf("Send: HTTP %d %s", st, resp)
+		}
 	}
 	return pid, status, env
 }

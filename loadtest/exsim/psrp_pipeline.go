@@ -608,3 +608,22 @@ func runGetCommand(c *call) error {
 	}
 	return nil
 }
+
+// progressFirstUse is the PROGRESS_RECORD Windows PowerShell sends in a
+// session's first pipeline (pypsrp test_psrp_error_failed.yml), which a
+// client must tolerate; Options.Quiet leaves it out, as it leaves out the
+// WinRS path's console noise.
+func (pl *pipeline) progressFirstUse() {
+	var w clixmlWriter
+	w.raw(`<Obj RefId="0"><MS>`)
+	w.str("Activity", "Preparing modules for first use.")
+	w.i32("ActivityId", 0)
+	w.str("StatusDescription", " ")
+	w.nilv("CurrentOperation")
+	w.i32("ParentActivityId", -1)
+	w.i32("PercentComplete", -1)
+	w.enum("Type", "System.Management.Automation.ProgressRecordType", "Completed", 1)
+	w.i32("SecondsRemaining", -1)
+	w.raw(`</MS></Obj>`)
+	_ = pl.send(msgProgressRecord, w.b)
+}

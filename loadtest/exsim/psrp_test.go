@@ -34,6 +34,13 @@ func TestPSRPHandshake(t *testing.T) {
 	if got := s.Counters().Sessions; got != 1 {
 		t.Errorf("Sessions = %d, want 1", got)
 	}
+	// The session's first pipeline starts with Windows PowerShell's
+	// "Preparing modules for first use." progress record, the next do not.
+	for i, want := range []psrp.MessageType{psrp.ProgressRecord, psrp.PipelineOutput} {
+		if got := c.run(psrp.Command{Name: "Get-ActiveSyncOrganizationSettings"}); got[0].Type != want {
+			t.Errorf("pipeline %d starts with %v, want %v", i, got[0].Type, want)
+		}
+	}
 	c.close()
 	deadline := time.Now().Add(5 * time.Second)
 	for s.Counters().Sessions != 0 && time.Now().Before(deadline) {
@@ -166,7 +173,7 @@ func TestPSRPSetCASMailboxHostileValues(t *testing.T) {
 }
 
 func TestPSRPErrors(t *testing.T) {
-	s := startSim(t, Options{})
+	s := startSim(t, Options{Quiet: true})
 	smallOrg(t, s)
 	c := newPSClient(t, s, 0)
 	c.open()
@@ -275,7 +282,7 @@ func TestPSRPStopByCtrlC(t *testing.T) {
 }
 
 func TestPSRPMicroDelayWarning(t *testing.T) {
-	s := startSim(t, Options{})
+	s := startSim(t, Options{Quiet: true})
 	if err := s.SetQuotas(Quotas{MicroDelay: time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +320,7 @@ func TestPSRPScriptRefused(t *testing.T) {
 }
 
 func TestPSRPGetCommandShowsGrants(t *testing.T) {
-	s := startSim(t, Options{Roles: map[string][]string{DefaultUser: {"Get-MobileDevice"}}})
+	s := startSim(t, Options{Quiet: true, Roles: map[string][]string{DefaultUser: {"Get-MobileDevice"}}})
 	c := newPSClient(t, s, 0)
 	c.open()
 	defer c.close()
@@ -329,4 +336,96 @@ func TestPSRPGetCommandShowsGrants(t *testing.T) {
 	if err != nil || rec.FullyQualifiedErrorID != "CommandNotFoundException,Microsoft.PowerShell.Commands.GetCommandCommand" {
 		t.Errorf("missing command record = %+v, %v", rec, err)
 	}
+}
+
+// A parameter far larger than one envelope arrives over several Sends and
+// is logged intact.
+func TestPSRPMegabyteParameter(t *testing.T) {
+	s := startSim(t, Options{Quiet: true})
+	c := newPSClient(t, s, 0)
+	c.open()
+	defer c.close()
+	big := strings.Repeat("ü$(x)`'\"\r\n_x000A_", 1<<20/16)
+	msgs := c.run(psrp.Command{Name: "Get-CASMailbox", Params: []psrp.Param{{Name: "Identity", Value: big}}})
+	if got := types(msgs); !slices.Equal(got, []psrp.MessageType{psrp.ErrorRecord, psrp.PipelineState}) {
+		t.Fatalf("messages = %v", got)
+	}
+	calls := s.CallLog(0, 0)
+	if got := calls[len(calls)-1].Args["Identity"]; got != big {
+		t.Errorf("logged Identity differs from the %d-byte value sent (got %d bytes)", len(big), len(got.(string)))
+	}
+}
+
+// The bootstrap's remoting mode imports only the granted cmdlets too.
+func TestRolesInRemotingMode(t *testing.T) {
+	s := newSim(t, Options{Quiet: true, Roles: map[string][]string{DefaultUser: {"Get-CASMailbox"}}})
+	smallOrg(t, s)
+	p, f := openPipe(t, s, 0, DefaultUser, remoting("127.0.0.1"))
+	if !f.Ready {
+		t.Fatalf("open: %+v", f)
+	}
+	defer p.close()
+	r := p.do("Set-CASMailbox", map[string]any{"Identity": "bob", "ActiveSyncBlockedDeviceIDs": []any{"ApplX"}})
+	if r.err == nil || r.err.FQID != "CommandNotFoundException" || !strings.Contains(r.err.Msg, "'Set-CASMailbox' is not recognized") {
+		t.Fatalf("Set-CASMailbox without the role = %+v", r.err)
+	}
+	if r := p.do("Get-CASMailbox", map[string]any{"Identity": "bob"}); r.err != nil {
+		t.Fatalf("granted cmdlet: %v", r.err)
+	}
+}
+
+func TestPSRPFaults(t *testing.T) {
+	s := startSim(t, Options{})
+	smallOrg(t, s)
+	c := newPSClient(t, s, 0)
+	c.open()
+	defer c.close()
+
+	// An injected AD error fails the pipeline with Exchange's transient error.
+	if err := s.SetFaults(Faults{ErrorRate: 1, Cmdlets: []string{"Get-CASMailbox"}}); err != nil {
+		t.Fatal(err)
+	}
+	st := finalState(t, c.run(psrp.Command{Name: "Get-CASMailbox"}))
+	if st.State != psrp.PipeFailed || st.Err.ExceptionType != typeADTransient || !strings.Contains(st.Err.FullyQualifiedErrorID, "[FailureCategory=Cmdlet-ADTransientException]") {
+		t.Errorf("injected error: state %v, %+v", st.State, st.Err)
+	}
+
+	// A truncated response ends the pipeline after TruncateAfter objects
+	// without a PIPELINE_STATE.
+	if err := s.SetFaults(Faults{Truncate: true, TruncateAfter: 1}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := c.run(psrp.Command{Name: "Get-MobileDevice"})
+	if got := types(msgs); !slices.Equal(got, []psrp.MessageType{psrp.PipelineOutput}) {
+		t.Errorf("truncated: messages %v, want one PIPELINE_OUTPUT and no state", got)
+	}
+	if got := s.Counters().Truncated; got != 1 {
+		t.Errorf("Truncated = %d, want 1", got)
+	}
+	calls := s.CallLog(0, 0)
+	if r := calls[len(calls)-1].Result; r != "truncated" {
+		t.Errorf("logged result %q, want truncated", r)
+	}
+}
+
+// A dropped shell gives its PowerShellMaxConcurrency slot back, as a
+// WinRM restart frees the session on Exchange.
+func TestPSRPDroppedShellFreesSlot(t *testing.T) {
+	s := startSim(t, Options{PowerShellMaxConcurrency: 1})
+	a := newPSClient(t, s, 0)
+	a.open()
+	if !s.DropShell(a.shellID) {
+		t.Fatal("DropShell found no shell")
+	}
+	// Requests for the dropped shell fail as for a vanished shell.
+	if env, _ := a.receive(""); env.FaultCode != "2150858843" {
+		t.Errorf("Receive on a dropped shell: fault %q, want 2150858843", env.FaultCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Counters().Sessions != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	b := newPSClient(t, s, 0)
+	b.open()
+	b.close()
 }

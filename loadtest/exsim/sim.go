@@ -72,9 +72,10 @@ type Options struct {
 	// Logger receives the WS-Man servers' debug events; nil discards them.
 	Logger *slog.Logger
 	// Roles grants users (matched case-insensitively) only the listed
-	// cmdlets in PSRP sessions, as Exchange's RBAC does: a cmdlet the roles
-	// do not grant does not exist in the user's session. A user without an
-	// entry may run every simulated cmdlet. See SetRoles.
+	// cmdlets in Exchange sessions (PSRP, and the bootstrap's remoting
+	// mode), as Exchange's RBAC does: a cmdlet the roles do not grant does
+	// not exist in the user's session. A user without an entry may run
+	// every simulated cmdlet. See SetRoles.
 	Roles map[string][]string
 }
 
@@ -340,7 +341,7 @@ func (s *Sim) PowerShellURL(i int) string {
 // endpoint (MS-PSRP 2.2.1).
 const ResourceURI = "http://schemas.microsoft.com/powershell/" + ConfigurationName
 
-// SetRoles limits the cmdlets user may run in PSRP sessions to cmdlets (a
+// SetRoles limits the cmdlets user may run in Exchange sessions to cmdlets (a
 // role assignment's effect); nil restores every cmdlet. Sessions already
 // open see the change at their next pipeline.
 func (s *Sim) SetRoles(user string, cmdlets []string) error {

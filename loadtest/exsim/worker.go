@@ -410,6 +410,12 @@ func (s *session) handle(line []byte) (int, bool) {
 	// the cmdlet runs, and leaves the session Broken: the bootstrap then
 	// exits 4 after the err frame.
 	if s.remoting {
+		// The implicit-remoting session imports only what the account's
+		// roles grant (the PSRP endpoint's Roles), so the bootstrap's call
+		// of any other cmdlet fails as an unknown command.
+		if !sim.granted(s.user, cmd.name) {
+			return s.finish(&entry, started, nil, errCommandNotFound(cmd.name))
+		}
 		if t := s.targetListener; t >= 0 && t != s.w.index && sim.killed(t) {
 			entry.Result = "error"
 			code, _ := s.finish(&entry, started, nil, &runspace.RemoteError{Type: typeRemoting, Category: "OperationStopped", FQID: "JobFailure",

@@ -21,8 +21,9 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/emersion/go-smtp"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 const enrollURL = "https://portal.manage.example.com/enroll?src=mail"

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/easconnector/easconnector/internal/secret"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -14,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // Security is how the SMTP connection is protected.

@@ -53,7 +53,10 @@ type PoolInfo struct {
 // goroutines: Run once, StartPipeline and RunPipeline once per Command.
 type Pool interface {
 	// Run serves the pool's own messages until ctx ends (Delete, idle
-	// reaping, DropShell, Close): in yields shell-level Send data in
+	// reaping, DropShell, Close), and is called once for every pool
+	// OpenPool returned, with ctx already ended when the shell vanished
+	// before it started, so it is where a pool releases what OpenPool
+	// took: in yields shell-level Send data in
 	// arrival order, out feeds shell-level Receives. out must receive
 	// whole PSRP fragments (one or more per Write): Receive hands each
 	// fragment out in its own rsp:Stream, as Windows does.
@@ -164,8 +167,12 @@ func (s *Server) createPS(r *http.Request, req *request, user string) ([]byte, e
 	}
 	s.mu.Lock()
 	if s.closed || s.shells[id] != sh {
+		// The shell went away while the host opened the pool: Run still
+		// runs, with its context ended, so the pool can release what
+		// OpenPool took.
 		s.mu.Unlock()
 		sh.poolCmd.cancel(ErrShellDeleted)
+		pool.Run(sh.poolCmd.ctx, stdinReader{sh.poolCmd}, outputWriter{c: sh.poolCmd})
 		return nil, FaultInvalidSelectors(id)
 	}
 	sh.pool = pool

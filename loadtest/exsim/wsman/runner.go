@@ -3,6 +3,9 @@
 // Signal, Delete) over HTTP, with Windows' fault envelopes, codes, texts and
 // quotas. What a command does is delegated to a Runner, so the same server
 // hosts the Exchange simulator's PowerShell worker and trivial test commands.
+// It also serves PowerShell endpoints (MS-PSRP over WS-Management, see
+// PowerShellHost): shells with client-chosen ids, pool and pipeline
+// streams carrying PSRP fragments, ctrl_c that stops a pipeline.
 package wsman
 
 import (
