@@ -249,6 +249,13 @@ const (
 	ClassInvalid   = "invalid"
 	ClassClosed    = "closed"
 	ClassOther     = "other"
+	// Subclasses of ClassRemote that RemoteClass gives a cmdlet's error
+	// record, by its ErrorCategory (language independent; MS-PSRP
+	// 2.2.3.15): the object does not exist, the account's rights (RBAC) do
+	// not allow it, or Exchange refused a value.
+	ClassNotFound   = "not_found"
+	ClassDenied     = "denied"
+	ClassInvalidArg = "invalid_argument"
 )
 
 // Classify reduces err to a bounded label value: "throttle", "auth",
@@ -314,4 +321,31 @@ func isTLSError(err error) bool {
 	)
 	return errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) ||
 		errors.As(err, &cve) || errors.As(err, &rhe) || errors.As(err, &ae)
+}
+
+// RemoteClass refines ClassRemote: for an error that wraps a
+// *RemoteError it returns ClassNotFound, ClassDenied, ClassInvalidArg or
+// ClassRemote by the record's ErrorCategory name, which both session kinds
+// report ([string]$e.CategoryInfo.Category over WinRS,
+// ErrorCategory_Category over PSRP); for any other error, Classify(err).
+// Throttling and lost sessions are already ErrThrottled and
+// ErrSessionBroken (remoteError, psrpRemoteError).
+func RemoteClass(err error) string {
+	re, ok := errors.AsType[*RemoteError](err)
+	if !ok || Classify(err) != ClassRemote {
+		return Classify(err)
+	}
+	return re.class()
+}
+
+func (e *RemoteError) class() string {
+	switch e.Category {
+	case "ObjectNotFound":
+		return ClassNotFound
+	case "PermissionDenied", "SecurityError", "AuthenticationError":
+		return ClassDenied
+	case "InvalidArgument", "InvalidData", "InvalidType", "InvalidOperation":
+		return ClassInvalidArg
+	}
+	return ClassRemote
 }
