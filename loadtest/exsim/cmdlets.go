@@ -118,7 +118,7 @@ func (c *call) orgErr(err error) error {
 	if !errors.As(err, &oe) {
 		return err
 	}
-	re := c.s.w.taskErr(c.cmd.name, oe.typ, oe.category, oe.msg)
+	re := c.w.taskErr(c.cmd.name, oe.typ, oe.category, oe.msg)
 	if oe.typ == typeNotFound || oe.typ == typeAmbiguous {
 		return c.writeError(re)
 	}

@@ -35,7 +35,12 @@ type Counters struct {
 
 // Call is one cmdlet call as the simulator received it.
 type Call struct {
-	Seq      uint64         `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Protocol is "psrp" for calls over the PowerShell endpoint, "" for
+	// the WinRS bootstrap; Pipeline is then the PSRP pipeline id (the
+	// Command's CommandId).
+	Protocol string         `json:"protocol,omitempty"`
+	Pipeline string         `json:"pipeline,omitempty"`
 	Time     time.Time      `json:"time"` // when the call arrived
 	Listener int            `json:"listener"`
 	User     string         `json:"user"`
@@ -270,6 +275,11 @@ type Quotas struct {
 	// PowerShellMaxCmdletsTimePeriod (0 → unlimited, Exchange's default).
 	PowerShellMaxCmdlets           int           `json:"powerShellMaxCmdlets,omitempty"`
 	PowerShellMaxCmdletsTimePeriod time.Duration `json:"powerShellMaxCmdletsTimePeriod,omitempty"`
+	// MicroDelay, when positive, delays every cmdlet by that long and makes
+	// it write Exchange's "Micro delay applied" warning, as the budget
+	// engine does for a user near their limits (reference/exchange.md §3.4
+	// [E16]).
+	MicroDelay time.Duration `json:"microDelay,omitempty"`
 }
 
 // Quota defaults (reference/exchange.md §3.4).

@@ -3,6 +3,7 @@ package exsim
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/easconnector/easconnector/runspace"
 )
@@ -206,4 +207,12 @@ func quotaCmdlets(host string, max, periodSec int, waitMs int64) string {
 // answering.
 func sessionBroken(host string) string {
 	return fmt.Sprintf("Processing data from remote server %s failed with the following error message: The WinRM client cannot complete the operation within the time specified. Check if the machine name is valid and is reachable over the network and firewall exception for Windows Remote Management service is enabled. For more information, see the about_Remote_Troubleshooting Help topic.", host)
+}
+
+// microDelay is Exchange's warning when the budget engine delays a cmdlet
+// (reference/exchange.md §3.4 [E16]: "Micro delay applied. Actual delayed:
+// 21956 msecs, …"); the budget snapshot after it is exsim's.
+func microDelay(d time.Duration) string {
+	ms := d.Milliseconds()
+	return fmt.Sprintf("Micro delay applied. Actual delayed: %d msecs, Enforced: True, Capped delay: %d msecs, Required: False, Additional info: .; Policy: DefaultThrottlingPolicy; Snapshot: BudgetType: PowerShell ActiveRunspaces: 1/18", ms, ms)
 }

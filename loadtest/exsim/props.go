@@ -54,6 +54,7 @@ type prop[T any] struct {
 // and -Filter can test. Names are matched case-insensitively, as
 // PowerShell's PSObject.Properties does.
 type schema[T any] struct {
+	shape    *psShape[T] // the PSRP form (psrp_objects.go)
 	typeName string
 	props    []prop[T]
 	byName   map[string]int
@@ -95,12 +96,13 @@ func pList[T any](name string, filterable bool, f func(*T) []string) prop[T] {
 // the spelling the client sent (the bootstrap writes [ordered]@{$name=…});
 // an unknown name yields null, as PSObject.Properties[$name] does.
 type selection[T any] struct {
-	keys  []string
-	props []*prop[T]
+	schema *schema[T]
+	keys   []string
+	props  []*prop[T]
 }
 
 func (s *schema[T]) selection(names []string) selection[T] {
-	sel := selection[T]{keys: names, props: make([]*prop[T], len(names))}
+	sel := selection[T]{schema: s, keys: names, props: make([]*prop[T], len(names))}
 	for i, n := range names {
 		sel.props[i] = s.lookup(n)
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,11 @@ type Options struct {
 	CallLogSize int
 	// Logger receives the WS-Man servers' debug events; nil discards them.
 	Logger *slog.Logger
+	// Roles grants users (matched case-insensitively) only the listed
+	// cmdlets in PSRP sessions, as Exchange's RBAC does: a cmdlet the roles
+	// do not grant does not exist in the user's session. A user without an
+	// entry may run every simulated cmdlet. See SetRoles.
+	Roles map[string][]string
 }
 
 // Sim is a simulated Exchange organization served by one or more Client
@@ -82,10 +88,11 @@ type Sim struct {
 	counters   *counters
 	sessionSeq atomic.Uint64
 
-	mu  sync.Mutex // guards q, f, rng
-	q   Quotas
-	f   Faults
-	rng *rand.Rand
+	mu    sync.Mutex // guards q, f, rng, roles
+	q     Quotas
+	f     Faults
+	rng   *rand.Rand
+	roles map[string]map[string]bool // lower-cased user → granted cmdlets
 
 	popMu sync.Mutex
 	pop   *population.Population
@@ -142,6 +149,11 @@ func New(opts Options) (*Sim, error) {
 	s := &Sim{
 		opts: opts, profile: prof, counters: newCounters(opts.CallLogSize), q: q.withDefaults(),
 		rng: rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x5851f42d4c957f2d)),
+	}
+	for user, cmdlets := range opts.Roles {
+		if err := s.SetRoles(user, cmdlets); err != nil {
+			return nil, fmt.Errorf("exsim: roles: %w", err)
+		}
 	}
 	s.org = NewOrg("")
 	if opts.Population != nil {
@@ -243,6 +255,7 @@ func (l *listener) serve(s *Sim, ln net.Listener) {
 	ws := wsman.NewServer(wsman.Options{
 		Machine: l.worker.server.Name, Users: s.opts.Users, MaxShellsPerUser: s.opts.MaxShellsPerUser,
 		MaxEnvelopeKB: s.opts.MaxEnvelopeKB, IdleTimeout: s.opts.IdleTimeout, MaxTimeout: s.opts.MaxTimeout, Logger: s.opts.Logger,
+		PowerShell: l.worker, PowerShellConfigurations: []string{ConfigurationName},
 	}, l.worker)
 	errLog := log.New(io.Discard, "", 0)
 	if s.opts.Logger != nil {
@@ -309,6 +322,61 @@ func (s *Sim) Endpoint(i int) string {
 		scheme = "https"
 	}
 	return fmt.Sprintf("%s://%s/wsman", scheme, net.JoinHostPort(s.listeners[i].host, strconv.Itoa(s.port)))
+}
+
+// PowerShellURL returns listener i's PSRP endpoint, Exchange's virtual
+// directory: http(s)://<host>:<port>/PowerShell/, to be used with the
+// ResourceURI http://schemas.microsoft.com/powershell/Microsoft.Exchange;
+// i must be in [0, Listeners()).
+func (s *Sim) PowerShellURL(i int) string {
+	scheme := "http"
+	if s.opts.TLS {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://%s/PowerShell/", scheme, net.JoinHostPort(s.listeners[i].host, strconv.Itoa(s.port)))
+}
+
+// ResourceURI is the WS-Management resource of the Exchange PowerShell
+// endpoint (MS-PSRP 2.2.1).
+const ResourceURI = "http://schemas.microsoft.com/powershell/" + ConfigurationName
+
+// SetRoles limits the cmdlets user may run in PSRP sessions to cmdlets (a
+// role assignment's effect); nil restores every cmdlet. Sessions already
+// open see the change at their next pipeline.
+func (s *Sim) SetRoles(user string, cmdlets []string) error {
+	if strings.TrimSpace(user) == "" {
+		return errors.New("set roles: empty user name")
+	}
+	var set map[string]bool
+	if cmdlets != nil {
+		set = make(map[string]bool, len(cmdlets))
+		for _, c := range cmdlets {
+			cmd := lookupCmdlet(c)
+			if cmd == nil {
+				return fmt.Errorf("set roles %s: %q is not a simulated cmdlet", user, c)
+			}
+			set[cmd.name] = true
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.roles == nil {
+		s.roles = map[string]map[string]bool{}
+	}
+	if set == nil {
+		delete(s.roles, strings.ToLower(user))
+	} else {
+		s.roles[strings.ToLower(user)] = set
+	}
+	return nil
+}
+
+// granted reports whether user's roles include cmd (its canonical name).
+func (s *Sim) granted(user, cmd string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set, ok := s.roles[strings.ToLower(user)]
+	return !ok || set[cmd]
 }
 
 // ConnectionURI returns the remoting connectionUri that addresses listener

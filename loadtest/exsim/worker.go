@@ -409,7 +409,22 @@ func (s *session) handle(line []byte) (int, bool) {
 			}
 		}
 	}
-	c := &call{ctx: s.ctx, s: s, cmd: cmd, req: req}
+	c := &call{ctx: s.ctx, s: s, w: s.w, cmd: cmd, req: req, defaultEA: "Stop"}
+	err, hung := s.w.execute(c, &entry)
+	if hung {
+		return exitKilled, true
+	}
+	return s.finish(&entry, started, c, err)
+}
+
+// execute runs a call that passed its session's checks, for both session
+// kinds: the cmdlet's faults, parameter binding, latency and the cmdlet
+// itself. It starts the cmdlet in the counters; the caller's finish ends
+// it. hung reports that Faults.Hang held the call until c.ctx ended (the
+// call is then logged and ended here).
+func (w *worker) execute(c *call, entry *Call) (err error, hung bool) {
+	sim := w.sim
+	cmd := c.cmd
 	sim.counters.cmdletStart(cmd.name, cmd.write) // finish ends it
 	f := sim.faults()
 	if f.appliesTo(cmd.name) {
@@ -418,25 +433,31 @@ func (s *session) handle(line []byte) (int, bool) {
 	if c.faults.Hang {
 		sim.counters.add(func(c *Counters) { c.Hung++ })
 		entry.Result = "hang"
-		sim.counters.logCall(entry)
-		<-s.ctx.Done()
+		sim.counters.logCall(*entry)
+		<-c.ctx.Done()
 		sim.counters.cmdletEnd(0)
-		return exitKilled, true
+		return c.ctx.Err(), true
 	}
-	args, re := bindArgs(cmd, req.Args)
+	args, re := bindArgs(cmd, c.req.Args)
 	if re != nil {
-		return s.finish(&entry, started, c, re)
+		return re, false
 	}
 	c.args = args
 	c.lat = sim.profile.Latency(cmd.name)
-	if err := sleepCtx(s.ctx, c.lat.Fixed+c.lat.jitter(sim.rand())+c.faults.Slowdown); err != nil {
-		return s.finish(&entry, started, c, err)
+	if err := sleepCtx(c.ctx, c.lat.Fixed+c.lat.jitter(sim.rand())+c.faults.Slowdown); err != nil {
+		return err, false
+	}
+	if d := sim.quotas().MicroDelay; d > 0 {
+		if err := sleepCtx(c.ctx, d); err != nil {
+			return err, false
+		}
+		c.warn(microDelay(d))
 	}
 	if c.faults.ErrorRate > 0 && sim.rand() < c.faults.ErrorRate {
 		sim.counters.add(func(c *Counters) { c.InjectedErrors++ })
-		return s.finish(&entry, started, c, s.w.taskErr(cmd.name, typeADTransient, "NotSpecified", adTransient(sim.org.DomainController())))
+		return w.taskErr(cmd.name, typeADTransient, "NotSpecified", adTransient(sim.org.DomainController())), false
 	}
-	return s.finish(&entry, started, c, cmd.run(c))
+	return cmd.run(c), false
 }
 
 // broken ends a session whose remoting session broke, unless writing the
@@ -514,7 +535,10 @@ func (s *session) truncate(f runspace.Frame) {
 // call is one cmdlet invocation in a session.
 type call struct {
 	ctx    context.Context
-	s      *session
+	s      *session  // WinRS sessions; nil for PSRP
+	ps     *pipeline // PSRP pipelines; nil for WinRS
+	w      *worker
+	env    psEnv
 	cmd    *cmdlet
 	req    runspace.Request
 	args   bound
@@ -522,13 +546,19 @@ type call struct {
 	faults Faults
 	debt   time.Duration // per-object latency not slept yet
 	count  int           // obj frames written
+	// defaultEA is $ErrorActionPreference: the bootstrap sets Stop, an
+	// Exchange remote session keeps PowerShell's Continue.
+	defaultEA string
 }
 
-func (c *call) org() *Org { return c.s.w.sim.org }
+func (c *call) org() *Org { return c.w.sim.org }
 
 // emit writes one output object, as the bootstrap does only when the
 // request has a Select list, after paying its per-object latency.
 func emit[T any](c *call, sel selection[T], rec *T) error {
+	if c.ps != nil {
+		return psEmit(c, sel, rec)
+	}
 	c.debt += c.lat.PerObject
 	if c.debt >= time.Millisecond {
 		if err := c.s.out.Flush(); err != nil {
@@ -573,11 +603,14 @@ func (c *call) preference(name, def string) string {
 // -ErrorAction SilentlyContinue or Ignore drops it, and Continue writes it
 // to stderr and lets the call end normally.
 func (c *call) writeError(re *runspace.RemoteError) error {
-	switch c.preference("ErrorAction", "Stop") {
+	switch c.preference("ErrorAction", c.defaultEA) {
 	case "SilentlyContinue", "Ignore":
 		return nil
 	case "Stop":
 		return re
+	}
+	if c.ps != nil {
+		return c.ps.errorRecord(c, re)
 	}
 	c.s.scriptError(re.Msg)
 	return nil
@@ -592,11 +625,21 @@ func (c *call) warn(msg string) {
 	case "SilentlyContinue", "Ignore":
 		return
 	}
+	if c.ps != nil {
+		c.ps.warning(msg)
+		return
+	}
 	_ = c.s.out.Flush()
 	_, _ = c.s.stderr.Write(clixml(`<S S="warning">` + clixmlText(msg) + "</S>"))
 }
 
 // whatIf prints ShouldProcess' message on stdout, as the host does.
 func (c *call) whatIf(msg string) {
+	if c.ps != nil {
+		// ShouldProcess writes this through the host's UI; the simulated
+		// endpoint does not model host calls, so a PSRP client sees
+		// nothing, as it would with a host that ignores WriteLine.
+		return
+	}
 	c.s.out.WriteString("What if: " + msg + "\r\n")
 }

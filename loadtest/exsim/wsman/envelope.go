@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,10 @@ const (
 	nsWSManMS    = "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd"
 	nsShell      = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 	nsWSManFault = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
+	// nsPowerShell prefixes the resource URIs of PowerShell endpoints
+	// (MS-PSRP 2.2.1: http://schemas.microsoft.com/powershell/<configuration>)
+	// and is the namespace of creationXml.
+	nsPowerShell = "http://schemas.microsoft.com/powershell"
 )
 
 // Actions, the resource and the signals of the WinRS subset served.
@@ -35,15 +40,21 @@ const (
 	actionSignal   = nsShell + "/Signal"
 	resourceURICmd = nsShell + "/cmd"
 
-	signalTerminate   = nsShell + "/signal/terminate"
-	signalCtrlC       = nsShell + "/signal/ctrl_c"
-	signalCtrlBreak   = nsShell + "/signal/ctrl_break"
-	signalPSCtrlC     = "http://schemas.microsoft.com/powershell/signal/ctrl_c"
-	stateDone         = nsShell + "/CommandState/Done"
-	stateRunning      = nsShell + "/CommandState/Running"
-	anonymousReplyTo  = nsAddressing + "/role/anonymous"
-	minEnvelopeSize   = 8192 // DSP0226: a service rejects a smaller MaxEnvelopeSize
-	maxDurationSecond = 1e9  // xs:duration values above this are clamped anyway; bound the arithmetic
+	signalTerminate = nsShell + "/signal/terminate"
+	signalCtrlC     = nsShell + "/signal/ctrl_c"
+	signalCtrlBreak = nsShell + "/signal/ctrl_break"
+	signalPSCtrlC   = "http://schemas.microsoft.com/powershell/signal/ctrl_c"
+	// signalPSCrtlC is the stop signal as MS-PSRP spells it (3.1.5.3.14,
+	// "http://schemas.microsoft.com/powershell/signal/crtl_c"); pypsrp sends
+	// "powershell/signal/ctrl_c" (src/pypsrp/shell.py SignalCode.PS_CTRL_C).
+	signalPSCrtlC         = "http://schemas.microsoft.com/powershell/signal/crtl_c"
+	signalPSCtrlCRelative = "powershell/signal/ctrl_c"
+	signalPSCrtlCRelative = "powershell/signal/crtl_c"
+	stateDone             = nsShell + "/CommandState/Done"
+	stateRunning          = nsShell + "/CommandState/Running"
+	anonymousReplyTo      = nsAddressing + "/role/anonymous"
+	minEnvelopeSize       = 8192 // DSP0226: a service rejects a smaller MaxEnvelopeSize
+	maxDurationSecond     = 1e9  // xs:duration values above this are clamped anyway; bound the arithmetic
 )
 
 // WINRS_* options the server understands. Shell options come from Create,
@@ -64,15 +75,29 @@ type request struct {
 	timeout     time.Duration // w:OperationTimeout; valid when hasTimeout
 	hasTimeout  bool
 	shellID     string            // w:Selector Name="ShellId", upper-cased
+	resourceURI string            // w:ResourceURI as sent
+	ps          bool              // resourceURI names a PowerShell endpoint
 	options     map[string]string // w:OptionSet, names upper-cased
 
+	shell   *shellBody
 	command *commandBody
 	send    []sendStream
 	receive *receiveBody
 	signal  *signalBody
 }
 
+// shellBody is a Create's rsp:Shell. PowerShell clients choose the ShellId
+// and send creationXml (MS-PSRP 3.1.5.3.3; pypsrp
+// tests/tests_pypsrp/responses/test_psrp_open_runspace.yml).
+type shellBody struct {
+	id          string // ShellId attribute, upper-cased; "" when absent
+	inputs      []string
+	outputs     []string
+	creationXML []byte // decoded creationXml; nil when absent
+}
+
 type commandBody struct {
+	id   string // CommandId attribute (PowerShell pipelines), upper-cased
 	name string
 	args []string
 }
@@ -140,11 +165,14 @@ type xmlAny struct {
 }
 
 type xmlShell struct {
+	ShellID       string   `xml:"ShellId,attr"`
+	CreationXML   []string `xml:"http://schemas.microsoft.com/powershell creationXml"`
 	InputStreams  []string `xml:"http://schemas.microsoft.com/wbem/wsman/1/windows/shell InputStreams"`
 	OutputStreams []string `xml:"http://schemas.microsoft.com/wbem/wsman/1/windows/shell OutputStreams"`
 }
 
 type xmlCommandLine struct {
+	CommandID string   `xml:"CommandId,attr"`
 	Command   []string `xml:"http://schemas.microsoft.com/wbem/wsman/1/windows/shell Command"`
 	Arguments []string `xml:"http://schemas.microsoft.com/wbem/wsman/1/windows/shell Arguments"`
 }
@@ -278,7 +306,13 @@ func (req *request) parseHeader(h *xmlHeader) *Fault {
 	default:
 		return faultActionNotSupported(req.action)
 	}
-	if !strings.EqualFold(uri, resourceURICmd) {
+	req.resourceURI = uri
+	switch {
+	case strings.EqualFold(uri, resourceURICmd):
+	case len(uri) > len(nsPowerShell)+1 && strings.EqualFold(uri[:len(nsPowerShell)+1], nsPowerShell+"/"):
+		// Whether the server hosts that configuration is the Server's call.
+		req.ps = true
+	default:
 		return faultResourceNotFound(uri)
 	}
 	if len(h.SelectorSet) > 1 {
@@ -347,7 +381,7 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 		if len(b.Shell) != 1 {
 			return faultInvalidBody("Create needs an rsp:Shell body.")
 		}
-		return checkStreams(b.Shell[0])
+		return req.parseShell(b.Shell[0])
 	case actionDelete:
 		return nil
 	case actionCommand:
@@ -355,17 +389,31 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 			return faultInvalidBody("Command needs an rsp:CommandLine body.")
 		}
 		cl := b.CommandLine[0]
-		if len(cl.Command) != 1 || strings.TrimSpace(cl.Command[0]) == "" {
+		cb := &commandBody{id: strings.ToUpper(strings.TrimSpace(cl.CommandID)), args: cl.Arguments}
+		switch {
+		case req.ps:
+			// A pipeline's rsp:Command is empty and its first fragments
+			// travel base64 in rsp:Arguments (MS-PSRP 3.1.5.3.8; pypsrp
+			// test_psrp_multiple_commands.yml).
+			if len(cl.Command) > 1 || len(cl.Arguments) == 0 {
+				return faultInvalidBody("A PowerShell rsp:CommandLine needs one rsp:Command and the pipeline in rsp:Arguments.")
+			}
+			if len(cl.Command) == 1 {
+				cb.name = strings.TrimSpace(cl.Command[0])
+			}
+		case len(cl.Command) != 1 || strings.TrimSpace(cl.Command[0]) == "":
 			return faultInvalidBody("rsp:CommandLine needs exactly one non-empty rsp:Command.")
+		default:
+			cb.name = strings.TrimSpace(cl.Command[0])
 		}
-		req.command = &commandBody{name: strings.TrimSpace(cl.Command[0]), args: cl.Arguments}
+		req.command = cb
 		return nil
 	case actionSend:
 		if len(b.Send) != 1 || len(b.Send[0].Streams) == 0 {
 			return faultInvalidBody("Send needs an rsp:Send body with at least one rsp:Stream.")
 		}
 		for i, s := range b.Send[0].Streams {
-			st, f := parseSendStream(i, s)
+			st, f := parseSendStream(i, s, req.ps)
 			if f != nil {
 				return f
 			}
@@ -378,11 +426,13 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 		}
 		ds := b.Receive[0].DesiredStream[0]
 		rb := &receiveBody{commandID: strings.ToUpper(strings.TrimSpace(ds.CommandID))}
-		if rb.commandID == "" {
+		if rb.commandID == "" && !req.ps {
+			// PowerShell shells also answer shell-level Receives, which carry
+			// the runspace pool's messages (MS-PSRP 3.1.5.3.7).
 			return faultInvalidParameter("rsp:DesiredStream has no CommandId (shell-level Receive is not supported).")
 		}
 		for _, name := range strings.Fields(ds.Streams) {
-			if name != "stdout" && name != "stderr" {
+			if name != "stdout" && (name != "stderr" || req.ps) {
 				return faultInvalidParameter(fmt.Sprintf("Stream %q is not an output stream of this shell.", name))
 			}
 			rb.streams = append(rb.streams, name)
@@ -409,30 +459,52 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 	return faultActionNotSupported(req.action)
 }
 
-func checkStreams(s xmlShell) *Fault {
+// parseShell reads a Create's rsp:Shell. A cmd shell has the streams stdin
+// / stdout stderr; a PowerShell shell stdin pr / stdout (MS-PSRP 3.1.5.3.3).
+func (req *request) parseShell(s xmlShell) *Fault {
+	sb := &shellBody{id: strings.ToUpper(strings.TrimSpace(s.ShellID))}
+	kind, outs := "cmd shell", []string{"stdout", "stderr"}
+	if req.ps {
+		kind, outs = "PowerShell endpoint", []string{"stdout"}
+	}
 	for _, in := range s.InputStreams {
 		for _, name := range strings.Fields(in) {
 			if name != "stdin" && name != "pr" {
-				return faultInvalidParameter(fmt.Sprintf("Input stream %q is not supported by the cmd shell.", name))
+				return faultInvalidParameter(fmt.Sprintf("Input stream %q is not supported by the %s.", name, kind))
 			}
+			sb.inputs = append(sb.inputs, name)
 		}
 	}
 	for _, out := range s.OutputStreams {
 		for _, name := range strings.Fields(out) {
-			if name != "stdout" && name != "stderr" {
-				return faultInvalidParameter(fmt.Sprintf("Output stream %q is not supported by the cmd shell.", name))
+			if !slices.Contains(outs, name) {
+				return faultInvalidParameter(fmt.Sprintf("Output stream %q is not supported by the %s.", name, kind))
 			}
+			sb.outputs = append(sb.outputs, name)
 		}
 	}
+	switch {
+	case len(s.CreationXML) > 1:
+		return faultInvalidBody("rsp:Shell has more than one creationXml.")
+	case len(s.CreationXML) == 1 && !req.ps:
+		return faultInvalidBody("creationXml is only valid for a PowerShell endpoint.")
+	case len(s.CreationXML) == 1:
+		data, err := decodeBase64(s.CreationXML[0])
+		if err != nil {
+			return faultInvalidBody(fmt.Sprintf("creationXml is not base64: %v.", err))
+		}
+		sb.creationXML = data
+	}
+	req.shell = sb
 	return nil
 }
 
-func parseSendStream(i int, s xmlStream) (sendStream, *Fault) {
+func parseSendStream(i int, s xmlStream, ps bool) (sendStream, *Fault) {
 	st := sendStream{name: s.Name, commandID: strings.ToUpper(strings.TrimSpace(s.CommandID))}
-	if st.name != "stdin" {
+	if st.name != "stdin" && (st.name != "pr" || !ps) {
 		return st, faultInvalidParameter(fmt.Sprintf("rsp:Stream %d: Name %q is not an input stream of this shell.", i, s.Name))
 	}
-	if st.commandID == "" {
+	if st.commandID == "" && !ps {
 		return st, faultInvalidParameter(fmt.Sprintf("rsp:Stream %d has no CommandId.", i))
 	}
 	switch strings.ToLower(strings.TrimSpace(s.End)) {

@@ -227,6 +227,9 @@ func (s *Server) commandFor(user, shellID, commandID string, hold bool) (*shell,
 		if sh.isTerminated(commandID) {
 			return nil, nil, FaultCommandTerminated()
 		}
+		if sh.ps {
+			return nil, nil, faultUnknownCommand()
+		}
 		return nil, nil, faultInvalidParameter(fmt.Sprintf("CommandId %s is not a command of shell %s.", commandID, sh.id))
 	}
 	if hold {
@@ -372,11 +375,9 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) error {
 // Runner's context but keep the command so its exit code is delivered.
 func (s *Server) signal(req *request, user string) ([]byte, error) {
 	sb := req.signal
-	code := sb.code
-	switch code {
-	case signalTerminate, signalCtrlC, signalCtrlBreak, signalPSCtrlC:
-	default:
-		return nil, faultInvalidParameter(fmt.Sprintf("Signal code %q is not supported.", code))
+	code := canonicalSignal(sb.code)
+	if code == "" {
+		return nil, faultInvalidParameter(fmt.Sprintf("Signal code %q is not supported.", sb.code))
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -398,6 +399,8 @@ func (s *Server) signal(req *request, user string) ([]byte, error) {
 			return marshalEmptyResponse(actionSignalResponse, req.messageID, `<rsp:SignalResponse/>`), nil
 		case terminated:
 			return nil, FaultCommandTerminated()
+		case sh.ps:
+			return nil, faultUnknownCommand()
 		}
 		return nil, faultInvalidParameter(fmt.Sprintf("CommandId %s is not a command of shell %s.", sb.commandID, sh.id))
 	}
@@ -409,6 +412,11 @@ func (s *Server) signal(req *request, user string) ([]byte, error) {
 		}
 		s.mu.Unlock()
 		c.terminate(ErrTerminated, FaultCommandTerminated())
+	} else if c.ps {
+		// A PowerShell pipeline is stopped, not killed: it reports
+		// PIPELINE_STATE Stopped and the pool lives on (MS-PSRP 3.1.5.3.14).
+		s.mu.Unlock()
+		c.interruptOnce()
 	} else {
 		s.mu.Unlock()
 		c.terminate(ErrInterrupted, nil)
@@ -434,4 +442,22 @@ func (s *Server) deleteShell(req *request, user string) ([]byte, error) {
 	s.stats.add(func(st *Stats) { st.ShellsDeleted++ })
 	s.log.Debug("wsman shell deleted", "shell", sh.id, "user", sh.user)
 	return marshalEmptyResponse(actionDeleteResponse, req.messageID, ""), nil
+}
+
+// canonicalSignal maps a Signal code to its constant, matching it
+// case-insensitively: pypsrp sends ".../signal/Terminate" and Windows takes
+// it (pypsrp test_psrp_multiple_invocations.yml). Unknown codes give "".
+func canonicalSignal(code string) string {
+	switch {
+	case strings.EqualFold(code, signalTerminate):
+		return signalTerminate
+	case strings.EqualFold(code, signalCtrlC):
+		return signalCtrlC
+	case strings.EqualFold(code, signalCtrlBreak):
+		return signalCtrlBreak
+	case strings.EqualFold(code, signalPSCtrlC), strings.EqualFold(code, signalPSCrtlC),
+		strings.EqualFold(code, signalPSCtrlCRelative), strings.EqualFold(code, signalPSCrtlCRelative):
+		return signalPSCtrlC
+	}
+	return ""
 }

@@ -76,6 +76,12 @@ type Options struct {
 	MaxReceiveBytes int
 	// Logger receives debug events; nil discards them.
 	Logger *slog.Logger
+	// PowerShell, when set, serves the PowerShell endpoints named in
+	// PowerShellConfigurations (ResourceURI
+	// http://schemas.microsoft.com/powershell/<name>), on /wsman and on
+	// /PowerShell/ (Exchange's virtual directory, which serves only them).
+	PowerShell               PowerShellHost
+	PowerShellConfigurations []string
 }
 
 // Validate reports the first option set to an impossible value, naming it.
@@ -208,9 +214,11 @@ func NewServer(opts Options, r Runner) *Server {
 	return s
 }
 
-// ServeHTTP serves POST /wsman; other paths get 404 and other methods 405.
+// ServeHTTP serves POST /wsman, and /PowerShell/ when a PowerShellHost is
+// set; other paths get 404 and other methods 405.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/wsman" {
+	psPath := s.opts.PowerShell != nil && isPowerShellPath(r.URL.Path)
+	if r.URL.Path != "/wsman" && !psPath {
 		s.stats.add(func(st *Stats) { st.BadHTTP++ })
 		http.NotFound(w, r)
 		return
@@ -257,6 +265,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	req, fault := parseEnvelope(body)
+	if fault == nil && psPath && !req.ps {
+		// Exchange's /PowerShell virtual directory hosts only the
+		// PowerShell plugin, not WinRS.
+		fault = faultResourceNotFound(req.resourceURI)
+	}
 	name := shortAction(req.action)
 	s.stats.add(func(st *Stats) { st.Requests[name]++ })
 	var resp []byte
@@ -381,7 +394,32 @@ func (s *Server) injectFault() bool {
 	return true
 }
 
+// isPowerShellPath matches Exchange's virtual directory, which IIS matches
+// case-insensitively, with or without the trailing slash.
+func isPowerShellPath(p string) bool {
+	return strings.EqualFold(strings.TrimSuffix(p, "/"), "/PowerShell")
+}
+
+// kindMismatch reports a request addressing a shell of the other kind (a
+// cmd shell with a PowerShell ResourceURI or the reverse), which Windows
+// cannot find under that resource.
+func (s *Server) kindMismatch(req *request) bool {
+	if req.shellID == "" {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh := s.shells[req.shellID]
+	return sh != nil && (sh.ps != req.ps || sh.ps && !strings.EqualFold(sh.resourceURI, req.resourceURI))
+}
+
 func (s *Server) dispatch(ctx context.Context, r *http.Request, req *request, user string) ([]byte, error) {
+	if req.action != actionCreate && s.kindMismatch(req) {
+		return nil, FaultInvalidSelectors(req.shellID)
+	}
+	if req.ps {
+		return s.dispatchPS(ctx, r, req, user)
+	}
 	switch req.action {
 	case actionCreate:
 		return s.create(r, req, user)
@@ -553,6 +591,9 @@ func (s *Server) removeShellLocked(sh *shell, cause error, f *Fault) {
 	sh.commands = map[string]*command{}
 	for _, c := range cmds {
 		c.terminate(cause, f)
+	}
+	if sh.poolCmd != nil {
+		sh.poolCmd.terminate(cause, f)
 	}
 	n := len(s.shells)
 	s.stats.add(func(st *Stats) { st.CurrentShells = n })

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,8 +40,14 @@ type shell struct {
 	clientIP string
 	created  time.Time
 	options  map[string]string
+	// PowerShell shells (runspace pools): the ResourceURI, the Pool and the
+	// pseudo-command whose buffers carry the pool's own messages.
+	resourceURI string
+	ps          bool
+	poolCmd     *command
 
 	// guarded by Server.mu
+	pool         Pool
 	lastActivity time.Time
 	pending      int // requests in flight (long-polls) that count as activity
 	commands     map[string]*command
@@ -54,6 +61,11 @@ func (sh *shell) isTerminated(id string) bool {
 		}
 	}
 	return false
+}
+
+// untombstone forgets that id was terminated, when a client reuses it.
+func (sh *shell) untombstone(id string) {
+	sh.terminated = slices.DeleteFunc(sh.terminated, func(t string) bool { return t == id })
 }
 
 func (sh *shell) addTombstone(id string) {
@@ -72,6 +84,11 @@ type command struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	exited  atomic.Bool // mirrors state for lock-free quota counting
+	// PowerShell pipelines: ctrl_c closes interrupt instead of cancelling
+	// ctx, so the pipeline can still report itself Stopped.
+	ps        bool
+	interrupt chan struct{}
+	stopOnce  sync.Once
 
 	mu       sync.Mutex
 	wake     chan struct{}
