@@ -344,7 +344,22 @@ func (e *RemoteError) class() string {
 		return ClassNotFound
 	case "PermissionDenied", "SecurityError", "AuthenticationError":
 		return ClassDenied
-	case "InvalidArgument", "InvalidData", "InvalidType", "InvalidOperation":
+	case "InvalidArgument", "InvalidData", "InvalidType":
+		return ClassInvalidArg
+	}
+	// Exchange reports most cmdlet errors as NotSpecified; its
+	// FullyQualifiedErrorId names the exception instead
+	// ("[FailureCategory=Cmdlet-ManagementObjectNotFoundException] …"),
+	// in every language, and so does the exception type.
+	id := e.FQID + " " + e.Type
+	switch {
+	case strings.Contains(id, "ObjectNotFound"):
+		return ClassNotFound
+	case strings.Contains(id, "AccessDenied"), strings.Contains(id, "UnauthorizedAccess"),
+		strings.Contains(id, "CommandNotFoundException"): // RBAC: a cmdlet the roles do not grant does not exist
+		return ClassDenied
+	case strings.Contains(id, "ParameterBinding"), strings.Contains(id, "DataValidationException"),
+		strings.Contains(id, "ArgumentException"), strings.Contains(id, "InvalidArgument"):
 		return ClassInvalidArg
 	}
 	return ClassRemote
