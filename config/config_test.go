@@ -133,15 +133,26 @@ func TestValidate(t *testing.T) {
 	f("realm without kerberos", func(c *Config) { c.Exchange.Realm = "CONTOSO.COM" },
 		`exchange.realm: only used with auth = "kerberos", got auth = "ntlm"`)
 	f("tls knobs without https", func(c *Config) {
+		c.Exchange.Mode = "remoting"
 		c.Exchange.HTTPS, c.Exchange.CAFile, c.Exchange.InsecureSkipVerify = false, "ca.pem", true
 	},
 		"exchange.ca_file: set, but exchange.https is false",
 		"exchange.insecure_skip_verify: set, but exchange.https is false",
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel",
 		"exchange.insecure_skip_verify: contradicts exchange.ca_file; set one of them")
-	f("second hop over http", func(c *Config) { c.Exchange.HTTPS = false },
+	f("second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "remoting" },
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel")
-	f("no second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false })
+	f("no second hop over http", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.SecondHopCredential, c.Exchange.Mode = false, false, "remoting"
+	})
+	f("psrp over http", func(c *Config) { c.Exchange.HTTPS = false },
+		`exchange.servers[0]: "ex1.contoso.com" is not a loopback address: mode = "psrp" needs exchange.https = true`)
+	f("psrp over http to loopback", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Servers = false, []string{"127.0.0.1", "localhost"} })
+	f("psrp endpoint", func(c *Config) { c.Exchange.EndpointPath, c.Exchange.ConfigurationName = "PowerShell", "Microsoft Exchange" },
+		`exchange.endpoint_path: "PowerShell" is not an absolute URL path (like /PowerShell/)`,
+		`exchange.configuration_name: "Microsoft Exchange" is not a session configuration name (like Microsoft.Exchange)`)
+	f("unknown mode", func(c *Config) { c.Exchange.Mode = "winrs" },
+		`exchange.mode: must be "psrp", "remoting" or "snapin", got "winrs"`)
 	f("snapin over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "snapin" })
 	f("timeouts", func(c *Config) {
 		c.Exchange.RequestTimeout = Dur(0)
@@ -411,7 +422,8 @@ func TestRunspaceOptions(t *testing.T) {
 	}
 	want := runspace.Options{
 		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, HTTPS: true, CACert: []byte(pem),
-		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
+		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "psrp",
+		EndpointPath: "/PowerShell/", ConfigurationName: "Microsoft.Exchange", SecondHopCredential: true,
 		CASFailover: true, Parallel: true, Size: 12, PowerShellMaxConcurrency: 18, MaxRequestsPerSession: 1000,
 		MaxSessionAge: time.Hour, RequestTimeout: 5 * time.Minute, ConnectTimeout: time.Minute, OperationTimeout: 20 * time.Second,
 	}

@@ -78,6 +78,8 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 		KrbConfig:                e.Krb5Conf,
 		SPN:                      e.SPN,
 		Mode:                     e.Mode,
+		EndpointPath:             e.EndpointPath,
+		ConfigurationName:        e.ConfigurationName,
 		SecondHopCredential:      e.SecondHopCredential,
 		CASFailover:              e.CASFailover,
 		Parallel:                 e.EnableParallelCommandSupport,

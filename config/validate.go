@@ -171,7 +171,7 @@ func (e *Exchange) validate(v *validator) {
 	if e.InsecureSkipVerify && !e.HTTPS {
 		v.errorf("exchange.insecure_skip_verify", "set, but exchange.https is false")
 	}
-	if e.SecondHopCredential && e.Mode != runspace.ModeSnapin && !e.HTTPS {
+	if e.SecondHopCredential && e.Mode == runspace.ModeRemoting && !e.HTTPS {
 		v.errorf("exchange.second_hop_credential", "needs exchange.https = true: the password is passed over the WinRM channel")
 	}
 	if e.InsecureSkipVerify && e.CAFile != "" {
@@ -197,7 +197,26 @@ func (e *Exchange) validate(v *validator) {
 			v.errorf("exchange.spn", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
 		}
 	}
-	v.oneOf("exchange.mode", e.Mode, runspace.ModeRemoting, runspace.ModeSnapin)
+	v.oneOf("exchange.mode", e.Mode, runspace.ModePSRP, runspace.ModeRemoting, runspace.ModeSnapin)
+	if e.Mode == runspace.ModePSRP {
+		// The /PowerShell/ endpoint carries the account's credentials and
+		// every cmdlet; Kerberos message encryption over plain HTTP is not
+		// offered, so HTTPS with a verified certificate is required, plain
+		// HTTP only to this machine (tests, a local proxy).
+		if !e.HTTPS {
+			for i, s := range e.Servers {
+				if !isLoopback(s) {
+					v.errorf(fmt.Sprintf("exchange.servers[%d]", i), "%q is not a loopback address: mode = \"psrp\" needs exchange.https = true", s)
+				}
+			}
+		}
+		if !endpointPathRe.MatchString(e.EndpointPath) {
+			v.errorf("exchange.endpoint_path", "%q is not an absolute URL path (like /PowerShell/)", e.EndpointPath)
+		}
+		if !configNameRe.MatchString(e.ConfigurationName) {
+			v.errorf("exchange.configuration_name", "%q is not a session configuration name (like Microsoft.Exchange)", e.ConfigurationName)
+		}
+	}
 	v.intRange("exchange.powershell_max_concurrency", e.PowerShellMaxConcurrency, 2, 1000)
 	if e.PowerShellMaxConcurrency >= 2 {
 		v.intRange("exchange.runspaces", e.Runspaces, 1, min(e.PowerShellMaxConcurrency-1, runspace.MaxSize))
@@ -402,3 +421,8 @@ func (n *Notify) validate(v *validator) {
 		v.address(fmt.Sprintf("notify.admin_recipients[%d]", i), a)
 	}
 }
+
+var (
+	endpointPathRe = regexp.MustCompile(`^/[A-Za-z0-9._/-]{0,200}$`)
+	configNameRe   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+)
