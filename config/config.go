@@ -40,7 +40,7 @@ type Exchange struct {
 	PasswordFile       string   `toml:"password_file"` // owner-only file
 	Realm              string   `toml:"realm"`         // kerberos realm (or user@REALM)
 	Krb5Conf           string   `toml:"krb5_conf"`
-	SPN                string   `toml:"spn"`  // kerberos; default HTTP/<server>
+	SPN                string   `toml:"spn"` // kerberos; default HTTP/<server>
 	// Mode is psrp (the default: MS-PSRP to the CAS's own /PowerShell/
 	// endpoint, Exchange RBAC rights only), remoting or snapin (both WinRS:
 	// they need WinRM shell rights on the target host).

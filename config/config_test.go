@@ -148,7 +148,9 @@ func TestValidate(t *testing.T) {
 	f("psrp over http", func(c *Config) { c.Exchange.HTTPS = false },
 		`exchange.servers[0]: "ex1.contoso.com" is not a loopback address: mode = "psrp" needs exchange.https = true`)
 	f("psrp over http to loopback", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Servers = false, []string{"127.0.0.1", "localhost"} })
-	f("psrp endpoint", func(c *Config) { c.Exchange.EndpointPath, c.Exchange.ConfigurationName = "PowerShell", "Microsoft Exchange" },
+	f("psrp endpoint", func(c *Config) {
+		c.Exchange.EndpointPath, c.Exchange.ConfigurationName = "PowerShell", "Microsoft Exchange"
+	},
 		`exchange.endpoint_path: "PowerShell" is not an absolute URL path (like /PowerShell/)`,
 		`exchange.configuration_name: "Microsoft Exchange" is not a session configuration name (like Microsoft.Exchange)`)
 	f("unknown mode", func(c *Config) { c.Exchange.Mode = "winrs" },

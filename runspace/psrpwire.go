@@ -2,7 +2,6 @@ package runspace
 
 import (
 	"encoding/base64"
-	"encoding/xml"
 	"fmt"
 	"strconv"
 	"strings"
@@ -148,66 +147,64 @@ type receiveResult struct {
 }
 
 // parseReceive reads a ReceiveResponse: every rsp:Stream (base64 PSRP
-// fragments) and whether the command is Done.
+// fragments) and whether the command is Done. The envelope is the
+// server's SOAP, already checked for faults by the transport; a tag scan
+// finds what is needed without the cost of a full XML decoder over
+// ~150 KB of base64 per response.
 func parseReceive(body string) (receiveResult, error) {
 	var r receiveResult
-	d := xml.NewDecoder(strings.NewReader(body))
-	inStream := false
-	var text []byte
 	sawBody := false
-	for {
-		tok, err := d.Token()
-		if err != nil {
-			if err.Error() == "EOF" {
-				break
-			}
-			return r, fmt.Errorf("wsman Receive: %w: %v", ErrProtocol, err)
+	for i := 0; ; {
+		lt := strings.IndexByte(body[i:], '<')
+		if lt < 0 {
+			break
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			switch t.Name.Local {
-			case "ReceiveResponse":
-				sawBody = true
-			case "Stream":
-				inStream, text = true, text[:0]
-			case "CommandState":
-				for _, a := range t.Attr {
-					if a.Name.Local == "State" && a.Value == commandDone {
-						r.done = true
-					}
-				}
+		i += lt + 1
+		gt := strings.IndexByte(body[i:], '>')
+		if gt < 0 {
+			return r, fmt.Errorf("wsman Receive: %w: unterminated tag", ErrProtocol)
+		}
+		tag := body[i : i+gt]
+		i += gt + 1
+		if tag == "" || tag[0] == '/' || tag[0] == '?' || tag[0] == '!' {
+			continue
+		}
+		name, attrs, _ := strings.Cut(tag, " ")
+		if c := strings.IndexByte(name, ':'); c >= 0 {
+			name = name[c+1:]
+		}
+		name = strings.TrimSuffix(name, "/")
+		switch name {
+		case "ReceiveResponse":
+			sawBody = true
+		case "CommandState":
+			if strings.Contains(attrs, `State="`+commandDone+`"`) {
+				r.done = true
 			}
-		case xml.CharData:
-			if inStream {
-				text = append(text, t...)
+		case "Stream":
+			if strings.HasSuffix(tag, "/") {
+				continue
 			}
-		case xml.EndElement:
-			if t.Name.Local == "Stream" && inStream {
-				inStream = false
-				b, err := base64.StdEncoding.AppendDecode(nil, trimSpaceBytes(text))
-				if err != nil {
-					return r, fmt.Errorf("wsman Receive: %w: stream: %v", ErrProtocol, err)
-				}
-				if len(b) > 0 {
-					r.streams = append(r.streams, b)
-				}
+			end := strings.IndexByte(body[i:], '<')
+			if end < 0 {
+				return r, fmt.Errorf("wsman Receive: %w: unterminated stream", ErrProtocol)
 			}
+			text := strings.TrimSpace(body[i : i+end])
+			i += end
+			if text == "" {
+				continue
+			}
+			b, err := base64.StdEncoding.DecodeString(text)
+			if err != nil {
+				return r, fmt.Errorf("wsman Receive: %w: stream: %v", ErrProtocol, err)
+			}
+			r.streams = append(r.streams, b)
 		}
 	}
 	if !sawBody {
 		return r, fmt.Errorf("wsman Receive: %w: no ReceiveResponse in the answer", ErrProtocol)
 	}
 	return r, nil
-}
-
-func trimSpaceBytes(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\r' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // parseMaxEnvelopeKB reads cfg:MaxEnvelopeSizekb from a config GetResponse.
