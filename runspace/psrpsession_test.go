@@ -101,3 +101,34 @@ func TestPSRPErrorClassification(t *testing.T) {
 		t.Errorf("broken session record: %v", err)
 	}
 }
+
+// FuzzParseReceive feeds ReceiveResponse bodies (seeded with Windows'
+// recorded ones) to the tag scan: it must never panic, and whatever it
+// accepts must be base64-decoded stream data.
+func FuzzParseReceive(f *testing.F) {
+	for _, name := range []string{"test_psrp_error_failed.yml", "test_psrp_long_running_cmdlet.yml"} {
+		ex, err := psrptest.Load(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, x := range ex {
+			if strings.Contains(x.Response, "ReceiveResponse") {
+				f.Add(x.Response)
+			}
+		}
+	}
+	f.Add(`<s:Envelope><s:Body><rsp:ReceiveResponse><rsp:Stream Name="stdout"/><rsp:Stream Name="stdout">!!</rsp:Stream></rsp:ReceiveResponse></s:Body></s:Envelope>`)
+	f.Fuzz(func(t *testing.T, body string) {
+		r, err := parseReceive(body)
+		if err != nil {
+			return
+		}
+		var a psrp.Assembler
+		for _, s := range r.streams {
+			if len(s) == 0 {
+				t.Fatal("empty stream accepted")
+			}
+			_ = a.Write(s, func([]byte) error { return nil })
+		}
+	})
+}
