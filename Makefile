@@ -33,8 +33,14 @@ demo: build
 # sync per round for EASCONNECTOR_SOAK_DURATION (default 10m) with a CAS
 # listener killed and restarted and Graph throttling, ending with a full sync
 # that must write nothing. EASCONNECTOR_SOAK_DEVICES sets the fleet size.
+#
+# Then the crash run: the real easconnector killed with SIGKILL at 24 random
+# points of its writes (fleets of 100, 400 and 1,500 devices), restarted,
+# the MDM changed and synced again; each must end as a run without the kill,
+# with every written entry in the audit log (`make test` runs 4 small ones).
 loadtest:
 	$(GO) test -run TestLoadSoak -timeout 60m -v ./loadtest/soak/
+	$(GO) test -run TestCrashLoad -timeout 30m -v ./cmd/easconnector/
 
 lint:
 	@unformatted=$$(gofmt -l . 2>&1); \

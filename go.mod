@@ -3,7 +3,7 @@ module github.com/easconnector/easconnector
 go 1.26.0
 
 require (
-	github.com/Azure/go-ntlmssp v0.0.0-20221128193559-754e69321358
+	github.com/Azure/go-ntlmssp v0.1.1
 	github.com/VictoriaMetrics/metrics v1.45.0
 	github.com/dgraph-io/ristretto/v2 v2.4.2
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6

@@ -46,7 +46,7 @@ func BenchmarkSessionKinds(b *testing.B) {
 	p, _ := strconv.Atoi(port)
 	for _, mode := range []string{runspace.ModePSRP, runspace.ModeRemoting} {
 		o := runspace.Options{
-			Servers: []string{host}, Port: p, Auth: runspace.AuthBasic,
+			Servers: []string{host}, Port: p, Auth: runspace.AuthBasic, PlainHTTP: true,
 			User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword), Mode: mode,
 			ConnectTimeout: 60 * time.Second, RequestTimeout: 10 * time.Minute, OperationTimeout: 20 * time.Second,
 		}

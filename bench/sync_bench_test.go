@@ -97,6 +97,7 @@ func newBed(b *testing.B, devices, size int, profile string) *bed {
 	}
 	t.pool, err = runspace.NewPool(runspace.Options{
 		Servers: t.sim.Hosts(), Port: t.sim.Port(), User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
+		PlainHTTP: true, Auth: runspace.AuthBasic,
 		Parallel: true, Size: size, ConnectTimeout: time.Minute, RequestTimeout: 30 * time.Minute,
 	})
 	if err != nil {

@@ -12,7 +12,9 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/runspace"
+	"github.com/easconnector/easconnector/server"
 )
 
 // Config is the whole configuration file.
@@ -29,18 +31,22 @@ type Config struct {
 
 // Exchange is the [exchange] section: how to reach Exchange over WinRM.
 type Exchange struct {
-	Servers            []string `toml:"servers"`              // WinRM hosts in preference order
-	Port               int      `toml:"port"`                 // 0: 443 in psrp mode; WinRS 5985, or 5986 with https
-	HTTPS              bool     `toml:"https"`                // WinRM over TLS
-	CAFile             string   `toml:"ca_file"`              // PEM roots for the server certificate
-	InsecureSkipVerify bool     `toml:"insecure_skip_verify"` // lab use only
-	Auth               string   `toml:"auth"`                 // basic, ntlm or kerberos
-	User               string   `toml:"user"`
-	PasswordEnv        string   `toml:"password_env"`  // name of an environment variable
-	PasswordFile       string   `toml:"password_file"` // owner-only file
-	Realm              string   `toml:"realm"`         // kerberos realm (or user@REALM)
-	Krb5Conf           string   `toml:"krb5_conf"`
-	SPN                string   `toml:"spn"` // kerberos; default HTTP/<server>
+	Servers []string `toml:"servers"` // Client Access servers (psrp) or WinRM hosts, in preference order
+	Port    int      `toml:"port"`    // 0: 443 in psrp mode; WinRS 5985, or 5986 with https
+	HTTPS   bool     `toml:"https"`   // TLS (WinRS: WinRM over TLS)
+	// AllowUnencrypted permits https = false to hosts that are not
+	// loopback: every cmdlet, and with basic the password, in clear text.
+	AllowUnencrypted   bool   `toml:"allow_unencrypted"`
+	CAFile             string `toml:"ca_file"`              // PEM roots for the server certificate
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"` // lab use only
+	Auth               string `toml:"auth"`                 // basic, ntlm or kerberos
+	User               string `toml:"user"`
+	PasswordEnv        string `toml:"password_env"`  // name of an environment variable
+	PasswordFile       string `toml:"password_file"` // owner-only file
+	Realm              string `toml:"realm"`         // kerberos realm (or user@REALM)
+	Krb5Conf           string `toml:"krb5_conf"`
+	SPN                string `toml:"spn"`         // kerberos; default HTTP/<server>
+	KeytabFile         string `toml:"keytab_file"` // kerberos: log in with these keys, not the password (owner-only file)
 	// Mode is psrp (the default: MS-PSRP to the CAS's own /PowerShell/
 	// endpoint, Exchange RBAC rights only), remoting or snapin (both WinRS:
 	// they need WinRM shell rights on the target host).
@@ -131,6 +137,8 @@ type Guard struct {
 	MinMDMRatio       float64 `toml:"min_mdm_ratio"`
 	MaxNewBlocks      int     `toml:"max_new_blocks"`
 	MaxNewBlocksRatio float64 `toml:"max_new_blocks_ratio"`
+	// PlanMaxAge: a held plan older than this can no longer be approved.
+	PlanMaxAge Duration `toml:"plan_max_age"`
 }
 
 // Sync is the [sync] section: the schedule and where state lives.
@@ -140,15 +148,29 @@ type Sync struct {
 	FullAt          string   `toml:"full_at"` // local time of day, "HH:MM"
 	StateDir        string   `toml:"state_dir"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// AuditMaxBytes rotates audit.jsonl before it grows past this size;
+	// AuditKeep rotated files are kept (0: all).
+	AuditMaxBytes int `toml:"audit_max_bytes"`
+	AuditKeep     int `toml:"audit_keep"`
 }
 
 // Server is the [server] section: the admin HTTP endpoint.
 type Server struct {
-	Listen    string `toml:"listen"` // host:port; "" disables the server
-	TokenEnv  string `toml:"token_env"`
-	TokenFile string `toml:"token_file"`
-	TLSCert   string `toml:"tls_cert"`
-	TLSKey    string `toml:"tls_key"`
+	Listen string `toml:"listen"` // host:port; "" disables the server
+	// The admin token may do everything; the read-only token only GETs.
+	TokenEnv      string `toml:"token_env"`
+	TokenFile     string `toml:"token_file"`
+	ReadTokenEnv  string `toml:"read_token_env"`
+	ReadTokenFile string `toml:"read_token_file"`
+	TLSCert       string `toml:"tls_cert"`
+	TLSKey        string `toml:"tls_key"`
+	// AllowedHosts are names, besides the listen host, that clients may
+	// use in the Host header (a DNS alias, a load balancer's name).
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// LoopbackPublicCounts shows the status page's aggregate view (status,
+	// sync results, counts; no addresses, names or DeviceIds) without a
+	// token, when the server listens on loopback only. Off by default.
+	LoopbackPublicCounts bool `toml:"loopback_public_counts"`
 }
 
 // Notify is the [notify] section: mail to users whose device is blocked or
@@ -174,7 +196,7 @@ const (
 	DefaultGraphAuthority  = "https://login.microsoftonline.com"
 	DefaultGraphURL        = "https://graph.microsoft.com"
 	DefaultGraphPageSize   = 1000
-	DefaultListen          = "127.0.0.1:8443"
+	DefaultListen          = server.DefaultListen
 	DefaultSMTPPort        = 587
 	DefaultEnrollmentURL   = "https://portal.manage.microsoft.com"
 	DefaultQuickInterval   = 2 * time.Hour
@@ -226,6 +248,7 @@ func Default() Config {
 			MinMDMRatio:       DefaultMinMDMRatio,
 			MaxNewBlocks:      DefaultMaxNewBlocks,
 			MaxNewBlocksRatio: DefaultMaxBlocksRatio,
+			PlanMaxAge:        Dur(pipeline.DefaultHeldPlanMaxAge),
 		},
 		Sync: Sync{
 			QuickInterval:   Dur(DefaultQuickInterval),
@@ -233,6 +256,8 @@ func Default() Config {
 			FullAt:          DefaultFullAt,
 			StateDir:        defaultStateDir(),
 			ShutdownTimeout: Dur(DefaultShutdownTimeout),
+			AuditMaxBytes:   pipeline.DefaultAuditMaxBytes,
+			AuditKeep:       pipeline.DefaultAuditKeep,
 		},
 		Server: Server{Listen: DefaultListen},
 		Notify: Notify{
@@ -307,7 +332,7 @@ func decode(name string, r io.Reader) (*Config, error) {
 // normalize makes empty lists nil, so that a list written as [] and an
 // absent one compare equal (where the difference means nothing).
 func (c *Config) normalize() {
-	for _, l := range []*[]string{&c.Exchange.Servers, &c.MDM.IncludedGroups, &c.MDM.ExcludedGroups, &c.Notify.AdminRecipients} {
+	for _, l := range []*[]string{&c.Exchange.Servers, &c.MDM.IncludedGroups, &c.MDM.ExcludedGroups, &c.Notify.AdminRecipients, &c.Server.AllowedHosts} {
 		if len(*l) == 0 {
 			*l = nil
 		}
@@ -327,10 +352,10 @@ func displayName(name string) string {
 // resolvePaths makes relative file paths relative to dir.
 func (c *Config) resolvePaths(dir string) {
 	for _, p := range []*string{
-		&c.Exchange.CAFile, &c.Exchange.PasswordFile, &c.Exchange.Krb5Conf,
+		&c.Exchange.CAFile, &c.Exchange.PasswordFile, &c.Exchange.Krb5Conf, &c.Exchange.KeytabFile,
 		&c.MDM.ClientSecretFile, &c.MDM.CertificateFile, &c.MDM.KeyFile, &c.MDM.File,
 		&c.Sync.StateDir,
-		&c.Server.TokenFile, &c.Server.TLSCert, &c.Server.TLSKey,
+		&c.Server.TokenFile, &c.Server.ReadTokenFile, &c.Server.TLSCert, &c.Server.TLSKey,
 		&c.Notify.PasswordFile, &c.Notify.TemplatesDir,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {

@@ -16,8 +16,10 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/runspace"
+	"github.com/easconnector/easconnector/server"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -132,22 +134,40 @@ func TestValidate(t *testing.T) {
 	f("kerberos user@REALM", func(c *Config) { c.Exchange.Auth, c.Exchange.User = "kerberos", "svc@CONTOSO.COM" })
 	f("realm without kerberos", func(c *Config) { c.Exchange.Realm = "CONTOSO.COM" },
 		`exchange.realm: only used with auth = "kerberos", got auth = "ntlm"`)
+	plain := `exchange.servers[0]: "ex1.contoso.com" is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that`
 	f("tls knobs without https", func(c *Config) {
 		c.Exchange.Mode = "remoting"
-		c.Exchange.HTTPS, c.Exchange.CAFile, c.Exchange.InsecureSkipVerify = false, "ca.pem", true
+		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.CAFile, c.Exchange.InsecureSkipVerify = false, true, "ca.pem", true
 	},
+		"exchange.insecure_skip_verify: refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead",
 		"exchange.ca_file: set, but exchange.https is false",
 		"exchange.insecure_skip_verify: set, but exchange.https is false",
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel",
 		"exchange.insecure_skip_verify: contradicts exchange.ca_file; set one of them")
-	f("second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "remoting" },
+	f("second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.Mode = false, true, "remoting" },
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel")
-	f("no second hop over http", func(c *Config) {
-		c.Exchange.HTTPS, c.Exchange.SecondHopCredential, c.Exchange.Mode = false, false, "remoting"
+	f("plain http to a remote host", func(c *Config) { c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false }, plain)
+	f("plain http to a remote literal", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false
+		c.Exchange.Servers = []string{"127.0.0.1", "10.0.0.5", "::1", "localhost"}
+	}, `exchange.servers[1]: "10.0.0.5" is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that`)
+	f("plain http allowed explicitly", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.SecondHopCredential, c.Exchange.AllowUnencrypted, c.Exchange.Mode = false, false, true, "remoting"
 	})
-	f("psrp over http", func(c *Config) { c.Exchange.HTTPS = false },
-		`exchange.servers[0]: "ex1.contoso.com" is not a loopback address: mode = "psrp" needs exchange.https = true`)
+	f("allow_unencrypted with https", func(c *Config) { c.Exchange.AllowUnencrypted, c.Exchange.Mode = true, "remoting" },
+		"exchange.allow_unencrypted: set, but exchange.https is true")
+	f("skip verify with second hop", func(c *Config) { c.Exchange.InsecureSkipVerify, c.Exchange.Mode = true, "remoting" },
+		"exchange.insecure_skip_verify: refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead")
+	f("skip verify without second hop", func(c *Config) {
+		c.Exchange.InsecureSkipVerify, c.Exchange.SecondHopCredential, c.Exchange.Mode = true, false, "remoting"
+	})
+	f("psrp plain http to a remote host", func(c *Config) { c.Exchange.HTTPS = false }, plain)
 	f("psrp over http to loopback", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Servers = false, []string{"127.0.0.1", "localhost"} })
+	f("psrp refuses unencrypted and unverified", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.Servers = false, true, []string{"127.0.0.1"}
+	}, `exchange.allow_unencrypted: not with mode = "psrp": the /PowerShell/ endpoint needs https = true (plain HTTP only to loopback)`)
+	f("psrp skip verify", func(c *Config) { c.Exchange.InsecureSkipVerify = true },
+		`exchange.insecure_skip_verify: not with mode = "psrp": the server certificate must be verified; set ca_file for a private CA`)
 	f("psrp endpoint", func(c *Config) {
 		c.Exchange.EndpointPath, c.Exchange.ConfigurationName = "PowerShell", "Microsoft Exchange"
 	},
@@ -155,7 +175,10 @@ func TestValidate(t *testing.T) {
 		`exchange.configuration_name: "Microsoft Exchange" is not a session configuration name (like Microsoft.Exchange)`)
 	f("unknown mode", func(c *Config) { c.Exchange.Mode = "winrs" },
 		`exchange.mode: must be "psrp", "remoting" or "snapin", got "winrs"`)
-	f("snapin over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "snapin" })
+	f("snapin over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "snapin" }, plain)
+	f("snapin over loopback http", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.Mode, c.Exchange.Servers = false, "snapin", []string{"127.0.0.1"}
+	})
 	f("timeouts", func(c *Config) {
 		c.Exchange.RequestTimeout = Dur(0)
 		c.Exchange.OperationTimeout = Dur(10 * time.Minute)
@@ -238,6 +261,22 @@ func TestValidate(t *testing.T) {
 	f("server secured", func(c *Config) {
 		c.Server.Listen, c.Server.TokenFile, c.Server.TLSCert, c.Server.TLSKey = "0.0.0.0:443", "t", "c.pem", "k.pem"
 	})
+	f("server read-only token on the network", func(c *Config) {
+		c.Server.Listen, c.Server.ReadTokenEnv, c.Server.TLSCert, c.Server.TLSKey = "0.0.0.0:443", "EASC_READ", "c.pem", "k.pem"
+	})
+	f("server tokens", func(c *Config) {
+		c.Server.ReadTokenEnv, c.Server.ReadTokenFile, c.Server.TokenEnv = "A", "f", "not a name"
+		c.Server.AllowedHosts = []string{"easc.contoso.com", "https://easc", "easc:8443"}
+	},
+		`server.token_env: "not a name" is not an environment variable name`,
+		`server.read_token_file: set only one of read_token_env and read_token_file`,
+		`server.allowed_hosts[1]: "https://easc" is not a host name or IP address (no scheme or port)`,
+		`server.allowed_hosts[2]: "easc:8443" is not a host name or IP address (no scheme or port)`)
+	f("public counts off loopback", func(c *Config) {
+		c.Server.Listen, c.Server.TokenFile, c.Server.TLSCert, c.Server.TLSKey = "0.0.0.0:443", "t", "c.pem", "k.pem"
+		c.Server.LoopbackPublicCounts = true
+	}, `server.loopback_public_counts: listen "0.0.0.0:443" is not loopback only (a literal loopback address, or a name whose every address is loopback)`)
+	f("public counts on loopback", func(c *Config) { c.Server.LoopbackPublicCounts = true })
 	f("server off", func(c *Config) { c.Server.Listen = "" })
 	f("server bad", func(c *Config) { c.Server.Listen, c.Server.TLSCert = "localhost", "c.pem" },
 		"server.tls_key: tls_cert and tls_key go together",
@@ -423,7 +462,7 @@ func TestRunspaceOptions(t *testing.T) {
 		t.Fatalf("RunspaceOptions() = %v", err)
 	}
 	want := runspace.Options{
-		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, HTTPS: true, CACert: []byte(pem),
+		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, CACert: []byte(pem),
 		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "psrp",
 		EndpointPath: "/PowerShell/", ConfigurationName: "Microsoft.Exchange", SecondHopCredential: true,
 		CASFailover: true, Parallel: true, Size: 12, PowerShellMaxConcurrency: 18, MaxRequestsPerSession: 1000,
@@ -577,4 +616,37 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted a config that Validate refuses: %v", err)
 		}
 	})
+}
+
+// TestListenLoopbackResolved: a listen name counts as loopback only when
+// every address it resolves to is loopback, so a localhost pointed at the
+// network still needs a token and TLS.
+func TestListenLoopbackResolved(t *testing.T) {
+	orig := resolver
+	t.Cleanup(func() { resolver = orig })
+	f := func(r hostaddr.Static, listen string, want ...string) {
+		t.Helper()
+		resolver = r
+		c := mustParse(t, minimal)
+		c.Server.Listen = listen
+		var got []string
+		if err := c.Validate(); err != nil {
+			got = strings.Split(err.Error(), "\n")
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("listen %s with %v: errors %q, want %q", listen, r, got, want)
+		}
+	}
+	f(hostaddr.Static{"localhost": {"127.0.0.1", "::1"}}, "localhost:8443")
+	f(hostaddr.Static{"localhost": {"192.0.2.7"}}, "localhost:8443",
+		`server.listen: "localhost:8443" is reachable from the network: set token_env or token_file`,
+		`server.listen: "localhost:8443" is reachable from the network: set tls_cert and tls_key`)
+	f(hostaddr.Static{"localhost": {"127.0.0.1", "192.0.2.7"}}, "localhost:8443",
+		`server.listen: "localhost:8443" is reachable from the network: set token_env or token_file`,
+		`server.listen: "localhost:8443" is reachable from the network: set tls_cert and tls_key`)
+	f(hostaddr.Static{}, "127.0.0.5:8443")
+	// The default is the server package's zero value.
+	if d := Default(); d.Server.Listen != server.DefaultListen || server.DefaultListen != "127.0.0.1:8443" {
+		t.Errorf("default listen %q, server's zero value %q: want both 127.0.0.1:8443", d.Server.Listen, server.DefaultListen)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -247,12 +248,17 @@ func (c *Config) PipelineOptions(exchangeDefault exchange.AccessLevel) (pipeline
 		workers = 1
 	}
 	o := pipeline.Options{
-		Policy:        pol,
-		Org:           c.OrgConfig(),
-		Guard:         c.GuardConfig(),
-		StateDir:      c.Sync.StateDir,
-		AdoptExisting: c.Policy.AdoptExisting,
-		Workers:       workers,
+		Policy:         pol,
+		Org:            c.OrgConfig(),
+		Guard:          c.GuardConfig(),
+		StateDir:       c.Sync.StateDir,
+		HeldPlanMaxAge: c.Guard.PlanMaxAge.Duration,
+		Audit:          pipeline.AuditOptions{MaxBytes: int64(c.Sync.AuditMaxBytes), Keep: c.Sync.AuditKeep},
+		AdoptExisting:  c.Policy.AdoptExisting,
+		Workers:        workers,
+	}
+	if o.Audit.Keep == 0 {
+		o.Audit.Keep = -1 // audit_keep = 0 keeps every file
 	}
 	if !o.Policy.Enabled {
 		o.Org = pipeline.OrgConfig{} // a disabled policy changes nothing, org settings included
@@ -302,14 +308,38 @@ func (c *Config) ServerOptions() (server.Options, error) {
 	if err != nil {
 		return server.Options{}, err
 	}
-	if !token.IsZero() && token.Len() < server.MinTokenLength {
-		field := "server.token_file"
-		if s.TokenEnv != "" {
-			field = "server.token_env"
-		}
-		return server.Options{}, &FieldError{Field: field, Msg: fmt.Sprintf("the token must be at least %d characters, got %d", server.MinTokenLength, token.Len())}
+	if err := checkToken(token, "server.token", s.TokenEnv); err != nil {
+		return server.Options{}, err
 	}
-	return server.Options{Listen: s.Listen, Token: token, TLSCert: s.TLSCert, TLSKey: s.TLSKey}, nil
+	read, err := s.ReadToken()
+	if err != nil {
+		return server.Options{}, err
+	}
+	if err := checkToken(read, "server.read_token", s.ReadTokenEnv); err != nil {
+		return server.Options{}, err
+	}
+	if !token.IsZero() && token.Reveal() == read.Reveal() {
+		field := "server.read_token_file"
+		if s.ReadTokenEnv != "" {
+			field = "server.read_token_env"
+		}
+		return server.Options{}, &FieldError{Field: field, Msg: "holds the admin token: the read-only token must differ"}
+	}
+	return server.Options{Listen: s.Listen, Token: token, ReadToken: read, TLSCert: s.TLSCert, TLSKey: s.TLSKey,
+		AllowedHosts: slices.Clone(s.AllowedHosts), LoopbackPublicCounts: s.LoopbackPublicCounts}, nil
+}
+
+// checkToken checks a token's length; field is the pair's name, env its
+// _env key's value (to name the key that was used).
+func checkToken(t secret.String, field, env string) error {
+	if t.IsZero() || t.Len() >= server.MinTokenLength {
+		return nil
+	}
+	field += "_file"
+	if env != "" {
+		field = strings.TrimSuffix(field, "_file") + "_env"
+	}
+	return &FieldError{Field: field, Msg: fmt.Sprintf("the token must be at least %d characters, got %d", server.MinTokenLength, t.Len())}
 }
 
 // noJitter stands for "no jitter": the scheduler reads a zero Jitter as

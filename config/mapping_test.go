@@ -183,6 +183,25 @@ func TestServerOptions(t *testing.T) {
 	f("0123456789abcdef0123\n", "")
 	f("short\n", "server.token_file: the token must be at least 16 characters, got 5")
 	f("", "server.token_file: "+token+" is empty")
+
+	// The read-only token, and the keys beside it.
+	os.WriteFile(token, []byte("0123456789abcdef0123\n"), 0o600)
+	t.Setenv("EASC_TEST_READ", "read-only-token-0123456789")
+	c.Server.ReadTokenEnv, c.Server.AllowedHosts, c.Server.LoopbackPublicCounts = "EASC_TEST_READ", []string{"easc.contoso.com"}, true
+	got, err := c.ServerOptions()
+	want := server.Options{Listen: "127.0.0.1:8443", Token: secret.New("0123456789abcdef0123"), ReadToken: secret.New("read-only-token-0123456789"),
+		AllowedHosts: []string{"easc.contoso.com"}, LoopbackPublicCounts: true}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("ServerOptions() = %+v, %v\nwant %+v", got, err, want)
+	}
+	t.Setenv("EASC_TEST_READ", "short-read")
+	if _, err := c.ServerOptions(); err == nil || err.Error() != "server.read_token_env: the token must be at least 16 characters, got 10" {
+		t.Errorf("ServerOptions(short read token) = %v", err)
+	}
+	t.Setenv("EASC_TEST_READ", "0123456789abcdef0123")
+	if _, err := c.ServerOptions(); err == nil || !strings.Contains(err.Error(), "read-only token must differ") || strings.Contains(err.Error(), "0123456789abcdef") {
+		t.Errorf("ServerOptions(read token = admin token) = %v", err)
+	}
 	c.Server.Listen = ""
 	if _, err := c.ServerOptions(); err == nil || !strings.HasPrefix(err.Error(), "server.listen: ") {
 		t.Errorf("ServerOptions(disabled) = %v", err)

@@ -31,6 +31,15 @@ func (s *Server) Token() (secret.String, error) {
 	return ReadSecret("server.token", s.TokenEnv, s.TokenFile)
 }
 
+// ReadToken reads the admin API's read-only bearer token; empty when none
+// is configured.
+func (s *Server) ReadToken() (secret.String, error) {
+	if s.ReadTokenEnv == "" && s.ReadTokenFile == "" {
+		return secret.String{}, nil
+	}
+	return ReadSecret("server.read_token", s.ReadTokenEnv, s.ReadTokenFile)
+}
+
 // Password reads the SMTP password; empty when none is configured.
 func (n *Notify) Password() (secret.String, error) {
 	if n.PasswordEnv == "" && n.PasswordFile == "" {
@@ -48,9 +57,17 @@ const maxCAFileSize = 4 << 20
 // whatever runspaces says (runspace.Options.Parallel).
 func (c *Config) RunspaceOptions() (runspace.Options, error) {
 	e := &c.Exchange
-	pw, err := e.Password()
-	if err != nil {
-		return runspace.Options{}, err
+	var pw secret.String
+	if e.PasswordEnv != "" || e.PasswordFile != "" || e.KeytabFile == "" {
+		var err error
+		if pw, err = e.Password(); err != nil {
+			return runspace.Options{}, err
+		}
+	}
+	if e.KeytabFile != "" {
+		if err := checkKeytab(e.KeytabFile); err != nil {
+			return runspace.Options{}, err
+		}
 	}
 	var ca []byte
 	if e.CAFile != "" {
@@ -68,7 +85,8 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 	return runspace.Options{
 		Servers:                  slices.Clone(e.Servers),
 		Port:                     e.Port,
-		HTTPS:                    e.HTTPS,
+		PlainHTTP:                !e.HTTPS,
+		AllowUnencrypted:         e.AllowUnencrypted,
 		CACert:                   ca,
 		InsecureSkipVerify:       e.InsecureSkipVerify,
 		Auth:                     e.Auth,
@@ -77,6 +95,7 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 		Realm:                    e.Realm,
 		KrbConfig:                e.Krb5Conf,
 		SPN:                      e.SPN,
+		Keytab:                   e.KeytabFile,
 		Mode:                     e.Mode,
 		EndpointPath:             e.EndpointPath,
 		ConfigurationName:        e.ConfigurationName,
@@ -91,4 +110,20 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 		ConnectTimeout:           e.ConnectTimeout.Duration,
 		OperationTimeout:         e.OperationTimeout.Duration,
 	}, nil
+}
+
+// checkKeytab applies the password file's rules to the keytab: it holds
+// the account's keys, which are as good as its password.
+func checkKeytab(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("exchange.keytab_file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("exchange.keytab_file: %s is not a regular file", path)
+	}
+	if err := checkPrivate(path, st.Mode()); err != nil {
+		return fmt.Errorf("exchange.keytab_file: %w", err)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -92,7 +94,6 @@ const maxFieldErrors = 50
 const day = 24 * time.Hour
 
 var (
-	hostRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$`)
 	envRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	guidRe   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	clockRe  = regexp.MustCompile(`^([01][0-9]|2[0-3]):([0-5][0-9])$`)
@@ -100,20 +101,19 @@ var (
 )
 
 // validHost accepts a DNS name or an IP address, nothing else (no scheme,
-// port, path or spaces).
-func validHost(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	return net.ParseIP(s) != nil || hostRe.MatchString(s)
-}
+// port, path or spaces); the rule is shared with runspace.
+var validHost = hostaddr.Valid
 
+// resolver resolves names for isLoopback; a test replaces it.
+var resolver hostaddr.Resolver = net.DefaultResolver
+
+// isLoopback reports whether host is loopback only: a literal loopback
+// address, or a name (such as localhost) every address of which is
+// loopback, so that a name pointed elsewhere does not relax a rule.
 func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return hostaddr.IsLoopback(ctx, resolver, host)
 }
 
 // secretSource checks a pair of mutually exclusive secret keys; required
@@ -149,6 +149,10 @@ func (v *validator) httpURL(field, s string) {
 	}
 }
 
+// loopbackLookupTimeout bounds the name lookup that checks a plain-HTTP
+// server is loopback.
+const loopbackLookupTimeout = 5 * time.Second
+
 func (e *Exchange) validate(v *validator) {
 	if len(e.Servers) == 0 {
 		v.errorf("exchange.servers", "at least one server is required")
@@ -165,6 +169,27 @@ func (e *Exchange) validate(v *validator) {
 		seen[strings.ToLower(s)] = true
 	}
 	v.intRange("exchange.port", e.Port, 0, 65535)
+	if !e.HTTPS && !e.AllowUnencrypted {
+		// The same test the runspace dialer repeats at every connection.
+		for i, s := range e.Servers {
+			if !validHost(s) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), loopbackLookupTimeout)
+			ok, _ := runspace.LoopbackHost(ctx, s)
+			cancel()
+			if !ok {
+				v.errorf(fmt.Sprintf("exchange.servers[%d]", i),
+					"%q is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that", s)
+			}
+		}
+	}
+	if e.AllowUnencrypted && e.HTTPS {
+		v.errorf("exchange.allow_unencrypted", "set, but exchange.https is true")
+	}
+	if e.InsecureSkipVerify && e.SecondHopCredential && e.Mode == runspace.ModeRemoting {
+		v.errorf("exchange.insecure_skip_verify", "refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead")
+	}
 	if e.CAFile != "" && !e.HTTPS {
 		v.errorf("exchange.ca_file", "set, but exchange.https is false")
 	}
@@ -181,13 +206,20 @@ func (e *Exchange) validate(v *validator) {
 	if strings.TrimSpace(e.User) == "" {
 		v.errorf("exchange.user", "required")
 	}
-	v.secretSource("exchange", "password_env", e.PasswordEnv, "password_file", e.PasswordFile, true)
+	// A keytab replaces the password for the Kerberos login; the password
+	// is then needed only for second_hop_credential.
+	keytabLogin := e.Auth == runspace.AuthKerberos && e.KeytabFile != ""
+	v.secretSource("exchange", "password_env", e.PasswordEnv, "password_file", e.PasswordFile,
+		!keytabLogin || (e.SecondHopCredential && e.Mode == runspace.ModeRemoting))
 	if e.Auth == runspace.AuthKerberos {
 		if e.Krb5Conf == "" {
 			v.errorf("exchange.krb5_conf", "required with auth = \"kerberos\"")
 		}
 		if _, realm, _ := strings.Cut(e.User, "@"); e.Realm == "" && realm == "" {
 			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM")
+		}
+		if e.SPN != "" && !validSPN(e.SPN) {
+			v.errorf("exchange.spn", "must be service/host such as HTTP/ex1.contoso.com (no @REALM, no port), got %q", e.SPN)
 		}
 	} else {
 		if e.Realm != "" {
@@ -196,6 +228,9 @@ func (e *Exchange) validate(v *validator) {
 		if e.SPN != "" {
 			v.errorf("exchange.spn", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
 		}
+		if e.KeytabFile != "" {
+			v.errorf("exchange.keytab_file", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
+		}
 	}
 	v.oneOf("exchange.mode", e.Mode, runspace.ModePSRP, runspace.ModeRemoting, runspace.ModeSnapin)
 	if e.Mode == runspace.ModePSRP {
@@ -203,12 +238,12 @@ func (e *Exchange) validate(v *validator) {
 		// every cmdlet; Kerberos message encryption over plain HTTP is not
 		// offered, so HTTPS with a verified certificate is required, plain
 		// HTTP only to this machine (tests, a local proxy).
-		if !e.HTTPS {
-			for i, s := range e.Servers {
-				if !isLoopback(s) {
-					v.errorf(fmt.Sprintf("exchange.servers[%d]", i), "%q is not a loopback address: mode = \"psrp\" needs exchange.https = true", s)
-				}
-			}
+		// (the loopback rule for https = false is checked above).
+		if e.AllowUnencrypted {
+			v.errorf("exchange.allow_unencrypted", "not with mode = \"psrp\": the /PowerShell/ endpoint needs https = true (plain HTTP only to loopback)")
+		}
+		if e.InsecureSkipVerify {
+			v.errorf("exchange.insecure_skip_verify", "not with mode = \"psrp\": the server certificate must be verified; set ca_file for a private CA")
 		}
 		if !endpointPathRe.MatchString(e.EndpointPath) {
 			v.errorf("exchange.endpoint_path", "%q is not an absolute URL path (like /PowerShell/)", e.EndpointPath)
@@ -333,6 +368,7 @@ func (g *Guard) validate(v *validator) {
 	v.floatRange("guard.min_mdm_ratio", g.MinMDMRatio, 0, 1)
 	v.intRange("guard.max_new_blocks", g.MaxNewBlocks, 0, 10_000_000)
 	v.floatRange("guard.max_new_blocks_ratio", g.MaxNewBlocksRatio, 0, 1)
+	v.durRange("guard.plan_max_age", g.PlanMaxAge, time.Minute, 7*day)
 }
 
 func (s *Sync) validate(v *validator) {
@@ -350,6 +386,8 @@ func (s *Sync) validate(v *validator) {
 		v.errorf("sync.state_dir", "required")
 	}
 	v.durRange("sync.shutdown_timeout", s.ShutdownTimeout, time.Second, 10*time.Minute)
+	v.intRange("sync.audit_max_bytes", s.AuditMaxBytes, 64<<10, 1<<30)
+	v.intRange("sync.audit_keep", s.AuditKeep, 0, 100_000)
 }
 
 // FullAtClock returns the hour and minute of FullAt (valid after Validate).
@@ -365,6 +403,12 @@ func (s *Sync) FullAtClock() (hour, minute int) {
 
 func (s *Server) validate(v *validator) {
 	v.secretSource("server", "token_env", s.TokenEnv, "token_file", s.TokenFile, false)
+	v.secretSource("server", "read_token_env", s.ReadTokenEnv, "read_token_file", s.ReadTokenFile, false)
+	for i, h := range s.AllowedHosts {
+		if !validHost(h) {
+			v.errorf(fmt.Sprintf("server.allowed_hosts[%d]", i), "%q is not a host name or IP address (no scheme or port)", h)
+		}
+	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		v.errorf("server.tls_key", "tls_cert and tls_key go together")
 	}
@@ -382,8 +426,12 @@ func (s *Server) validate(v *validator) {
 	if host != "" && !validHost(host) {
 		v.errorf("server.listen", "host %q is not a host name or IP address", host)
 	}
-	if !isLoopback(host) {
-		if s.TokenEnv == "" && s.TokenFile == "" {
+	loopback := isLoopback(host)
+	if s.LoopbackPublicCounts && !loopback {
+		v.errorf("server.loopback_public_counts", "listen %q is not loopback only (a literal loopback address, or a name whose every address is loopback)", s.Listen)
+	}
+	if !loopback {
+		if s.TokenEnv == "" && s.TokenFile == "" && s.ReadTokenEnv == "" && s.ReadTokenFile == "" {
 			v.errorf("server.listen", "%q is reachable from the network: set token_env or token_file", s.Listen)
 		}
 		if s.TLSCert == "" {
@@ -426,3 +474,11 @@ var (
 	endpointPathRe = regexp.MustCompile(`^/[A-Za-z0-9._/-]{0,200}$`)
 	configNameRe   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 )
+
+// validSPN accepts a Kerberos service principal name of the form
+// service/host: the client asks its own realm's KDC for it, so a realm
+// suffix would become part of the host name.
+func validSPN(s string) bool {
+	service, host, ok := strings.Cut(s, "/")
+	return ok && service != "" && host != "" && !strings.ContainsAny(s, "@: \t") && !strings.Contains(host, "/")
+}

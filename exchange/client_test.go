@@ -111,7 +111,7 @@ func TestCallsSent(t *testing.T) {
 			func(ctx context.Context, c *Client) error {
 				return c.SetOrgSettings(ctx, OrgSettingsUpdate{AdminMailRecipients: []string{}, UserMailInsert: ptr("")})
 			},
-			runspace.Call{Cmd: "Set-ActiveSyncOrganizationSettings", Args: map[string]any{"AdminMailRecipients": nil, "UserMailInsert": nil},
+			runspace.Call{Cmd: "Set-ActiveSyncOrganizationSettings", Args: map[string]any{"AdminMailRecipients": runspace.ClearList{}, "UserMailInsert": nil},
 				Idempotent: true}},
 		{"DeviceAccessRules",
 			func(ctx context.Context, c *Client) error { _, err := c.DeviceAccessRules(ctx); return err },

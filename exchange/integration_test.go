@@ -47,7 +47,7 @@ func startSimMode(tb testing.TB, pop *population.Population, size int, mode stri
 	}
 	tb.Cleanup(sim.Close)
 	pool, err := runspace.NewPool(runspace.Options{
-		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic,
+		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic, PlainHTTP: true,
 		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: size, ConnectTimeout: 20 * time.Second, RequestTimeout: 10 * time.Minute, Mode: mode,
 	})

@@ -55,7 +55,7 @@ func (c *Client) SetOrgSettings(ctx context.Context, u OrgSettingsUpdate) error 
 			}
 		}
 		if len(u.AdminMailRecipients) == 0 {
-			args["AdminMailRecipients"] = nil // $null clears a multi-valued property
+			args["AdminMailRecipients"] = runspace.ClearList{} // binds $null, which clears a multi-valued property
 		} else {
 			args["AdminMailRecipients"] = slices.Clone(u.AdminMailRecipients)
 		}

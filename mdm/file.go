@@ -38,7 +38,8 @@ const GroupsCSV = "groups.csv"
 //	 "groups": {"<group id>": [ {"id": "…", "userPrincipalName": "…", "mail": "…"}, … ]}}
 //
 // where a device has Graph's managedDevice field names: id (required,
-// unique), easDeviceId, userPrincipalName, emailAddress, complianceState
+// unique), userId (the owner's directory object id, optional),
+// easDeviceId, userPrincipalName, emailAddress, complianceState
 // (required; Graph's enumeration, any case), enrolledDateTime,
 // lastSyncDateTime (RFC 3339), operatingSystem, osVersion, model,
 // easActivated (bool), managementAgent. Other fields are ignored; a saved
@@ -46,11 +47,13 @@ const GroupsCSV = "groups.csv"
 //
 // CSV: a header row naming the columns (any order, any case): id,
 // easDeviceId, userPrincipalName and complianceState are required;
-// emailAddress, enrolledDateTime, lastSyncDateTime, operatingSystem,
-// osVersion, model, easActivated and managementAgent are optional. Group
-// membership is in groups.csv beside it, with columns group,
-// userPrincipalName, mail (and optionally id); a row with only a group
-// declares that group, so an empty group can be told from a missing one.
+// userId, emailAddress, enrolledDateTime, lastSyncDateTime,
+// operatingSystem, osVersion, model, easActivated and managementAgent are
+// optional. Group membership is in groups.csv beside it, with columns
+// group, userPrincipalName, mail (and optionally id); a row with only a
+// group declares that group, so an empty group can be told from a missing
+// one. A member needs an id, a UPN or a mail; one given by id alone
+// matches the records whose userId it is.
 //
 // Every group the policy names must be in the export: a missing group is an
 // error, never an empty group. Errors name the file, the CSV line or JSON
@@ -120,6 +123,7 @@ func (f *File) Snapshot(ctx context.Context, groups []string) (*Snapshot, error)
 
 // memberJSON is a group member as Graph and the JSON export write it.
 type memberJSON struct {
+	Type              string `json:"@odata.type,omitempty"`
 	ID                string `json:"id"`
 	UserPrincipalName string `json:"userPrincipalName"`
 	Mail              string `json:"mail"`
@@ -147,17 +151,20 @@ func (g *groupSet) declare(id string) {
 
 func (g *groupSet) add(group string, m memberJSON) error {
 	g.declare(group)
-	m.UserPrincipalName, m.Mail = strings.TrimSpace(m.UserPrincipalName), strings.TrimSpace(m.Mail)
-	if m.UserPrincipalName == "" && m.Mail == "" {
-		return errors.New("userPrincipalName and mail: both missing")
+	m.ID, m.UserPrincipalName, m.Mail = strings.TrimSpace(m.ID), strings.TrimSpace(m.UserPrincipalName), strings.TrimSpace(m.Mail)
+	if m.ID == "" && m.UserPrincipalName == "" && m.Mail == "" {
+		return errors.New("id, userPrincipalName and mail: all missing")
 	}
 	k := strings.ToLower(group)
-	key := k + "\x00" + strings.ToLower(m.UserPrincipalName) + "\x00" + strings.ToLower(m.Mail)
+	key := k + "\x00" + strings.ToLower(m.ID)
+	if m.ID == "" {
+		key += "\x00" + strings.ToLower(m.UserPrincipalName) + "\x00" + strings.ToLower(m.Mail)
+	}
 	if g.seen[key] {
 		return nil
 	}
 	g.seen[key] = true
-	g.groups[k] = append(g.groups[k], Member{ID: strings.TrimSpace(m.ID), UserPrincipalName: m.UserPrincipalName, Mail: m.Mail})
+	g.groups[k] = append(g.groups[k], Member{ID: m.ID, UserPrincipalName: m.UserPrincipalName, Mail: m.Mail})
 	return nil
 }
 
@@ -307,13 +314,20 @@ func finishSnapshot(b *builder, gs *groupSet, groups []string) (*Snapshot, error
 		return nil, err
 	}
 	snap := &Snapshot{Groups: picked}
+	for _, ms := range picked {
+		for i := range ms {
+			if !ms[i].Named() {
+				snap.Unnamed++
+			}
+		}
+	}
 	b.finish(snap)
 	return snap, nil
 }
 
 // csvColumns are the device columns of a CSV export.
 var csvColumns = []string{
-	"id", "easDeviceId", "userPrincipalName", "emailAddress", "complianceState", "enrolledDateTime",
+	"id", "userId", "easDeviceId", "userPrincipalName", "emailAddress", "complianceState", "enrolledDateTime",
 	"lastSyncDateTime", "operatingSystem", "osVersion", "model", "easActivated", "managementAgent",
 }
 
@@ -419,6 +433,8 @@ func setDeviceField(d *device, col, v string) error {
 	switch col {
 	case "id":
 		d.ID = v
+	case "userId":
+		d.UserID = v
 	case "easDeviceId":
 		d.EASDeviceID = v
 	case "userPrincipalName":

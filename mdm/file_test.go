@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -63,8 +64,16 @@ func TestParseJSON(t *testing.T) {
 		{"trailing data", `[] []`, nil, "data after the end", nil},
 		{"group missing", `{"value":[],"groups":{"` + g1 + `":[]}}`, []string{g1, g2}, "group " + g2 + ": not in the export", nil},
 		{"no groups", `[]`, []string{g1}, "group " + g1 + ": the export has no group membership", nil},
-		{"member without name", `{"value":[],"groups":{"` + g1 + `":[{"mail":"a@b"},{"id":"x"}]}}`, []string{g1},
-			"groups." + g1 + " member 2: userPrincipalName and mail: both missing", nil},
+		{"member without any key", `{"value":[],"groups":{"` + g1 + `":[{"mail":"a@b"},{"userPrincipalName":" "}]}}`, []string{g1},
+			"groups." + g1 + " member 2: id, userPrincipalName and mail: all missing", nil},
+		{"userId and members by id alone", `{"value":[{"id":"1","userId":" u-1 ","easDeviceId":"AppleA","userPrincipalName":"alice@contoso.com","complianceState":"compliant"}],
+			"groups":{"` + g1 + `":[{"id":"u-1"},{"id":"U-1"},{"id":"u-2","mail":"bob@contoso.com"},{"mail":"carol@contoso.com"},{"mail":"carol@contoso.com"}]}}`,
+			[]string{g1}, "", func(t *testing.T, s *Snapshot) {
+				want := []Member{{ID: "u-1"}, {ID: "u-2", Mail: "bob@contoso.com"}, {Mail: "carol@contoso.com"}}
+				if s.Records[0].UserID != "u-1" || !slices.Equal(s.Groups[g1], want) || s.Unnamed != 1 {
+					t.Errorf("records %+v, groups %+v, unnamed %d; want userId u-1, %+v, 1", s.Records, s.Groups[g1], s.Unnamed, want)
+				}
+			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,6 +112,12 @@ func TestParseCSV(t *testing.T) {
 					EASActivated: true, ManagementAgent: "mdm"}
 				if len(s.Records) != 1 || s.Records[0] != want {
 					t.Errorf("records = %+v, want %+v", s.Records, want)
+				}
+			}},
+		{"userId column, member by id", "id,userId,easDeviceId,userPrincipalName,complianceState\n1,u-1,AppleA,alice@contoso.com,compliant\n",
+			"group,id,userPrincipalName,mail\n" + g1 + ",u-1,,\n", []string{g1}, "", func(t *testing.T, s *Snapshot) {
+				if s.Records[0].UserID != "u-1" || !slices.Equal(s.Groups[g1], []Member{{ID: "u-1"}}) {
+					t.Errorf("records %+v, groups %+v", s.Records, s.Groups)
 				}
 			}},
 		{"groups", header + "1,AppleA,alice@contoso.com,compliant\n",
@@ -276,7 +291,7 @@ func exportJSON(t *testing.T, s *Snapshot) []byte {
 	t.Helper()
 	devs := []device{}
 	for _, r := range s.Records {
-		devs = append(devs, device{ID: r.ID, UserPrincipalName: r.UserPrincipalName, EmailAddress: r.Email, EASDeviceID: r.EASDeviceID,
+		devs = append(devs, device{ID: r.ID, UserID: r.UserID, UserPrincipalName: r.UserPrincipalName, EmailAddress: r.Email, EASDeviceID: r.EASDeviceID,
 			ComplianceState: string(r.Compliance), EnrolledDateTime: jsonTime(r.EnrolledAt), LastSyncDateTime: jsonTime(r.LastSyncAt),
 			OperatingSystem: r.Platform, OSVersion: r.OSVersion, Model: r.Model, EASActivated: r.EASActivated, ManagementAgent: r.ManagementAgent})
 	}
@@ -284,7 +299,7 @@ func exportJSON(t *testing.T, s *Snapshot) []byte {
 	for id, ms := range s.Groups {
 		groups[id] = []memberJSON{}
 		for _, m := range ms {
-			groups[id] = append(groups[id], memberJSON(m))
+			groups[id] = append(groups[id], memberJSON{ID: m.ID, UserPrincipalName: m.UserPrincipalName, Mail: m.Mail})
 		}
 	}
 	b, err := json.Marshal(map[string]any{"value": devs, "groups": groups})
@@ -301,7 +316,7 @@ func exportCSV(t *testing.T, s *Snapshot) (devices, groups []byte) {
 	w := csv.NewWriter(&db)
 	_ = w.Write(csvColumns)
 	for _, r := range s.Records {
-		_ = w.Write([]string{r.ID, r.EASDeviceID, r.UserPrincipalName, r.Email, string(r.Compliance), jsonTime(r.EnrolledAt),
+		_ = w.Write([]string{r.ID, r.UserID, r.EASDeviceID, r.UserPrincipalName, r.Email, string(r.Compliance), jsonTime(r.EnrolledAt),
 			jsonTime(r.LastSyncAt), r.Platform, r.OSVersion, r.Model, strconv.FormatBool(r.EASActivated), r.ManagementAgent})
 	}
 	w.Flush()

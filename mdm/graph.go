@@ -19,6 +19,7 @@ import (
 	"unicode"
 
 	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/easconnector/easconnector/internal/secret"
 	"golang.org/x/oauth2"
 )
@@ -42,9 +43,29 @@ const (
 )
 
 // deviceSelect is every managedDevice property the connector reads, and no
-// other: an unselected device is about 5 KB of JSON.
-const deviceSelect = "id,userPrincipalName,emailAddress,easDeviceId,complianceState,enrolledDateTime," +
+// other: an unselected device is about 5 KB of JSON. userId (the owner's
+// Entra object id; managedDevice in Graph v1.0's metadata,
+// microsoftgraph/msgraph-metadata clean_v10_metadata/cleanMetadata.xml) is
+// what ties a device to the group members, whose UPN and mail Graph may
+// withhold.
+const deviceSelect = "id,userId,userPrincipalName,emailAddress,easDeviceId,complianceState,enrolledDateTime," +
 	"lastSyncDateTime,operatingSystem,osVersion,model,easActivated,managementAgent"
+
+// memberSelect is what the connector reads of a group member. The listing
+// is of directoryObjects (users, groups, devices, contacts, service
+// principals), so the properties are the user's and Graph leaves them out
+// of other types.
+const memberSelect = "id,userPrincipalName,mail"
+
+// userType is the @odata.type of a user in a directoryObject collection.
+const userType = "#microsoft.graph.user"
+
+// Permissions the Graph source needs, named in errors and by Probe.
+const (
+	PermDevices = "DeviceManagementManagedDevices.Read.All"
+	PermMembers = "GroupMember.Read.All"
+	PermUsers   = "User.Read.All"
+)
 
 // Metric endpoint labels.
 const (
@@ -93,8 +114,9 @@ type GraphOptions struct {
 
 // Graph reads managed devices and group members from Microsoft Graph with
 // application permissions DeviceManagementManagedDevices.Read.All and
-// GroupMember.Read.All. It is safe for concurrent use; the access token is
-// shared between snapshots.
+// GroupMember.Read.All, and User.Read.All (or User.ReadBasic.All) when the
+// members' UPN and mail should be readable; see docs/operations.md. It is
+// safe for concurrent use; the access token is shared between snapshots.
 type Graph struct {
 	opts     GraphOptions
 	tokenURL string
@@ -224,7 +246,7 @@ func (g *Graph) Snapshot(ctx context.Context, groups []string) (*Snapshot, error
 	}
 	b.finish(snap)
 	for _, id := range ids {
-		ms, err := r.members(ctx, id)
+		ms, err := r.members(ctx, id, &snap.Unnamed)
 		if err != nil {
 			return nil, fmt.Errorf("mdm graph: group %s: %w", id, err)
 		}
@@ -233,8 +255,13 @@ func (g *Graph) Snapshot(ctx context.Context, groups []string) (*Snapshot, error
 	snap.Pages, snap.Requests = r.pages, r.requests
 	g.lastTotal.Store(int64(snap.Total()))
 	g.m.records.Set(float64(snap.Total()))
+	if snap.Unnamed > 0 {
+		g.log.Warn("group members without userPrincipalName and mail: the application cannot read users; "+
+			"they are matched to mailboxes only through device records carrying their id (grant "+PermUsers+" to match all)",
+			"members", snap.Unnamed)
+	}
 	g.log.Info("mdm snapshot read", "records", len(snap.Records), "no_eas_id", snap.NoEASID,
-		"conflicts", snap.Conflicts, "groups", len(snap.Groups), "pages", r.pages,
+		"conflicts", snap.Conflicts, "groups", len(snap.Groups), "unnamed_members", snap.Unnamed, "pages", r.pages,
 		"requests", r.requests, "retries", r.retries, "duration", time.Since(snap.TakenAt).Round(time.Millisecond))
 	return snap, nil
 }
@@ -304,30 +331,58 @@ func (r *run) devices(ctx context.Context, b *builder) error {
 		})
 }
 
-func (r *run) members(ctx context.Context, group string) ([]Member, error) {
+// members reads the transitive user members of group.
+//
+// It lists /transitiveMembers without the /microsoft.graph.user cast and
+// keeps the items whose @odata.type is a user. The cast is an advanced
+// query: Graph serves it only with ConsistencyLevel: eventual and
+// $count=true, from an index "that might not be up-to-date with recent
+// changes" (api-reference/v1.0/api/group-list-transitivemembers.md,
+// concepts/aad-advanced-queries.md in microsoftgraph/microsoft-graph-docs-contrib).
+// Who is exempt from the policy is a security decision, so the connector
+// reads the directory itself, consistent, at the price of also reading the
+// nested groups and devices (a few items) that it then drops.
+//
+// Every user member must carry an id: the sync joins on it. A member
+// without one fails the snapshot (an infrastructure failure: nothing is
+// written) with an error naming the permission. Members whose UPN and mail
+// are both null (the application lacks User.Read.All) are kept and counted
+// in *unnamed.
+func (r *run) members(ctx context.Context, group string, unnamed *int) ([]Member, error) {
 	var out, pending []Member
 	seen := make(map[string]bool)
+	done, n := 0, 0 // items of the committed pages; item number within them and this page
 	item := func(dec *json.Decoder) error {
 		var m memberJSON
 		if err := decodeItem(dec, &m); err != nil {
 			return err
 		}
-		if strings.TrimSpace(m.ID) == "" {
-			return &dataError{fmt.Errorf("member %d: id: missing", len(out)+len(pending)+1)}
+		n++
+		mb, ok, err := userMember(&m, n)
+		if err != nil {
+			return &dataError{err}
 		}
-		pending = append(pending, Member{ID: m.ID, UserPrincipalName: strings.TrimSpace(m.UserPrincipalName), Mail: strings.TrimSpace(m.Mail)})
+		if !ok {
+			return nil // a nested group, a device, a contact: not a mailbox user
+		}
+		pending = append(pending, mb)
 		return nil
 	}
 	u := r.g.graphURL.String() + "/v1.0/groups/" + url.PathEscape(group) +
-		"/transitiveMembers/microsoft.graph.user?$select=id,userPrincipalName,mail&$top=" +
+		"/transitiveMembers?$select=" + memberSelect + "&$top=" +
 		strconv.Itoa(min(r.g.opts.PageSize, maxMemberPageSize))
 	err := r.list(ctx, endpointMembers, u, item,
-		func(int) { pending = pending[:0] },
+		func(int) { pending, n = pending[:0], done },
 		func() error {
+			done = n
 			for _, m := range pending {
-				if !seen[m.ID] { // a user reached through two nested groups
-					seen[m.ID] = true
+				k := strings.ToLower(m.ID)
+				if !seen[k] { // a user reached through two nested groups
+					seen[k] = true
 					out = append(out, m)
+					if !m.Named() {
+						*unnamed++
+					}
 				}
 			}
 			return nil
@@ -336,6 +391,29 @@ func (r *run) members(ctx context.Context, group string) ([]Member, error) {
 		out = []Member{}
 	}
 	return out, err
+}
+
+// userMember converts item n of a transitiveMembers page: ok is false for
+// a directory object that is not a user; a user must carry an object id
+// (the error names the permission to check), its UPN and mail may be
+// null.
+func userMember(m *memberJSON, n int) (mb Member, ok bool, err error) {
+	switch {
+	case m.Type == "":
+		return mb, false, fmt.Errorf("member %d: @odata.type missing (a directoryObject collection names each item's type)", n)
+	case m.Type != userType:
+		return mb, false, nil
+	}
+	id := strings.TrimSpace(m.ID)
+	if !guidRe.MatchString(id) {
+		what := "missing"
+		if id != "" {
+			what = fmt.Sprintf("%q is not an object id", clip(id, 60))
+		}
+		return mb, false, fmt.Errorf("member %d: id: %s; the sync joins members by Entra object id, "+
+			"so it stops here: check that the application has %s (application permission, admin consent granted)", n, what, PermMembers)
+	}
+	return Member{ID: id, UserPrincipalName: strings.TrimSpace(m.UserPrincipalName), Mail: strings.TrimSpace(m.Mail)}, true, nil
 }
 
 // list reads every page of a collection, following @odata.nextLink whole.

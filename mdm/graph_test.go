@@ -9,9 +9,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -135,7 +138,7 @@ func (s *sim) checkComplete(snap *Snapshot) {
 	for i, rec := range snap.Records {
 		p := s.pop.MDM[i]
 		want := Record{
-			ID: p.ID, EASDeviceID: p.EASDeviceID, UserPrincipalName: p.UserPrincipalName, Email: p.Email,
+			ID: p.ID, EASDeviceID: p.EASDeviceID, UserID: p.UserID, UserPrincipalName: p.UserPrincipalName, Email: p.Email,
 			Compliance: Compliance(p.ComplianceState), EnrolledAt: p.EnrolledAt.UTC(), LastSyncAt: p.LastSyncAt.UTC(),
 			Platform: p.OperatingSystem, OSVersion: p.OSVersion, Model: p.Model, EASActivated: true, ManagementAgent: "mdm",
 		}
@@ -151,7 +154,8 @@ func TestGraphSnapshot(t *testing.T) {
 	snap := s.mustSnapshot(inc.ID, exc.ID, strings.ToUpper(inc.ID)) // the duplicate is read once
 	s.checkComplete(snap)
 	devicePages := (len(s.pop.MDM) + 99) / 100
-	memberPages := (len(inc.Members)+99)/100 + (len(exc.Members)+99)/100
+	// transitiveMembers lists each group's nested group too (dropped).
+	memberPages := (len(inc.Members)+1+99)/100 + (len(exc.Members)+1+99)/100
 	if snap.Pages != devicePages+memberPages || snap.Requests != snap.Pages {
 		t.Errorf("Pages, Requests = %d, %d; want %d, %d", snap.Pages, snap.Requests, devicePages+memberPages, devicePages+memberPages)
 	}
@@ -165,7 +169,7 @@ func TestGraphSnapshot(t *testing.T) {
 		}
 		for i, m := range ms {
 			mb := s.pop.Mailboxes[g.Members[i]]
-			if m != (Member{ID: mb.Guid, UserPrincipalName: mb.UPN, Mail: mb.PrimarySmtp}) {
+			if m != (Member{ID: mb.EntraID, UserPrincipalName: mb.UPN, Mail: mb.PrimarySmtp}) {
 				t.Fatalf("group %s member %d = %+v, want %s", g.Name, i, m, mb.UPN)
 			}
 		}
@@ -681,5 +685,148 @@ func TestGraphErrorParse(t *testing.T) {
 				t.Errorf("graphError() = %+v %q, want %+v %q", *ge, ge.Error(), tc.want, tc.wantText)
 			}
 		})
+	}
+}
+
+// TestGraphMembersWithoutUserRead: an app holding GroupMember.Read.All but
+// not User.Read.All gets user members with only their id and @odata.type
+// (graphsim's NoUsers grant). The snapshot still carries every member by
+// object id, counts them as unnamed, and the records carry the userId that
+// the join needs. The members are read without the /microsoft.graph.user
+// cast, which graphsim (like Graph) refuses without the advanced query
+// parameters.
+func TestGraphMembersWithoutUserRead(t *testing.T) {
+	s := newSim(t, simConfig{devices: 400})
+	s.srv.SetGrants(graphsim.Grants{NoUsers: true})
+	inc, exc := s.pop.Included, s.pop.Excluded
+	snap := s.mustSnapshot(inc.ID, exc.ID)
+	s.checkComplete(snap)
+	for _, g := range []population.Group{inc, exc} {
+		ms := snap.Groups[g.ID]
+		if len(ms) != len(g.Members) {
+			t.Fatalf("group %s: %d members, want %d", g.Name, len(ms), len(g.Members))
+		}
+		for i, m := range ms {
+			if want := (Member{ID: s.pop.Mailboxes[g.Members[i]].EntraID}); m != want {
+				t.Fatalf("group %s member %d = %+v, want %+v", g.Name, i, m, want)
+			}
+		}
+	}
+	if want := len(inc.Members) + len(exc.Members); snap.Unnamed != want {
+		t.Errorf("Unnamed = %d, want %d", snap.Unnamed, want)
+	}
+	for i, rec := range snap.Records {
+		if rec.UserID == "" {
+			t.Fatalf("record %d has no UserID", i)
+		}
+	}
+}
+
+// TestGraphMembersWithoutIDs: members that come without an object id
+// cannot be joined, so the snapshot fails (nothing will be written) with
+// an error that names the permission to check.
+func TestGraphMembersWithoutIDs(t *testing.T) {
+	s := newSim(t, simConfig{devices: 50})
+	s.srv.DropMemberIDs(true)
+	_, err := s.snapshot(s.pop.Included.ID)
+	if err == nil || !strings.Contains(err.Error(), "id: missing") || !strings.Contains(err.Error(), PermMembers) {
+		t.Fatalf("Snapshot() error = %v, want id: missing naming %s", err, PermMembers)
+	}
+	if got := s.metric(`easconnector_mdm_retries_total`); got != "0" {
+		t.Errorf("retries = %s, want 0 (a data error is not retried)", got)
+	}
+}
+
+// TestGraphMemberTypes: transitiveMembers lists nested groups, devices and
+// other directory objects beside users; only users are kept, and an item
+// without @odata.type is an error, not a guess.
+func TestGraphMemberTypes(t *testing.T) {
+	const gid = "aaaaaaaa-0000-4000-8000-000000000001"
+	f := func(body, wantErr string, want []Member) {
+		t.Helper()
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case strings.HasSuffix(r.URL.Path, "/token"):
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, `{"token_type":"Bearer","expires_in":3600,"access_token":"t"}`)
+			case strings.HasSuffix(r.URL.Path, "/managedDevices"):
+				fmt.Fprint(w, `{"value":[]}`)
+			case r.URL.Path == "/v1.0/groups/"+gid+"/transitiveMembers":
+				if r.URL.Query().Get("$select") != "id,userPrincipalName,mail" {
+					http.Error(w, "bad $select "+r.URL.RawQuery, 400)
+					return
+				}
+				fmt.Fprint(w, body)
+			default:
+				http.Error(w, "unexpected "+r.URL.Path, 404)
+			}
+		}))
+		defer srv.Close()
+		g, err := NewGraph(GraphOptions{TenantID: "contoso.com", ClientID: "c", ClientSecret: secret.New("s"), AuthorityURL: srv.URL, GraphURL: srv.URL, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := g.Snapshot(context.Background(), []string{gid})
+		if wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), wantErr) {
+				t.Fatalf("Snapshot() error = %v, want %q", err, wantErr)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("Snapshot() error = %v", err)
+		}
+		if got := snap.Groups[gid]; !slices.Equal(got, want) {
+			t.Fatalf("members = %+v, want %+v", got, want)
+		}
+	}
+	const u1, u2 = "11111111-2222-4333-8444-555555555555", "21111111-2222-4333-8444-555555555555"
+	f(`{"value":[{"@odata.type":"#microsoft.graph.group","id":"c43a7cc9-2d95-44b6-bf6a-6392e41949b4","mail":null},`+
+		`{"@odata.type":"#microsoft.graph.user","id":"`+u1+`","userPrincipalName":"a@contoso.com","mail":"a@contoso.com"},`+
+		`{"@odata.type":"#microsoft.graph.device","id":"d282309e-f91d-43b6-badb-9e68aa4b4fc8"},`+
+		`{"@odata.type":"#microsoft.graph.user","id":"`+u2+`","userPrincipalName":null,"mail":null},`+
+		`{"@odata.type":"#microsoft.graph.user","id":"`+strings.ToUpper(u1)+`","userPrincipalName":"a@contoso.com","mail":null}]}`,
+		"", []Member{{ID: u1, UserPrincipalName: "a@contoso.com", Mail: "a@contoso.com"}, {ID: u2}})
+	f(`{"value":[{"id":"`+u1+`","userPrincipalName":"a@contoso.com"}]}`, "member 1: @odata.type missing", nil)
+	f(`{"value":[{"@odata.type":"#microsoft.graph.group","id":"x"},{"@odata.type":"#microsoft.graph.user","id":null}]}`, "member 2: id: missing", nil)
+	f(`{"value":[{"@odata.type":"#microsoft.graph.user","id":"alice"}]}`, `member 1: id: "alice" is not an object id`, nil)
+}
+
+// TestProbe: the check's read of one page of devices and members names
+// the missing permission: a 403 on managedDevices or on transitiveMembers,
+// members whose properties come back null, members without ids.
+func TestProbe(t *testing.T) {
+	s := newSim(t, simConfig{devices: 120})
+	inc, exc := s.pop.Included.ID, s.pop.Excluded.ID
+	f := func(g graphsim.Grants, noIDs bool, want ...string) {
+		t.Helper()
+		s.srv.SetGrants(g)
+		s.srv.DropMemberIDs(noIDs)
+		res, err := s.graph.Probe(context.Background(), []string{inc, exc})
+		if err != nil {
+			t.Fatalf("Probe() error = %v", err)
+		}
+		var got []string
+		for _, fd := range res.Findings() {
+			kind := "warn"
+			if fd.Fatal {
+				kind = "fatal"
+			}
+			got = append(got, kind+" "+fd.Permission)
+			if fd.Permission != "" && !strings.Contains(fd.Text, fd.Permission) {
+				t.Errorf("finding %q does not name %s", fd.Text, fd.Permission)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Grants %+v, no ids %v: findings %q (%+v), want %q", g, noIDs, got, res, want)
+		}
+	}
+	f(graphsim.Grants{}, false)
+	f(graphsim.Grants{NoUsers: true}, false, "warn "+PermUsers, "warn "+PermUsers)
+	f(graphsim.Grants{NoMembers: true}, false, "fatal "+PermMembers, "fatal "+PermMembers)
+	f(graphsim.Grants{NoDevices: true}, false, "fatal "+PermDevices)
+	f(graphsim.Grants{}, true, "fatal "+PermMembers, "fatal "+PermMembers)
+	if _, err := s.graph.Probe(context.Background(), []string{"not-a-guid"}); err == nil {
+		t.Error("Probe(bad group id) = nil error")
 	}
 }

@@ -1,9 +1,11 @@
 package mdm
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -146,5 +148,41 @@ func FuzzDecodePage(f *testing.F) {
 		if link != nil && *link != next || link == nil && next != "" {
 			t.Fatalf("%q: nextLink %q, encoding/json %v", data, next, link)
 		}
+	})
+}
+
+// FuzzMembersPage runs a transitiveMembers page through the decoder and
+// userMember: it never panics, a kept member is a user with a trimmed
+// object id, and an error names the member it is about.
+func FuzzMembersPage(f *testing.F) {
+	f.Add([]byte(`{"value":[{"@odata.type":"#microsoft.graph.group","id":"c43a7cc9-2d95-44b6-bf6a-6392e41949b4"},` +
+		`{"@odata.type":"#microsoft.graph.user","id":"69d035a3-29c9-469f-809d-d21a4ae69e65","userPrincipalName":null,"mail":null}]}`))
+	f.Add([]byte(`{"value":[{"@odata.type":"#microsoft.graph.user","id":" 69D035A3-29C9-469F-809D-D21A4AE69E65 ","userPrincipalName":"a@b","mail":"a@b"}]}`))
+	f.Add([]byte(`{"value":[{"@odata.type":"#microsoft.graph.user","id":null}]}`))
+	f.Add([]byte(`{"value":[{"id":"69d035a3-29c9-469f-809d-d21a4ae69e65"}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n := 0
+		_, _, _ = decodePage(bytes.NewReader(data), func(dec *json.Decoder) error {
+			var m memberJSON
+			if err := decodeItem(dec, &m); err != nil {
+				return err
+			}
+			n++
+			mb, ok, err := userMember(&m, n)
+			switch {
+			case err != nil:
+				if ok || !strings.Contains(err.Error(), "member "+strconv.Itoa(n)+":") {
+					t.Fatalf("userMember(%+v) = %v, %v", m, ok, err)
+				}
+			case ok:
+				if m.Type != userType || !guidRe.MatchString(mb.ID) || mb.ID != strings.TrimSpace(mb.ID) ||
+					mb.UserPrincipalName != strings.TrimSpace(mb.UserPrincipalName) || mb.Mail != strings.TrimSpace(mb.Mail) {
+					t.Fatalf("userMember(%+v) kept %+v", m, mb)
+				}
+			case m.Type == userType:
+				t.Fatalf("userMember(%+v) dropped a user without an error", m)
+			}
+			return err
+		})
 	})
 }

@@ -43,6 +43,7 @@ func joinCompliances() string {
 // managedDevices item and of a JSON export's record.
 type device struct {
 	ID                string `json:"id"`
+	UserID            string `json:"userId"`
 	UserPrincipalName string `json:"userPrincipalName"`
 	EmailAddress      string `json:"emailAddress"`
 	EASDeviceID       string `json:"easDeviceId"`
@@ -62,6 +63,7 @@ func (d *device) record() (Record, error) {
 	r := Record{
 		ID:                strings.TrimSpace(d.ID),
 		EASDeviceID:       strings.TrimSpace(d.EASDeviceID),
+		UserID:            strings.TrimSpace(d.UserID),
 		UserPrincipalName: strings.TrimSpace(d.UserPrincipalName),
 		Email:             strings.TrimSpace(d.EmailAddress),
 		Platform:          d.OperatingSystem,

@@ -27,8 +27,13 @@ const (
 
 // Record is one managed device as the MDM knows it.
 type Record struct {
-	ID                string     // MDM device id (Graph id); dedupe key
-	EASDeviceID       string     // join key to Exchange DeviceId (case-insensitive)
+	ID          string // MDM device id (Graph id); dedupe key
+	EASDeviceID string // join key to Exchange DeviceId (case-insensitive)
+	// UserID is the owner's Entra object id (Graph managedDevice userId),
+	// "" when the MDM gives none (a userless device, an export without the
+	// column). It is the key that ties a record to group members, whose
+	// UPN and mail Graph may withhold (see Member).
+	UserID            string
 	UserPrincipalName string     // owner's UPN
 	Email             string     // owner's e-mail address(es), as the MDM reports it
 	Compliance        Compliance //
@@ -47,11 +52,24 @@ type Record struct {
 }
 
 // Member is one user in a group, as the MDM's directory reports it.
+//
+// ID is the user's Entra object id, the key the sync joins on. Graph
+// always sends it; UserPrincipalName and Mail are null when the
+// application may list group members (GroupMember.Read.All) but not read
+// users (User.Read.All): Graph then returns each user member with only its
+// id and @odata.type ("Limited information returned for inaccessible
+// member objects", microsoftgraph/microsoft-graph-docs-contrib
+// concepts/permissions-overview.md). A file export may give a member
+// without an id, by UPN or mail alone.
 type Member struct {
 	ID                string
 	UserPrincipalName string
 	Mail              string
 }
+
+// Named reports whether the member carries a UPN or a mail address, that
+// is, whether the directory let us read its properties.
+func (m *Member) Named() bool { return m.UserPrincipalName != "" || m.Mail != "" }
 
 // Snapshot is a complete read of the MDM.
 type Snapshot struct {
@@ -69,6 +87,11 @@ type Snapshot struct {
 	// Conflicts counts the EAS device ids that appear on records of more
 	// than one user; every such record has Conflict set.
 	Conflicts int
+	// Unnamed counts the group members (over all groups read) that came
+	// without a UPN and without mail: with Graph, a sign that the
+	// application lacks User.Read.All; such members can be matched to a
+	// mailbox only through a device record carrying their id.
+	Unnamed int
 }
 
 // Total is the number of device records the MDM returned, including those

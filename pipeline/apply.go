@@ -36,6 +36,14 @@ var errTaskAborted = errors.New("task aborted")
 // pool's goroutines have exited, and ctx's error if it stopped early. A
 // panicking task is logged and counted as returned.
 func forEach(ctx context.Context, workers, n int, log *slog.Logger, fn func(i int)) (int, error) {
+	return forEachGated(ctx, workers, n, log, nil, fn)
+}
+
+// forEachGated is forEach with a gate called in order, from one goroutine,
+// before task i is handed out (while earlier tasks run): a gate error
+// stops handing out work and is returned. Tasks start in index order, so
+// the tasks started are [0, started).
+func forEachGated(ctx context.Context, workers, n int, log *slog.Logger, gate func(i int) error, fn func(i int)) (int, error) {
 	if n <= 0 {
 		return 0, ctx.Err()
 	}
@@ -63,6 +71,12 @@ func forEach(ctx context.Context, workers, n int, log *slog.Logger, fn func(i in
 	var stop error
 loop:
 	for i := range n {
+		if gate != nil {
+			if err := gate(i); err != nil {
+				stop = err
+				break
+			}
+		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -127,23 +141,43 @@ func (e *Engine) write(ctx context.Context, p *MailboxPlan) (int, error) {
 
 // applyPlans writes every planned mailbox, Workers at a time. One mailbox
 // failing never stops the others; ctx ending stops handing out writes.
-// Each outcome is recorded as it comes (ownership, audit, cache, metrics);
-// the state is saved every SaveEvery writes, at most once a second.
+//
+// Intent is recorded before acting (DESIGN.md §5): writes are released
+// in batches of SaveEvery, and before a batch's first write is sent,
+// commitIntent records every entry the batch adds or removes as pending in
+// the state and as intent lines in the audit log, and makes both durable
+// with one fsync each (group commit): a kill at any point leaves every
+// entry Exchange may have applied claimed in the state file. The next
+// batch is committed while the last writes of the one before still run,
+// so the pool never drains at a batch boundary. Each outcome is then
+// recorded as it comes (ownership, done lines, cache, metrics) without an
+// fsync: until the next commit or the end of the sync saves it, the
+// pending record covers it.
 func (e *Engine) applyPlans(ctx context.Context, r *run, writes []*mbox) {
 	if len(writes) == 0 {
 		return
 	}
 	r.dirty = true
-	sv := newSaver(e)
 	_ = e.stages.Run(StageApply, func() (map[string]int, error) {
 		r.progress(StageApply, 0, len(writes))
-		done := 0
-		_, err := forEach(ctx, e.opts.Workers, len(writes), e.log, func(i int) {
+		done, committed := 0, 0
+		gate := func(i int) error {
+			if i < committed {
+				return nil
+			}
+			end := min(len(writes), i+e.opts.SaveEvery)
+			if err := e.commitIntent(r, writes[i:end]); err != nil {
+				return err
+			}
+			committed = end
+			return nil
+		}
+		_, err := forEachGated(ctx, e.opts.Workers, len(writes), e.log, gate, func(i int) {
 			mb := writes[i]
 			attempts, err := 0, errTaskAborted
 			defer func() {
 				r.pmu.Lock()
-				e.recordWrite(r, mb, attempts, err, sv)
+				e.recordWrite(r, mb, attempts, err)
 				done++
 				d := done
 				r.pmu.Unlock()
@@ -153,26 +187,58 @@ func (e *Engine) applyPlans(ctx context.Context, r *run, writes []*mbox) {
 			}()
 			attempts, err = e.write(ctx, mb.plan)
 		})
-		sv.close()
+		if err != nil && ctx.Err() == nil {
+			// The intent could not be made durable: no write of the batch
+			// was sent. Stop the sync before any further write.
+			r.applyErr = err
+			e.log.Error("pipeline: record intent; writes stopped", "sync", r.rep.ID, "err", err)
+		}
 		items := map[string]int{"ok": r.rep.Writes, "failed": r.rep.Failures, "not_started": len(writes) - done}
 		return items, err
 	})
 }
 
+// auditMailbox is how the audit log names a mailbox.
+func auditMailbox(mb *mbox) string {
+	if mb.smtp != "" {
+		return mb.smtp
+	}
+	return mb.identity()
+}
+
+// commitIntent records the pending writes of batch in the state and their
+// intent lines in the audit log, then makes both durable: the audit log is
+// flushed with one fsync and the state saved with one (temporary file,
+// fsync, rename, directory fsync). No write of the batch may be sent
+// before it returned nil.
+func (e *Engine) commitIntent(r *run, batch []*mbox) error {
+	now := e.now()
+	var lines []AuditEntry
+	for _, mb := range batch {
+		e.st.AddPending(mb.identity(), Pending{DN: mb.dn, Mailbox: mb.smtp, SyncID: r.rep.ID, Changes: mb.plan.Changes})
+		lines = append(lines, changeEntries(mb.plan.Changes, r.rep.ID, auditMailbox(mb), PhaseIntent, now)...)
+	}
+	if err := e.audit.Write(lines...); err != nil {
+		return fmt.Errorf("record intent of %d writes: %w", len(batch), err)
+	}
+	if err := e.audit.Flush(); err != nil {
+		return fmt.Errorf("record intent of %d writes: %w", len(batch), err)
+	}
+	if err := SaveState(e.opts.StateDir, e.st); err != nil {
+		return fmt.Errorf("record intent of %d writes: %w", len(batch), err)
+	}
+	e.m.intentCommits.Inc()
+	return nil
+}
+
 // recordWrite books one mailbox's outcome; r.pmu is held.
-func (e *Engine) recordWrite(r *run, mb *mbox, attempts int, err error, sv *saver) {
+func (e *Engine) recordWrite(r *run, mb *mbox, attempts int, err error) {
 	mb.attempts = attempts
 	now := e.now()
 	if err == nil {
 		mb.written = true
-		e.st.SetOwned(mb.identity(), mb.plan.NewOwned)
-		entries := mb.plan.AuditEntries(r.rep.ID, now)
-		for i := range entries {
-			if mb.smtp != "" {
-				entries[i].Mailbox = mb.smtp
-			}
-		}
-		if aerr := e.audit.Write(entries...); aerr != nil {
+		e.st.SettlePending(mb.identity(), mb.plan.NewOwned)
+		if aerr := e.audit.Write(changeEntries(mb.plan.Changes, r.rep.ID, auditMailbox(mb), PhaseDone, now)...); aerr != nil {
 			e.log.Error("pipeline: audit log", "sync", r.rep.ID, "err", aerr)
 		}
 		e.m.written(mb.plan)
@@ -181,12 +247,11 @@ func (e *Engine) recordWrite(r *run, mb *mbox, attempts int, err error, sv *save
 		e.opts.Caches.Mailboxes.Set(mb.identity(), cache.MailboxSnapshot{
 			Allowed: editList(mb.allowed, mb.plan.Allowed), Blocked: editList(mb.blocked, mb.plan.Blocked), FetchedAt: now,
 		})
-		sv.wrote()
 		return
 	}
 	// Failed, or unknown whether Exchange applied it: claim both what we
-	// meant to add and what we meant to remove, and read it again next
-	// sync.
+	// meant to add and what we meant to remove, and keep the pending
+	// record, which the next sync reconciles (and audits) before it plans.
 	mb.failed = true
 	e.st.SetOwned(mb.identity(), mb.plan.OwnedIfUncertain())
 	e.opts.Caches.Mailboxes.Del(mb.identity())
@@ -224,54 +289,6 @@ func containsFold(list []string, id string) bool {
 		}
 	}
 	return false
-}
-
-// saver saves the state in the background during a long apply: after
-// every SaveEvery writes, at most once a second, one save at a time.
-type saver struct {
-	e     *Engine
-	every int
-	// n and last are guarded by the caller of wrote (run.pmu).
-	n       int
-	last    time.Time
-	kick    chan struct{}
-	done    chan struct{}
-	closeMu sync.Once
-}
-
-func newSaver(e *Engine) *saver {
-	s := &saver{e: e, every: e.opts.SaveEvery, kick: make(chan struct{}, 1), done: make(chan struct{})}
-	go s.loop()
-	return s
-}
-
-func (s *saver) loop() {
-	defer close(s.done)
-	for range s.kick {
-		if err := SaveState(s.e.opts.StateDir, s.e.st); err != nil {
-			s.e.log.Error("pipeline: periodic state save", "err", err)
-		}
-	}
-}
-
-// wrote counts one successful write; the caller serialises calls.
-func (s *saver) wrote() {
-	s.n++
-	if s.n < s.every || time.Since(s.last) < time.Second {
-		return
-	}
-	s.n, s.last = 0, time.Now()
-	select {
-	case s.kick <- struct{}{}:
-	default: // a save is pending already
-	}
-}
-
-// close stops the saver once a pending save is done; the final save is
-// the sync's own.
-func (s *saver) close() {
-	s.closeMu.Do(func() { close(s.kick) })
-	<-s.done
 }
 
 // settleUnwritten records the ownership of planned mailboxes that write

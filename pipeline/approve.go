@@ -108,14 +108,18 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 		held := &hp.Plans[i]
 		mb := cur[mailboxKey(held.Identity)]
 		if mb == nil {
+			name := held.Mailbox
+			if name == "" {
+				name = held.Identity
+			}
 			for _, c := range held.Changes {
-				r.rep.Refused = append(r.rep.Refused, RefusedEntry{Mailbox: held.Identity, DeviceID: c.DeviceID, List: c.List, Op: c.Op,
+				r.rep.Refused = append(r.rep.Refused, RefusedEntry{Mailbox: name, DeviceID: c.DeviceID, List: c.List, Op: c.Op,
 					Why: "the mailbox has no partnership any more, was not found or could not be read"})
 			}
 			continue
 		}
 		e.planOne(mb, true, false)
-		still, dropped := stillPlanned(held, mb)
+		still, dropped := stillPlanned(&held.MailboxPlan, mb)
 		r.rep.Refused = append(r.rep.Refused, dropped...)
 		plan, refused := reconcile(&still, mb, e.st.OwnedOf(held.Identity))
 		mb.plan, mb.conflicts = &plan, len(plan.Conflicts)
@@ -135,6 +139,11 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 		return nil
 	}
 	e.applyPlans(ctx, r, writes)
+	approved := make(map[string]*mbox, len(res.ok))
+	for _, mb := range res.ok {
+		approved[dnKey(mb.dn)] = mb
+	}
+	e.notifyDevices(r, approved)
 	if p.Enabled && ctx.Err() == nil {
 		var org orgView
 		var err error
@@ -155,12 +164,27 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 	if err := RemoveHeldPlan(e.opts.StateDir, hp.ID); err != nil && !errors.Is(err, ErrHeldPlanNotFound) {
 		return err
 	}
-	// The baseline's decisions for these mailboxes predate the approval:
-	// the next quick sync reads them again.
-	for _, mb := range planned {
-		retry[dnKey(mb.dn)] = mb.dn
+	// The devices list shows the approved mailboxes as this approval
+	// decided and wrote them; a failed write is read again next sync.
+	var nb *baseline
+	if base != nil {
+		all := maps.Clone(base.byDN)
+		for k, mb := range approved {
+			if len(mb.devs) == 0 {
+				delete(all, k)
+				continue
+			}
+			all[k] = mb
+		}
+		nb = newBaseline(all)
+		nb.skipped = base.skipped
 	}
-	e.publish(nil, retry)
+	for _, mb := range planned {
+		if mb.failed {
+			retry[dnKey(mb.dn)] = mb.dn
+		}
+	}
+	e.publish(nb, retry)
 	r.dirty = true
 	return nil
 }

@@ -37,7 +37,7 @@ func readAudit(t *testing.T, dir string) []AuditEntry {
 
 func TestAuditConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	a, err := OpenAudit(dir)
+	a, err := OpenAudit(dir, AuditOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestAuditConcurrent(t *testing.T) {
 // reach the file before Flush, and Flush writes the rest.
 func TestAuditBounded(t *testing.T) {
 	dir := t.TempDir()
-	a, err := OpenAudit(dir)
+	a, err := OpenAudit(dir, AuditOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestAuditBounded(t *testing.T) {
 func TestAuditAppends(t *testing.T) {
 	dir := t.TempDir()
 	for i := range 3 {
-		a, err := OpenAudit(dir)
+		a, err := OpenAudit(dir, AuditOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,6 +21,7 @@ const maxDeviceString = 256
 type mbox struct {
 	dn, guid, smtp, name string
 	upn                  string // from an MDM record of the mailbox's own user
+	uid                  string // the user's Entra object id, from the MDM snapshot (Scope.UserID)
 	sealed               bool   // published in a baseline: read-only
 	// allowed and blocked are the lists the plan is made against (nil in a
 	// published baseline); fresh reports whether they were read from
@@ -50,7 +51,7 @@ func (mb *mbox) identity() string {
 	return mb.dn
 }
 
-func (mb *mbox) user() User { return User{PrimarySmtp: mb.smtp, UPN: mb.upn} }
+func (mb *mbox) user() User { return User{PrimarySmtp: mb.smtp, UPN: mb.upn, ID: mb.uid} }
 
 // compareMailboxes orders mailboxes by primary SMTP address (ASCII case
 // folded, without allocating), then by DN.
@@ -245,6 +246,10 @@ func (d *decider) str(s string) string {
 func (d *decider) decide(mb *mbox, dev *exchange.MobileDevice) {
 	u := mb.user()
 	if !mb.scoped {
+		if u.ID == "" {
+			mb.uid = d.scope.UserID(u)
+			u.ID = mb.uid
+		}
 		mb.scope, mb.scoped = d.scope.Of(u), true
 	}
 	rec, same := d.ix.Lookup(dev.DeviceId, u)

@@ -149,12 +149,15 @@ func (e *Engine) full(ctx context.Context, r *run) error {
 	}
 	e.settleUnwritten(r, slices.Collect(maps.Values(mbs)))
 	e.applyPlans(ctx, r, writes)
-	if op != nil && ctx.Err() == nil {
+	if op != nil && ctx.Err() == nil && r.applyErr == nil {
 		e.applyOrg(ctx, r, op, r.rep.Failures == 0)
 	}
 	e.notifyDevices(r, mbs)
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if r.applyErr != nil {
+		return r.applyErr
 	}
 	return e.stages.Run(StageReport, func() (map[string]int, error) {
 		if p.Enabled {
@@ -335,11 +338,11 @@ func (e *Engine) guard(r *run, writes []*mbox, devices int, op *orgPlan) error {
 		if r.dry {
 			return map[string]int{"held": 1}, err
 		}
-		plans := make([]MailboxPlan, len(writes))
+		plans := make([]PlannedMailbox, len(writes))
 		for i, mb := range writes {
-			plans[i] = *mb.plan
+			plans[i] = PlannedMailbox{MailboxPlan: *mb.plan, Mailbox: mb.smtp, Name: mb.name}
 		}
-		hp, herr := NewHeldPlan(r.rep.ID, r.rep.Kind, plans, devices, err, e.now())
+		hp, herr := NewHeldPlan(r.rep.ID, r.rep.Kind, HeldByGuard, plans, devices, err, e.now())
 		if herr == nil {
 			herr = SaveHeldPlan(e.opts.StateDir, hp)
 		}

@@ -12,7 +12,10 @@
 //     row wins. Decide is a pure function of the policy, one device's Input
 //     and the time; it allocates nothing.
 //   - Scope, Join, Index: who is targeted (included/excluded groups of the
-//     MDM snapshot) and the MDM record of an EAS device id.
+//     MDM snapshot, joined to mailboxes by Entra object id through the
+//     device records when the directory withholds members' UPN and mail;
+//     ScopeUnknown when neither can tell) and the MDM record of an EAS
+//     device id.
 //   - PlanMailbox: one mailbox's current lists, the entries we own and the
 //     decisions of its devices → a MailboxPlan (one Set-CASMailbox with
 //     @{Add=…;Remove=…} per list), conflicts with administrator entries and
@@ -81,8 +84,10 @@
 // retried next sync: one bad mailbox never cancels the others.
 //
 // In this core that means: an invalid policy, an MDM snapshot missing a
-// configured group, an unreadable or too-new state file and a tripped guard
-// are errors; a device whose DeviceId fails validation is a decision
+// configured group or whose included members none can be matched to a
+// mailbox (ErrScopeUnresolvable; members without object ids already fail
+// the mdm snapshot), an unreadable or too-new state file and a tripped
+// guard are errors; a device whose DeviceId fails validation is a decision
 // (NoChange, InvalidDeviceId), an administrator entry that contradicts the
 // policy is a Conflict on its MailboxPlan, and neither stops anything.
 //

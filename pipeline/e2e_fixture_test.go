@@ -163,7 +163,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	}
 
 	f.pool, err = runspace.NewPool(runspace.Options{
-		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic,
+		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic, PlainHTTP: true,
 		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: o.size, ConnectTimeout: 20 * time.Second, RequestTimeout: 2 * time.Minute,
 		FailoverBackoff: 50 * time.Millisecond,
@@ -330,6 +330,7 @@ func (f *fixture) expectations() []expectation {
 			f.t.Fatal(err)
 		}
 		u := pipeline.User{PrimarySmtp: mb.PrimarySmtpAddress}
+		u.ID = scope.UserID(u) // as the engine resolves the mailbox's user
 		for _, d := range devs {
 			rec, same := ix.Lookup(d.DeviceId, u)
 			dec, why := pipeline.Decide(&f.policy, pipeline.Input{Device: d, User: u, Scope: scope.Of(u), Record: rec, SameUser: same}, f.clock.Now())

@@ -179,7 +179,7 @@ func TestApproveRefusesAdminChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The administrator allows one device we meant to block.
-	var victim pipeline.MailboxPlan
+	var victim pipeline.PlannedMailbox
 	for _, p := range held.Plans {
 		if len(p.Blocked.Add) > 0 {
 			victim = p

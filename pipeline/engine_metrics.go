@@ -51,6 +51,8 @@ var syncBuckets = []float64{1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7
 //	easconnector_sync_list_entries_written_total{list,op}         counter
 //	easconnector_sync_guard_trips_total{guard}                    counter
 //	easconnector_sync_mailbox_write_failures_total                counter
+//	easconnector_sync_intent_commits_total                        counter (group commits of pending writes)
+//	easconnector_sync_recovered_writes_total                      counter (pending writes reconciled at a start)
 type engineMetrics struct {
 	set         *metrics.Set
 	duration    map[SyncKind]*metrics.PrometheusHistogram
@@ -59,6 +61,10 @@ type engineMetrics struct {
 	byReason    map[Reason]*metrics.Gauge
 	entries     map[[2]string]*metrics.Counter
 	failures    *metrics.Counter
+	// intentCommits counts group commits (two fsyncs each) before batches
+	// of writes; recovered counts pending writes reconciled at a start.
+	intentCommits *metrics.Counter
+	recovered     *metrics.Counter
 
 	mu     sync.Mutex
 	totals map[[2]string]*metrics.Counter
@@ -67,15 +73,17 @@ type engineMetrics struct {
 
 func newEngineMetrics(set *metrics.Set) *engineMetrics {
 	m := &engineMetrics{
-		set:         set,
-		duration:    map[SyncKind]*metrics.PrometheusHistogram{},
-		lastSuccess: map[SyncKind]*metrics.Gauge{},
-		devices:     map[Decision]*metrics.Gauge{},
-		byReason:    map[Reason]*metrics.Gauge{},
-		entries:     map[[2]string]*metrics.Counter{},
-		failures:    set.GetOrCreateCounter("easconnector_sync_mailbox_write_failures_total"),
-		totals:      map[[2]string]*metrics.Counter{},
-		trips:       map[GuardKind]*metrics.Counter{},
+		set:           set,
+		duration:      map[SyncKind]*metrics.PrometheusHistogram{},
+		lastSuccess:   map[SyncKind]*metrics.Gauge{},
+		devices:       map[Decision]*metrics.Gauge{},
+		byReason:      map[Reason]*metrics.Gauge{},
+		entries:       map[[2]string]*metrics.Counter{},
+		failures:      set.GetOrCreateCounter("easconnector_sync_mailbox_write_failures_total"),
+		intentCommits: set.GetOrCreateCounter("easconnector_sync_intent_commits_total"),
+		recovered:     set.GetOrCreateCounter("easconnector_sync_recovered_writes_total"),
+		totals:        map[[2]string]*metrics.Counter{},
+		trips:         map[GuardKind]*metrics.Counter{},
 	}
 	for _, k := range []SyncKind{SyncFull, SyncQuick} {
 		m.duration[k] = set.GetOrCreatePrometheusHistogramExt(fmt.Sprintf(`easconnector_sync_duration_seconds{kind=%q}`, k), syncBuckets)

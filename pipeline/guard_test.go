@@ -52,6 +52,15 @@ func TestCheckSnapshot(t *testing.T) {
 
 // blockPlans makes n mailbox plans of one new block each, and one plan
 // that only moves allow entries around.
+// planned wraps plans as a sync reports them, with a made-up address.
+func planned(plans []MailboxPlan) []PlannedMailbox {
+	out := make([]PlannedMailbox, len(plans))
+	for i, p := range plans {
+		out[i] = PlannedMailbox{MailboxPlan: p, Mailbox: p.Identity + "@contoso.com", Name: "User " + p.Identity}
+	}
+	return out
+}
+
 func blockPlans(n int) []MailboxPlan {
 	plans := make([]MailboxPlan, 0, n+1)
 	for i := range n {
@@ -139,14 +148,14 @@ func TestHeldPlan(t *testing.T) {
 	plans := blockPlans(3)
 	plans = append(plans, MailboxPlan{Identity: "empty"})
 	guard := CheckBlastRadius(plans, 3, GuardConfig{MaxNewBlocks: 1})
-	hp, err := NewHeldPlan("sync-1", SyncFull, plans, 3, guard, now)
+	hp, err := NewHeldPlan("sync-1", SyncFull, HeldByGuard, planned(plans), 3, guard, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !heldIDRe.MatchString(hp.ID) || len(hp.Plans) != 4 || hp.Counts.BlockAdds != 3 || !strings.Contains(hp.Reason, "lose access") {
 		t.Fatalf("NewHeldPlan() = %+v", hp)
 	}
-	other, _ := NewHeldPlan("sync-2", SyncQuick, plans, 3, guard, now.Add(time.Minute))
+	other, _ := NewHeldPlan("sync-2", SyncQuick, HeldByGuard, planned(plans), 3, guard, now.Add(time.Minute))
 	if other.ID == hp.ID {
 		t.Fatal("two held plans share an id")
 	}
@@ -192,7 +201,7 @@ func TestHeldPlan(t *testing.T) {
 // refused before anything could apply it.
 func TestHeldPlanTampered(t *testing.T) {
 	dir := t.TempDir()
-	hp, _ := NewHeldPlan("s", SyncFull, blockPlans(2), 2, nil, now)
+	hp, _ := NewHeldPlan("s", SyncFull, HeldByGuard, planned(blockPlans(2)), 2, nil, now)
 	if err := SaveHeldPlan(dir, hp); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +218,7 @@ func TestHeldPlanTampered(t *testing.T) {
 		t.Errorf("LoadHeldPlan(tampered) = %v, want an invalid DeviceId error", err)
 	}
 	// And a file renamed to another plan's id.
-	other, _ := NewHeldPlan("s", SyncFull, blockPlans(1), 1, nil, now)
+	other, _ := NewHeldPlan("s", SyncFull, HeldByGuard, planned(blockPlans(1)), 1, nil, now)
 	if err := os.WriteFile(filepath.Join(dir, HeldDir, other.ID+".json"), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +231,7 @@ func TestHeldPlanTampered(t *testing.T) {
 }
 
 func FuzzDecodeHeldPlan(f *testing.F) {
-	hp, _ := NewHeldPlan("s", SyncFull, blockPlans(2), 2, nil, now)
+	hp, _ := NewHeldPlan("s", SyncFull, HeldByGuard, planned(blockPlans(2)), 2, nil, now)
 	good, _ := json.Marshal(hp)
 	f.Add(good)
 	f.Add([]byte(`{"id":"00000000000000000000000000000000","plans":[{"identity":"a","blocked":{"add":["x y"]}}]}`))
@@ -243,4 +252,37 @@ func FuzzDecodeHeldPlan(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestHeldPlanSource: a plan keeps where it came from; files written
+// before the field existed read as a guard's hold, unless their reason is
+// the one `easconnector plan` gave; an unknown source is refused.
+func TestHeldPlanSource(t *testing.T) {
+	if _, err := NewHeldPlan("s", SyncFull, "mine", planned(blockPlans(1)), 1, nil, now); err == nil {
+		t.Error("NewHeldPlan(source mine) = nil error")
+	}
+	hp, err := NewHeldPlan("s", SyncFull, HeldByPlan, planned(blockPlans(1)), 1, nil, now)
+	if err != nil || hp.Source != HeldByPlan || hp.Reason != heldByPlanReason || hp.Plans[0].Mailbox != "mb0@contoso.com" {
+		t.Fatalf("NewHeldPlan(plan) = %+v, %v", hp, err)
+	}
+	f := func(reason, source, want string) {
+		t.Helper()
+		c := *hp
+		c.Reason, c.Source = reason, source
+		data, err := json.Marshal(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeHeldPlan(data)
+		switch {
+		case want == "" && err == nil:
+			t.Errorf("DecodeHeldPlan(source %q) = %s, want an error", source, got.Source)
+		case want != "" && (err != nil || got.Source != want):
+			t.Errorf("DecodeHeldPlan(reason %q, source %q) = %v, %v; want source %s", reason, source, got, err, want)
+		}
+	}
+	f(heldByPlanReason, "", HeldByPlan)
+	f("too many new blocks", "", HeldByGuard)
+	f("too many new blocks", HeldByPlan, HeldByPlan)
+	f("x", "elsewhere", "")
 }

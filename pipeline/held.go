@@ -30,8 +30,20 @@ var ErrHeldPlanNotFound = errors.New("held plan not found")
 
 var heldIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// HeldPlan is a plan a guard stopped: kept in state_dir/held/<ID>.json for
-// review (`plan --show ID`) and applied as is by `sync --approve ID`.
+// Where a held plan comes from (HeldPlan.Source).
+const (
+	// HeldByGuard: a sync's guard stopped the plan; the service is
+	// degraded until it is approved, discarded or expires.
+	HeldByGuard = "guard"
+	// HeldByPlan: `easconnector plan` kept its dry run for review; it
+	// says nothing about the service's health.
+	HeldByPlan = "plan"
+)
+
+// HeldPlan is a plan kept in state_dir/held/<ID>.json for review
+// (`plan --show ID`): one a guard stopped, or one `easconnector plan` kept.
+// `sync --approve ID` applies what of it still holds (see Engine's
+// approval), within HeldPlanMaxAge.
 type HeldPlan struct {
 	// ID is 128 random bits in hex: a held plan cannot be approved by
 	// guessing its id.
@@ -39,32 +51,48 @@ type HeldPlan struct {
 	SyncID    string    `json:"sync_id"`
 	CreatedAt time.Time `json:"created_at"`
 	Kind      SyncKind  `json:"kind"`
+	// Source is HeldByGuard or HeldByPlan; a plan saved before the field
+	// existed reads as HeldByGuard unless its Reason says otherwise
+	// (DecodeHeldPlan).
+	Source string `json:"source"`
 	// Reason is the guard's message.
 	Reason  string     `json:"reason"`
 	Devices int        `json:"devices"`
 	Counts  PlanCounts `json:"counts"`
-	// Plans are the mailboxes with a write; empty plans are not kept.
-	Plans []MailboxPlan `json:"plans"`
+	// Plans are the mailboxes with a write, with their SMTP address and
+	// display name for review; empty plans are not kept.
+	Plans []PlannedMailbox `json:"plans"`
 }
 
-// NewHeldPlan keeps the non-empty plans of a sync that guard stopped.
-func NewHeldPlan(syncID string, kind SyncKind, plans []MailboxPlan, devices int, guard error, now time.Time) (*HeldPlan, error) {
+// heldByPlanReason is the Reason `easconnector plan` gave its plans before
+// HeldPlan.Source existed.
+const heldByPlanReason = "kept by 'easconnector plan' for review"
+
+// NewHeldPlan keeps the non-empty plans of a sync: one that guard stopped
+// (source HeldByGuard), or a dry run (HeldByPlan).
+func NewHeldPlan(syncID string, kind SyncKind, source string, plans []PlannedMailbox, devices int, guard error, now time.Time) (*HeldPlan, error) {
+	if source != HeldByGuard && source != HeldByPlan {
+		return nil, fmt.Errorf("held plan source %q: want %q or %q", source, HeldByGuard, HeldByPlan)
+	}
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("held plan id: %w", err)
 	}
 	hp := &HeldPlan{
-		ID: hex.EncodeToString(b[:]), SyncID: syncID, CreatedAt: now.UTC(), Kind: kind, Devices: devices,
+		ID: hex.EncodeToString(b[:]), SyncID: syncID, CreatedAt: now.UTC(), Kind: kind, Source: source, Devices: devices,
 	}
-	if guard != nil {
+	switch {
+	case guard != nil:
 		hp.Reason = guard.Error()
+	case source == HeldByPlan:
+		hp.Reason = heldByPlanReason
 	}
 	for i := range plans {
 		if !plans[i].Empty() {
 			hp.Plans = append(hp.Plans, plans[i])
 		}
 	}
-	hp.Counts = CountPlans(hp.Plans)
+	hp.Counts = CountPlans(mailboxPlans(hp.Plans))
 	return hp, nil
 }
 
@@ -75,6 +103,9 @@ func NewHeldPlan(syncID string, kind SyncKind, plans []MailboxPlan, devices int,
 func (hp *HeldPlan) Validate() error {
 	if !heldIDRe.MatchString(hp.ID) {
 		return fmt.Errorf("held plan: id %q is not 32 lower-case hex digits", hp.ID)
+	}
+	if hp.Source != HeldByGuard && hp.Source != HeldByPlan {
+		return fmt.Errorf("held plan %s: source %q: want %q or %q", hp.ID, hp.Source, HeldByGuard, HeldByPlan)
 	}
 	seen := make(map[string]bool, len(hp.Plans))
 	for i := range hp.Plans {
@@ -157,6 +188,12 @@ func DecodeHeldPlan(data []byte) (*HeldPlan, error) {
 	if err := json.Unmarshal(data, &hp); err != nil {
 		return nil, fmt.Errorf("decode held plan: %w", err)
 	}
+	if hp.Source == "" {
+		hp.Source = HeldByGuard
+		if hp.Reason == heldByPlanReason {
+			hp.Source = HeldByPlan
+		}
+	}
 	if err := hp.Validate(); err != nil {
 		return nil, err
 	}
@@ -206,4 +243,13 @@ func RemoveHeldPlan(dir, id string) error {
 		return fmt.Errorf("remove held plan %s: %w", id, err)
 	}
 	return atomicfile.SyncDir(filepath.Join(dir, HeldDir))
+}
+
+// mailboxPlans returns the MailboxPlans of ps.
+func mailboxPlans(ps []PlannedMailbox) []MailboxPlan {
+	out := make([]MailboxPlan, len(ps))
+	for i := range ps {
+		out[i] = ps[i].MailboxPlan
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -44,6 +45,103 @@ func TestScope(t *testing.T) {
 	}
 	if _, err := NewScope(p, nil); err == nil {
 		t.Error("NewScope(nil snapshot) = nil error")
+	}
+}
+
+// TestScopeByObjectID: the directory withholds the members' UPN and mail
+// (an app with GroupMember.Read.All only), so members are bare object ids.
+// A mailbox's user is tied to an id through the MDM records (userId beside
+// UPN and e-mail address) and is in a group when that id is a member. A
+// user no record names, while a group has members nobody can name, is
+// Unknown; a user whose addresses lead to two ids that disagree, too.
+func TestScopeByObjectID(t *testing.T) {
+	const (
+		aliceID = "a0000000-0000-4000-8000-000000000001"
+		bobID   = "b0000000-0000-4000-8000-000000000002"
+		carolID = "c0000000-0000-4000-8000-000000000003"
+		danID   = "d0000000-0000-4000-8000-000000000004" // no device: nobody can name dan
+		eveID   = "e0000000-0000-4000-8000-000000000005"
+	)
+	snap := &mdm.Snapshot{
+		Records: []mdm.Record{
+			{ID: "1", UserID: aliceID, UserPrincipalName: "alice@corp.local", Email: "alice@contoso.com"},
+			{ID: "2", UserID: strings.ToUpper(bobID), UserPrincipalName: "bob@contoso.com"},
+			{ID: "3", UserID: carolID, UserPrincipalName: "carol@contoso.com"},
+			{ID: "4", UserID: eveID, UserPrincipalName: "eve@contoso.com"},
+			{ID: "5", UserID: aliceID, Email: "SMTP:eve@contoso.com"}, // eve's address on alice's id: ambiguous
+			{ID: "6", UserPrincipalName: "frank@contoso.com"},         // no userId: joins by nothing
+		},
+		Groups: map[string][]mdm.Member{
+			"inc": {{ID: aliceID}, {ID: bobID}, {ID: danID}, {ID: eveID}},
+			"exc": {{ID: strings.ToUpper(bobID)}},
+		},
+	}
+	p := testPolicy()
+	s, err := NewScope(p, snap)
+	if err != nil {
+		t.Fatalf("NewScope() = %v", err)
+	}
+	f := func(u User, want Membership) {
+		t.Helper()
+		if got := s.Of(u); got != want {
+			t.Errorf("Of(%+v) = %+v, want %+v", u, got, want)
+		}
+	}
+	f(User{PrimarySmtp: "alice@contoso.com"}, Membership{Included: true})                          // by the record's e-mail address
+	f(User{PrimarySmtp: "Alice@Contoso.com", UPN: "alice@corp.local"}, Membership{Included: true}) // and UPN
+	f(User{PrimarySmtp: "bob@contoso.com"}, Membership{Included: true, Excluded: true})
+	f(User{PrimarySmtp: "carol@contoso.com"}, Membership{})            // named, in neither group
+	f(User{PrimarySmtp: "dan@contoso.com"}, Membership{Unknown: true}) // could be the unnamed member
+	f(User{PrimarySmtp: "frank@contoso.com"}, Membership{Unknown: true})
+	f(User{PrimarySmtp: "eve@contoso.com"}, Membership{Included: true})          // both of eve's ids are included
+	f(User{PrimarySmtp: "x@contoso.com", ID: danID}, Membership{Included: true}) // an id given wins
+	if got := s.UserID(User{PrimarySmtp: "ALICE@contoso.com"}); got != aliceID {
+		t.Errorf("UserID(alice) = %q, want %s", got, aliceID)
+	}
+	if got := s.UserID(User{PrimarySmtp: "eve@contoso.com"}); got != "" {
+		t.Errorf("UserID(eve) = %q, want \"\" (two ids)", got)
+	}
+	if s.Unnamed != 1 {
+		t.Errorf("Unnamed = %d, want 1 (dan)", s.Unnamed)
+	}
+
+	// eve's two ids disagree once alice leaves the included group.
+	snap.Groups["inc"] = []mdm.Member{{ID: bobID}, {ID: danID}, {ID: eveID}}
+	if s, err = NewScope(p, snap); err != nil {
+		t.Fatal(err)
+	}
+	f(User{PrimarySmtp: "eve@contoso.com"}, Membership{Unknown: true})
+	f(User{PrimarySmtp: "alice@contoso.com"}, Membership{}) // known, not included
+
+	// A user with a known id is certainly not an unnamed member (each
+	// member has an id); a user known not to be included stays
+	// NotTargeted whatever the exclusion.
+	snap.Groups["exc"] = []mdm.Member{{ID: danID}}
+	if s, err = NewScope(p, snap); err != nil {
+		t.Fatal(err)
+	}
+	f(User{PrimarySmtp: "bob@contoso.com"}, Membership{Included: true})
+	f(User{PrimarySmtp: "carol@contoso.com"}, Membership{})
+
+	// Members readable: UPN and mail name them, no record needed.
+	snap.Groups["exc"] = []mdm.Member{{ID: danID, UserPrincipalName: "dan@contoso.com"}}
+	if s, err = NewScope(p, snap); err != nil {
+		t.Fatal(err)
+	}
+	f(User{PrimarySmtp: "dan@contoso.com"}, Membership{Included: true, Excluded: true})
+	f(User{PrimarySmtp: "frank@contoso.com"}, Membership{}) // dan is named now, in either group
+
+	// Not one included member can be matched: an infrastructure error
+	// naming the permission, never a policy that targets nobody.
+	snap.Groups["exc"] = []mdm.Member{}
+	snap.Groups["inc"] = []mdm.Member{{ID: danID}, {ID: "f0000000-0000-4000-8000-000000000006"}}
+	_, err = NewScope(p, snap)
+	if !errors.Is(err, ErrScopeUnresolvable) || !strings.Contains(err.Error(), mdm.PermUsers) {
+		t.Errorf("NewScope(unmatchable included members) = %v, want ErrScopeUnresolvable naming %s", err, mdm.PermUsers)
+	}
+	snap.Groups["inc"] = []mdm.Member{}
+	if _, err := NewScope(p, snap); err != nil {
+		t.Errorf("NewScope(empty included group) = %v, want nil (an empty group targets nobody, by the admin's choice)", err)
 	}
 }
 
@@ -239,4 +337,37 @@ func TestJoinOrderIndependent(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkScope builds the scope of a 50,000-device fleet whose members
+// come as bare object ids (an app without User.Read.All) and scopes every
+// mailbox: the per-sync cost of the join by id.
+func BenchmarkScope(b *testing.B) {
+	pop := population.Generate(population.Options{Seed: 3, Devices: 50_000, Now: now})
+	snap := &mdm.Snapshot{Groups: map[string][]mdm.Member{}}
+	for _, r := range pop.MDM {
+		snap.Records = append(snap.Records, mdm.Record{ID: r.ID, UserID: r.UserID, EASDeviceID: r.EASDeviceID,
+			UserPrincipalName: r.UserPrincipalName, Email: r.Email})
+	}
+	for _, g := range []population.Group{pop.Included, pop.Excluded} {
+		for _, i := range g.Members {
+			snap.Groups[g.ID] = append(snap.Groups[g.ID], mdm.Member{ID: pop.Mailboxes[i].EntraID})
+		}
+	}
+	p := testPolicy()
+	p.IncludedGroups, p.ExcludedGroups = []string{pop.Included.ID}, []string{pop.Excluded.ID}
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := NewScope(p, snap)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range pop.Mailboxes {
+			u := User{PrimarySmtp: pop.Mailboxes[i].PrimarySmtp}
+			u.ID = s.UserID(u)
+			_ = s.Of(u)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(pop.Mailboxes)), "ns/mailbox")
+	b.ReportMetric(float64(len(pop.Mailboxes)), "mailboxes")
 }

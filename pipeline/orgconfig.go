@@ -9,11 +9,80 @@ import (
 	"github.com/easconnector/easconnector/exchange"
 )
 
-// OwnedRules returns the names of the device access rules we created.
+// Rule operations (ruleOp.op, PendingRule.Op).
+const (
+	ruleNew    = "new"
+	ruleSet    = "set"
+	ruleRemove = "remove"
+)
+
+// OwnedRules returns the names of the device access rules we created and,
+// until reconciled, those a pending creation names.
 func (s *State) OwnedRules() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	out := slices.Clone(s.Rules)
+	for _, pr := range s.PendingRules {
+		if !slices.ContainsFunc(out, func(n string) bool { return strings.EqualFold(n, pr.Name) }) {
+			out = append(out, pr.Name)
+		}
+	}
+	return out
+}
+
+// recordedRules is OwnedRules without the pending claims.
+func (s *State) recordedRules() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return slices.Clone(s.Rules)
+}
+
+func (s *State) pendingRules() []PendingRule {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.PendingRules)
+}
+
+func (s *State) addPendingRules(prs []PendingRule) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.PendingRules = append(s.PendingRules, prs...)
+}
+
+// settleRule clears the pending record of the rule named name.
+func (s *State) settleRule(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.PendingRules = slices.DeleteFunc(s.PendingRules, func(pr PendingRule) bool { return strings.EqualFold(pr.Name, name) })
+	if len(s.PendingRules) == 0 {
+		s.PendingRules = nil
+	}
+}
+
+// settleRules records the rules owned after reconciliation and clears
+// every pending rule record.
+func (s *State) settleRules(owned []string) {
+	s.SetOwnedRules(owned)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.PendingRules = nil
+}
+
+func (s *State) pendingOrg() *PendingOrg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.PendingOrg == nil {
+		return nil
+	}
+	p := *s.PendingOrg
+	p.Changes = slices.Clone(p.Changes)
+	return &p
+}
+
+func (s *State) setPendingOrg(p *PendingOrg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.PendingOrg = p
 }
 
 // SetOwnedRules records the names of the device access rules we created,
@@ -157,11 +226,11 @@ func (op *orgPlan) planRules(p *Policy, rules []exchange.DeviceAccessRule) {
 		cur := find(ex.Characteristic, ex.Value)
 		switch {
 		case cur == nil:
-			op.rules = append(op.rules, ruleOp{op: "new", name: name, ch: ex.Characteristic, query: ex.Value, to: lv})
+			op.rules = append(op.rules, ruleOp{op: ruleNew, name: name, ch: ex.Characteristic, query: ex.Value, to: lv})
 		case cur.AccessLevel == lv:
 			// Already as declared, ours or an administrator's that agrees.
 		case ours(cur.Name):
-			op.rules = append(op.rules, ruleOp{op: "set", name: cur.Name, ch: ex.Characteristic, query: ex.Value, from: cur.AccessLevel, to: lv})
+			op.rules = append(op.rules, ruleOp{op: ruleSet, name: cur.Name, ch: ex.Characteristic, query: ex.Value, from: cur.AccessLevel, to: lv})
 		default:
 			op.conflicts = append(op.conflicts, fmt.Sprintf("device access rule %q is %s, the policy's platform exception says %s: the administrator's rule is left alone",
 				cur.Name, cur.AccessLevel, lv))
@@ -176,7 +245,7 @@ func (op *orgPlan) planRules(p *Policy, rules []exchange.DeviceAccessRule) {
 			op.dropOwned(name) // gone already
 			continue
 		}
-		op.rules = append(op.rules, ruleOp{op: "remove", name: rules[i].Name, ch: rules[i].Characteristic, query: rules[i].QueryString, from: rules[i].AccessLevel})
+		op.rules = append(op.rules, ruleOp{op: ruleRemove, name: rules[i].Name, ch: rules[i].Characteristic, query: rules[i].QueryString, from: rules[i].AccessLevel})
 	}
 }
 
@@ -215,10 +284,15 @@ func (op *orgPlan) empty() bool { return len(op.settings) == 0 && len(op.rules) 
 
 // applyOrg writes the org changes. A tightening DefaultAccessLevel is
 // written only when allowTighten (every mailbox write succeeded): it would
-// otherwise shut out compliant devices whose allow entry failed. Rule
-// ownership is recorded as each rule op goes; a rule whose creation
-// failed is claimed all the same (it may exist), and dropped next time if
-// it does not.
+// otherwise shut out compliant devices whose allow entry failed.
+//
+// Intent is recorded before acting, as for mailbox writes: the settings
+// write and every rule operation are recorded as pending in the state,
+// with audit intent lines, and made durable in one commit before the
+// first cmdlet; each confirmed operation is audited as done and its
+// pending record cleared. A rule whose creation failed stays claimed and
+// pending (it may exist): the next sync's start keeps it if it exists and
+// drops it if not.
 func (e *Engine) applyOrg(ctx context.Context, r *run, op *orgPlan, allowTighten bool) {
 	if op.empty() {
 		return
@@ -226,38 +300,59 @@ func (e *Engine) applyOrg(ctx context.Context, r *run, op *orgPlan, allowTighten
 	r.dirty = true
 	r.rep.Org = r.rep.Org[:0]
 	u := op.update
+	var sent []OrgChange // the settings the write carries
 	for _, c := range op.settings {
 		if c.Setting == "DefaultAccessLevel" && op.tighten && !allowTighten {
 			u.DefaultAccessLevel = nil
 			c.Error = fmt.Sprintf("deferred: %d mailbox writes failed; the default tightens once every allow entry is in place", r.rep.Failures)
 			r.rep.Org = append(r.rep.Org, c)
+			continue
+		}
+		sent = append(sent, c)
+	}
+	if err := e.commitOrgIntent(r, sent, op.rules); err != nil {
+		r.applyErr = err
+		e.log.Error("pipeline: record intent of organization writes; nothing written", "sync", r.rep.ID, "err", err)
+		for _, c := range op.report() {
+			c.Error = err.Error()
+			r.rep.Org = append(r.rep.Org, c)
+		}
+		return
+	}
+	done := func(l AuditEntry) {
+		l.Time, l.SyncID, l.Phase = e.now(), r.rep.ID, PhaseDone
+		if err := e.audit.Write(l); err != nil {
+			e.log.Error("pipeline: audit log", "sync", r.rep.ID, "err", err)
 		}
 	}
-	if u.DefaultAccessLevel != nil || u.AdminMailRecipients != nil || u.UserMailInsert != nil {
+	if len(sent) > 0 {
 		err := e.ex.SetOrgSettings(ctx, u)
-		for _, c := range op.settings {
-			if c.Setting == "DefaultAccessLevel" && u.DefaultAccessLevel == nil {
-				continue
-			}
+		for _, c := range sent {
 			c.Applied = err == nil
 			if err != nil {
 				c.Error = err.Error()
+			} else {
+				done(AuditEntry{Setting: c.Setting, From: c.From, To: c.To})
 			}
 			r.rep.Org = append(r.rep.Org, c)
 		}
 		if err != nil {
+			// Unknown whether it took effect: the pending record stays, and
+			// the next start reads the settings back.
 			e.log.Warn("pipeline: org settings", "sync", r.rep.ID, "err", err)
+		} else {
+			e.st.setPendingOrg(nil)
 		}
 	}
 	for _, ro := range op.rules {
 		var err error
 		switch ro.op {
-		case "new":
+		case ruleNew:
 			err = e.ex.NewDeviceAccessRule(ctx, ro.ch, ro.query, ro.to)
 			op.owned = append(op.owned, ro.name)
-		case "set":
+		case ruleSet:
 			err = e.ex.SetDeviceAccessRule(ctx, ro.name, ro.to)
-		case "remove":
+		case ruleRemove:
 			if err = e.ex.RemoveDeviceAccessRule(ctx, ro.name); err == nil {
 				op.dropOwned(ro.name)
 			}
@@ -266,8 +361,59 @@ func (e *Engine) applyOrg(ctx context.Context, r *run, op *orgPlan, allowTighten
 		if err != nil {
 			c.Error = err.Error()
 			e.log.Warn("pipeline: device access rule", "sync", r.rep.ID, "rule", ro.name, "op", ro.op, "err", err)
+		} else {
+			e.st.settleRule(ro.name)
+			done(ruleEntry(ro))
 		}
 		r.rep.Org = append(r.rep.Org, c)
 	}
 	e.st.SetOwnedRules(op.owned)
+}
+
+// ruleEntry is the audit line of a rule operation; To is Absent for a
+// removal.
+func ruleEntry(ro ruleOp) AuditEntry {
+	l := AuditEntry{Setting: "Rule", Target: ro.name, From: string(ro.from), To: string(ro.to)}
+	if ro.op == ruleNew {
+		l.From = Absent
+	}
+	if ro.op == ruleRemove {
+		l.To = Absent
+	}
+	return l
+}
+
+// commitOrgIntent records the organization writes about to be made as
+// pending, with their intent lines, and makes both durable in one commit.
+func (e *Engine) commitOrgIntent(r *run, settings []OrgChange, rules []ruleOp) error {
+	if len(settings) == 0 && len(rules) == 0 {
+		return nil
+	}
+	now := e.now()
+	var lines []AuditEntry
+	if len(settings) > 0 {
+		e.st.setPendingOrg(&PendingOrg{SyncID: r.rep.ID, Changes: slices.Clone(settings)})
+		for _, c := range settings {
+			lines = append(lines, AuditEntry{Time: now, SyncID: r.rep.ID, Setting: c.Setting, From: c.From, To: c.To, Phase: PhaseIntent})
+		}
+	}
+	prs := make([]PendingRule, 0, len(rules))
+	for _, ro := range rules {
+		l := ruleEntry(ro)
+		l.Time, l.SyncID, l.Phase = now, r.rep.ID, PhaseIntent
+		lines = append(lines, l)
+		prs = append(prs, PendingRule{Op: ro.op, Name: ro.name, SyncID: r.rep.ID, From: l.From, To: l.To})
+	}
+	e.st.addPendingRules(prs)
+	if err := e.audit.Write(lines...); err != nil {
+		return fmt.Errorf("record intent of organization writes: %w", err)
+	}
+	if err := e.audit.Flush(); err != nil {
+		return fmt.Errorf("record intent of organization writes: %w", err)
+	}
+	if err := SaveState(e.opts.StateDir, e.st); err != nil {
+		return fmt.Errorf("record intent of organization writes: %w", err)
+	}
+	e.m.intentCommits.Inc()
+	return nil
 }

@@ -273,9 +273,13 @@ type Reason string
 
 // Reasons, in the order of the decision table.
 const (
-	ReasonDisabled          Reason = "Disabled"          // row 1
-	ReasonExempt            Reason = "Exempt"            // row 2
-	ReasonNotTargeted       Reason = "NotTargeted"       // row 3
+	ReasonDisabled    Reason = "Disabled"    // row 1
+	ReasonExempt      Reason = "Exempt"      // row 2
+	ReasonNotTargeted Reason = "NotTargeted" // row 3
+	// ReasonScopeUnknown: whether the user is targeted cannot be told
+	// (row 3a): the directory withheld the group members' UPN and mail
+	// and no device record of the user carries the id to join on.
+	ReasonScopeUnknown      Reason = "ScopeUnknown"
 	ReasonInvalidDeviceID   Reason = "InvalidDeviceId"   // row 4
 	ReasonCompliant         Reason = "Compliant"         // rows 5 and 7
 	ReasonPlatformRule      Reason = "PlatformRule"      // row 6
@@ -296,7 +300,7 @@ const (
 var Reasons = reasonList[:]
 
 var reasonList = [...]Reason{
-	ReasonDisabled, ReasonExempt, ReasonNotTargeted, ReasonInvalidDeviceID,
+	ReasonDisabled, ReasonExempt, ReasonNotTargeted, ReasonScopeUnknown, ReasonInvalidDeviceID,
 	ReasonCompliant, ReasonPlatformRule, ReasonNotCompliant, ReasonPendingEvaluation,
 	ReasonStale, ReasonUserMismatch, ReasonNotEnrolled, ReasonAdminOverride, ReasonPartnershipGone,
 }
@@ -310,12 +314,19 @@ var decisionList = [...]Decision{Allow, Block, Default, NoChange}
 type User struct {
 	PrimarySmtp string // CASMailbox.PrimarySmtpAddress
 	UPN         string // user principal name, if known
+	// ID is the user's Entra object id when the MDM snapshot ties one to
+	// the addresses above (Scope.UserID), else "".
+	ID string
 }
 
 // Membership is a user's place in the policy's scope.
 type Membership struct {
 	Excluded bool // member of an excluded group (wins over Included)
 	Included bool // member of an included group
+	// Unknown: whether the user is targeted cannot be told (a group has
+	// members that match no mailbox, and the user matches no member); see
+	// Scope and ReasonScopeUnknown.
+	Unknown bool
 }
 
 // Input is everything Decide needs to know about one device partnership.
@@ -345,6 +356,10 @@ func notCompliant(c mdm.Compliance) bool {
 //	 1 policy disabled                                   → NoChange         Disabled
 //	 2 user in an excluded group                         → untargeted       Exempt
 //	 3 user not in an included group                     → untargeted       NotTargeted
+//	3a scope unknown                                     → the targeted and
+//	                                                       untargeted outcome
+//	                                                       if they agree,
+//	                                                       else Default     ScopeUnknown
 //	 4 DeviceId fails exchange.ValidDeviceID             → NoChange         InvalidDeviceId
 //	 5 enrolled, compliant, same user, override on       → Allow            Compliant
 //	 6 a platform exception matches                      → its action       PlatformRule
@@ -368,6 +383,14 @@ func notCompliant(c mdm.Compliance) bool {
 // does not ask whose record it is: a device id the MDM reports as
 // noncompliant is blocked on any mailbox.
 //
+// Row 3a is the conservative answer for a user whose scope cannot be told:
+// Decide works out what the policy would do with the device of a targeted
+// user and what it does with an untargeted one; when both agree that is
+// the decision, otherwise Default, so that Exchange's own rules and org
+// default decide. A guess never opens mail access (the untargeted Allow)
+// and never blocks (untargeted users are never blocked), in the same way
+// row 9 never blocks on a guess.
+//
 // Decide is pure, safe for concurrent use and does not allocate. A nil
 // policy is a disabled one.
 func Decide(p *Policy, in Input, now time.Time) (Decision, Reason) {
@@ -376,6 +399,18 @@ func Decide(p *Policy, in Input, now time.Time) (Decision, Reason) {
 		return NoChange, ReasonDisabled
 	case in.Scope.Excluded: // 2
 		return p.untargeted(), ReasonExempt
+	case in.Scope.Unknown: // 3a
+		known := in
+		known.Scope = Membership{Included: true}
+		t, why := Decide(p, known, now)
+		switch u := p.untargeted(); {
+		case t == NoChange:
+			return t, why // an invalid DeviceId
+		case t == u:
+			return t, ReasonScopeUnknown
+		default:
+			return Default, ReasonScopeUnknown
+		}
 	case !in.Scope.Included: // 3
 		return p.untargeted(), ReasonNotTargeted
 	case !exchange.ValidDeviceID(in.Device.DeviceId): // 4
@@ -414,13 +449,17 @@ func Decide(p *Policy, in Input, now time.Time) (Decision, Reason) {
 	}
 }
 
-// MatchUser reports whether the MDM record belongs to u: its UPN equals the
-// user's UPN or primary SMTP address, or one of its e-mail addresses equals
-// the primary SMTP address (case-insensitively). A record or user without
-// any of these never matches.
+// MatchUser reports whether the MDM record belongs to u: its userId is
+// u's object id, or its UPN equals the user's UPN or primary SMTP address,
+// or one of its e-mail addresses equals the primary SMTP address
+// (case-insensitively). The id catches a record whose UPN is older than a
+// rename. A record or user without any of these never matches.
 func MatchUser(rec *mdm.Record, u User) bool {
 	if rec == nil {
 		return false
+	}
+	if u.ID != "" && rec.UserID != "" && strings.EqualFold(u.ID, rec.UserID) {
+		return true
 	}
 	if rec.UserPrincipalName != "" {
 		if u.UPN != "" && strings.EqualFold(rec.UserPrincipalName, u.UPN) {

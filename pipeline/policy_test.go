@@ -76,6 +76,25 @@ func TestDecideTable(t *testing.T) {
 			func(in *Input) { in.Scope.Included = false }, Allow, ReasonNotTargeted},
 		{"3 not included, untargeted allow in an allow org", func(p *Policy) { p.OrgDefault = exchange.LevelAllow; p.Untargeted = UntargetedAllow },
 			func(in *Input) { in.Scope.Included = false }, Allow, ReasonNotTargeted},
+		// Row 3a: scope unknown. The org default is Quarantine, so the
+		// untargeted action (auto) is Allow.
+		{"3a unknown scope, compliant device of the user: both ways Allow", nil,
+			func(in *Input) { in.Scope = Membership{Unknown: true} }, Allow, ReasonScopeUnknown},
+		{"3a unknown scope, unenrolled: Default, not the untargeted Allow", nil,
+			func(in *Input) { in.Scope = Membership{Unknown: true}; in.Record = nil; in.SameUser = false }, Default, ReasonScopeUnknown},
+		{"3a unknown scope, noncompliant: Default, never Block", nil,
+			func(in *Input) {
+				in.Scope = Membership{Included: true, Unknown: true}
+				in.Record.Compliance = mdm.ComplianceNoncompliant
+			}, Default, ReasonScopeUnknown},
+		{"3a unknown scope, unmanaged allow: both ways Allow", func(p *Policy) { p.Unmanaged = ActionAllow },
+			func(in *Input) { in.Scope = Membership{Unknown: true}; in.Record = nil; in.SameUser = false }, Allow, ReasonScopeUnknown},
+		{"3a unknown scope, untargeted default, unmanaged block: Default", func(p *Policy) { p.Unmanaged = ActionBlock; p.Untargeted = UntargetedDefault },
+			func(in *Input) { in.Scope = Membership{Unknown: true}; in.Record = nil; in.SameUser = false }, Default, ReasonScopeUnknown},
+		{"3a unknown scope, invalid DeviceId changes nothing", nil,
+			func(in *Input) { in.Scope = Membership{Unknown: true}; in.Device.DeviceId = "bad-id" }, NoChange, ReasonInvalidDeviceID},
+		{"3 known not included beats unknown", nil,
+			func(in *Input) { in.Scope = Membership{} }, Allow, ReasonNotTargeted},
 		// Row 4.
 		{"4 invalid DeviceId", nil, func(in *Input) { in.Device.DeviceId = "abc;Remove-Mailbox" }, NoChange, ReasonInvalidDeviceID},
 		{"4 empty DeviceId", nil, func(in *Input) { in.Device.DeviceId = "" }, NoChange, ReasonInvalidDeviceID},
@@ -241,6 +260,11 @@ func TestMatchUser(t *testing.T) {
 	f(&mdm.Record{UserPrincipalName: "bob@contoso.com", Email: "bob@contoso.com"}, alice, false)
 	f(&mdm.Record{}, alice, false)
 	f(&mdm.Record{UserPrincipalName: "alice.anderson1@contoso.com"}, User{}, false)
+	// By object id: a record whose UPN predates a rename is still the user's.
+	const aliceID = "6f1e2d3c-4b5a-4978-8877-665544332211"
+	f(&mdm.Record{UserID: aliceID, UserPrincipalName: "alice.old@contoso.com"}, User{PrimarySmtp: alice.PrimarySmtp, ID: strings.ToUpper(aliceID)}, true)
+	f(&mdm.Record{UserID: "7f1e2d3c-4b5a-4978-8877-665544332211", UserPrincipalName: "bob@contoso.com"}, User{PrimarySmtp: alice.PrimarySmtp, ID: aliceID}, false)
+	f(&mdm.Record{UserID: aliceID}, User{PrimarySmtp: alice.PrimarySmtp}, false)
 }
 
 // decideGen draws random valid policies and inputs from a seeded source, so
@@ -313,6 +337,9 @@ func (g decideGen) input() Input {
 	in := Input{Device: devs[g.pick(len(devs))], User: alice}
 	in.Device.DeviceId = genIDs[g.pick(len(genIDs))]
 	in.Scope = Membership{Excluded: g.pick(5) == 0, Included: g.pick(5) != 0}
+	if !in.Scope.Excluded && g.pick(6) == 0 {
+		in.Scope.Unknown = true // Scope.Of never sets Unknown with Excluded
+	}
 	if g.pick(4) != 0 {
 		ago := func() time.Time {
 			if g.pick(10) == 0 {
@@ -347,6 +374,25 @@ func checkDecide(t testing.TB, p *Policy, in Input, d Decision, r Reason) {
 	}
 	if in.Scope.Excluded && (d == Block || r != ReasonExempt) {
 		t.Fatalf("excluded user: Decide() = %s, %s; want Exempt and never Block", d, r)
+	}
+	if in.Scope.Unknown && !in.Scope.Excluded {
+		// Row 3a: never Block, Allow only when targeted and untargeted
+		// alike would allow; the reason says why.
+		known := in
+		known.Scope = Membership{Included: true}
+		td, _ := Decide(p, known, now)
+		switch {
+		case d == NoChange && r == ReasonInvalidDeviceID:
+		case r != ReasonScopeUnknown:
+			t.Fatalf("unknown scope: Decide() = %s, %s; want ScopeUnknown", d, r)
+		case d == Block:
+			t.Fatalf("unknown scope blocked: %s, %s", d, r)
+		case d == Allow && (td != Allow || p.untargeted() != Allow):
+			t.Fatalf("unknown scope allowed although targeted gives %s and untargeted %s", td, p.untargeted())
+		case d != Default && d != td:
+			t.Fatalf("unknown scope: Decide() = %s, want %s or Default", d, td)
+		}
+		return
 	}
 	if !in.Scope.Included && d == Block {
 		t.Fatalf("untargeted user blocked: %s, %s", d, r)

@@ -277,6 +277,9 @@ func (e *Engine) quick(ctx context.Context, r *run) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if r.applyErr != nil {
+		return r.applyErr
+	}
 	return e.stages.Run(StageReport, func() (map[string]int, error) {
 		e.st.UpdateMarks(func(w *Watermarks) {
 			w.LastQuick = e.now()

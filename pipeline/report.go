@@ -138,6 +138,10 @@ type Report struct {
 	// affected ones in a quick sync).
 	MDMRecords    int `json:"mdm_records"`
 	ReadMailboxes int `json:"read_mailboxes"`
+	// Recovered counts the entries of writes an earlier run left pending
+	// (killed before Exchange confirmed them), reconciled against Exchange
+	// before this sync planned.
+	Recovered int `json:"recovered,omitempty"`
 }
 
 func (r *Report) skip(reason, identity, deviceID string, err error) {

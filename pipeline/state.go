@@ -21,8 +21,11 @@ import (
 
 // StateVersion is the version of state.json this code writes. LoadState
 // reads it and every older version; a newer one is an error, never a
-// silent downgrade.
-const StateVersion = 1
+// silent downgrade. Version 2 added the pending writes (Pending,
+// PendingRules, PendingOrg): an older easconnector must refuse a file
+// whose pending entries it would ignore, since it would then treat them
+// as the administrator's.
+const StateVersion = 2
 
 // StateFile is the state file's name in the state directory.
 const StateFile = "state.json"
@@ -66,6 +69,56 @@ type State struct {
 	// for the policy's platform exceptions (OwnedRules, SetOwnedRules):
 	// only these are ever changed or removed.
 	Rules []string `json:"rules,omitempty"`
+
+	// Pending are the mailbox writes recorded before their Set-CASMailbox
+	// was sent and not yet confirmed by Exchange, by mailbox key (see
+	// Pending). OwnedOf claims their entries until they are reconciled.
+	Pending map[string]Pending `json:"pending,omitempty"`
+	// PendingRules are the device access rule creations and removals
+	// recorded before their cmdlet was sent; OwnedRules claims them.
+	PendingRules []PendingRule `json:"pending_rules,omitempty"`
+	// PendingOrg is the Set-ActiveSyncOrganizationSettings call recorded
+	// before it was sent, until Exchange confirmed it.
+	PendingOrg *PendingOrg `json:"pending_org,omitempty"`
+}
+
+// Pending is one mailbox's write as recorded before it is sent: the
+// connector's intent. Write-ahead: it is saved (fsync) with its batch
+// before any of the batch's writes goes out, and cleared once Exchange
+// confirmed the write. A Pending found at the start of a sync (a crash, a
+// kill, or a write whose outcome is unknown) is reconciled against the
+// mailbox's lists as Exchange reports them: an entry to add that is
+// present is ours, one that is absent was never written; an entry to
+// remove that is still present stays ours, one that is gone is dropped.
+type Pending struct {
+	// DN is the mailbox's distinguished name, by which it is read back.
+	DN string `json:"dn"`
+	// Mailbox is its primary SMTP address, for the audit log.
+	Mailbox string `json:"mailbox,omitempty"`
+	SyncID  string `json:"sync_id"`
+	// Changes are the entries the write adds and removes.
+	Changes []Change `json:"changes"`
+}
+
+// PendingRule is a device access rule creation ("new"), level change
+// ("set") or removal ("remove") recorded before its cmdlet is sent. At
+// reconciliation a rule that exists is ours, one that does not is
+// dropped, whichever the operation was (the connector only ever changes
+// or removes rules it owns).
+type PendingRule struct {
+	Op     string `json:"op"`
+	Name   string `json:"name"`
+	SyncID string `json:"sync_id"`
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+}
+
+// PendingOrg is an organization settings write recorded before it is
+// sent; reconciliation reads the settings back and audits what Exchange
+// holds.
+type PendingOrg struct {
+	SyncID  string      `json:"sync_id"`
+	Changes []OrgChange `json:"changes"`
 }
 
 // NewState returns an empty state of the current version.
@@ -75,12 +128,78 @@ func NewState() *State {
 
 func mailboxKey(mailbox string) string { return strings.ToLower(mailbox) }
 
-// OwnedOf returns the entries we own on mailbox (a copy).
+// OwnedOf returns the entries we own on mailbox (a copy): those recorded
+// as owned and, until reconciled, every entry a pending write of the
+// mailbox adds or removes. Claiming too much costs nothing (a plan drops
+// claims on absent entries); claiming too little would make our own
+// entries the administrator's.
 func (s *State) OwnedOf(mailbox string) Owned {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := mailboxKey(mailbox)
+	o := s.Owned[k]
+	out := Owned{Allowed: slices.Clone(o.Allowed), Blocked: slices.Clone(o.Blocked)}
+	if p, ok := s.Pending[k]; ok {
+		for _, c := range p.Changes {
+			if c.List == ListBlocked {
+				out.Blocked = append(out.Blocked, c.DeviceID)
+			} else {
+				out.Allowed = append(out.Allowed, c.DeviceID)
+			}
+		}
+		out = Owned{Allowed: cleanIDs(out.Allowed), Blocked: cleanIDs(out.Blocked)}
+	}
+	return out
+}
+
+// recordedOwned is OwnedOf without the pending claims.
+func (s *State) recordedOwned(mailbox string) Owned {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := s.Owned[mailboxKey(mailbox)]
 	return Owned{Allowed: slices.Clone(o.Allowed), Blocked: slices.Clone(o.Blocked)}
+}
+
+// AddPending records a mailbox write about to be sent; it replaces an
+// earlier pending write of the mailbox, whose claims must have been
+// settled. Save the state before sending the write.
+func (s *State) AddPending(mailbox string, p Pending) {
+	p.Changes = slices.Clone(p.Changes)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Pending == nil {
+		s.Pending = map[string]Pending{}
+	}
+	s.Pending[mailboxKey(mailbox)] = p
+}
+
+// SettlePending records the mailbox's ownership once its pending write is
+// resolved (Exchange confirmed it, or reconciliation read the lists) and
+// clears the pending record, in one step.
+func (s *State) SettlePending(mailbox string, o Owned) {
+	s.SetOwned(mailbox, o)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.Pending, mailboxKey(mailbox))
+}
+
+// PendingWrites returns a copy of the pending mailbox writes, by key.
+func (s *State) PendingWrites() map[string]Pending {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Pending, len(s.Pending))
+	for k, p := range s.Pending {
+		p.Changes = slices.Clone(p.Changes)
+		out[k] = p
+	}
+	return out
+}
+
+// HasPending reports whether any write awaits reconciliation.
+func (s *State) HasPending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.Pending) > 0 || len(s.PendingRules) > 0 || s.PendingOrg != nil
 }
 
 // SetOwned records the entries we own on mailbox after a write, keeping
@@ -100,11 +219,19 @@ func (s *State) SetOwned(mailbox string, o Owned) {
 	s.Owned[mailboxKey(mailbox)] = o
 }
 
-// OwnedMailboxes returns the mailboxes on which we own entries, sorted.
+// OwnedMailboxes returns the mailboxes on which we own entries or have a
+// pending write, sorted.
 func (s *State) OwnedMailboxes() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Sorted(maps.Keys(s.Owned))
+	keys := slices.Collect(maps.Keys(s.Owned))
+	for k := range s.Pending {
+		if _, ok := s.Owned[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func cleanIDs(ids []string) []string {
@@ -241,7 +368,7 @@ func LoadState(dir string) (*State, Status, error) {
 	data, err := atomicfile.ReadLimited(path, maxStateBytes)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if info, aerr := os.Stat(filepath.Join(dir, AuditFile)); aerr == nil && info.Size() > 0 {
+		if HasAuditEntries(dir) {
 			// We wrote to Exchange before: the state was lost, not never made.
 			st := NewState()
 			st.AdoptClosed = true
@@ -311,6 +438,27 @@ func decodeState(data []byte) (*State, error) {
 		}
 	}
 	st.Owned = owned
+	pending := make(map[string]Pending, len(st.Pending))
+	for mb, p := range st.Pending {
+		if mb == "" {
+			continue
+		}
+		pending[mailboxKey(mb)] = p
+	}
+	st.Pending = pending
+	for mb, p := range st.Pending {
+		if strings.TrimSpace(p.DN) == "" {
+			// It cannot be read back: keep its claims as owned, which a
+			// plan drops where the entries are absent.
+			st.SetOwned(mb, st.OwnedOf(mb))
+			delete(st.Pending, mb)
+		}
+	}
+	for i, pr := range st.PendingRules {
+		if pr.Name == "" || (pr.Op != ruleNew && pr.Op != ruleSet && pr.Op != ruleRemove) {
+			return nil, fmt.Errorf("pending_rules[%d]: want a name and op %s, %s or %s, got %q, %q", i, ruleNew, ruleSet, ruleRemove, pr.Name, pr.Op)
+		}
+	}
 	if st.Watermarks.LastGoodMDMCount < 0 {
 		return nil, fmt.Errorf("watermarks.last_good_mdm_count: negative (%d)", st.Watermarks.LastGoodMDMCount)
 	}

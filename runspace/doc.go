@@ -48,12 +48,23 @@
 // non-SOAP answers *StatusError, failures below HTTP *TransportError (never
 // an *url.Error, whose timeouts the library would retry forever), bodies
 // are always read and closed, idle connections are kept per host, and
-// WINRS_CONSOLEMODE_STDIN is sent as FALSE. TLS is verified against CACert
-// unless InsecureSkipVerify is set. NTLM authenticates connections, so with
+// WINRS_CONSOLEMODE_STDIN is sent as FALSE. Redirects are refused.
+//
+// The zero value is safe: HTTPS on 5986, TLS verified against CACert (or
+// the system roots) unless InsecureSkipVerify is set, and NTLM
+// (DefaultAuth). PlainHTTP reaches loopback addresses only (resolved and
+// checked by the dialer at every connection, no proxy) unless
+// AllowUnencrypted is set, and NewPool logs what it exposes. A Basic
+// Authorization header is sent only with Auth "basic": the NTLM client
+// (go-ntlmssp v0.1.1, whose CHALLENGE parser no longer panics on hostile
+// offsets, GHSA-pjcq-xvwq-hhpj) never answers a Basic challenge, and a
+// panic in it would become an ErrAuth. NTLM authenticates connections, so with
 // NTLM each session gets its own two single-connection lanes (the Receive
 // long-poll and everything else), keeping every handshake on one
 // connection. Kerberos logs in once per pool (gokrb5, Options.Realm,
-// KrbConfig, SPN) and adds a SPNEGO header per request.
+// KrbConfig, SPN; Password or Keytab) and adds a SPNEGO header per
+// request; its failures are *KerberosError values that name the fix
+// (kerberos.go).
 //
 // # Pool
 //

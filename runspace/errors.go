@@ -32,6 +32,9 @@ var (
 	// ErrAuth: the server rejected the credentials (HTTP 401/403) or
 	// Kerberos could not obtain a ticket.
 	ErrAuth = errors.New("authentication failed")
+	// ErrUnencrypted: plain HTTP to a host that is not loopback, without
+	// Options.AllowUnencrypted.
+	ErrUnencrypted = errors.New("plain HTTP refused")
 	// ErrInitFailed: the bootstrap could not load Exchange (InitErr frame),
 	// or the process ended before its Ready frame.
 	ErrInitFailed = errors.New("session initialisation failed")

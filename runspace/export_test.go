@@ -19,7 +19,7 @@ func NewTestClient(opts Options, server string) (client *winrm.Client, stop func
 	tr := f.newTransport(server)
 	params := winrm.NewParameters(o.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return tr }
-	ep := winrm.NewEndpoint(server, o.Port, o.HTTPS, o.InsecureSkipVerify, o.CACert, nil, nil, o.responseHeaderTimeout())
+	ep := o.endpoint(server)
 	client, err = winrm.NewClientWithParameters(ep, o.User, o.Password.Reveal(), params)
 	if err != nil {
 		f.close()

@@ -61,7 +61,8 @@ func simOptions(t testing.TB, sim *exsim.Sim, mutate func(*runspace.Options)) ru
 	o := runspace.Options{
 		Servers:          []string{sim.Hosts()[0]},
 		Port:             sim.Port(),
-		HTTPS:            sim.TLS(),
+		PlainHTTP:        !sim.TLS(),
+		Auth:             runspace.AuthBasic,
 		CACert:           sim.CAPEM(),
 		User:             exsim.DefaultUser,
 		Password:         secret.New(exsim.DefaultPassword),
@@ -190,6 +191,12 @@ func TestSessionAgainstExsim(t *testing.T) {
 		{Cmd: "Get-CASMailbox", Args: map[string]any{"Identity": struct{}{}}},
 		{Cmd: "Get-CASMailbox", Args: map[string]any{"Identity": "bad\xffutf8"}},
 		{Cmd: "Get-CASMailbox", Select: []string{"Name; whoami"}},
+		// PowerShell's common parameters would overwrite the bootstrap's
+		// variables; nil for a list would bind as $null and empty it.
+		{Cmd: "Get-CASMailbox", Args: map[string]any{"Identity": "x", "OutVariable": "allowed"}},
+		{Cmd: "Get-MobileDevice", Args: map[string]any{"PipelineVariable": "params"}},
+		{Cmd: "Set-CASMailbox", Args: map[string]any{"Identity": "x", "ActiveSyncAllowedDeviceIDs": []string(nil)}},
+		{Cmd: "Set-ActiveSyncOrganizationSettings", Args: map[string]any{"AdminMailRecipients": nil}},
 	} {
 		if _, err := s.Do(ctx, c, nil); !errors.Is(err, runspace.ErrInvalidCall) {
 			t.Errorf("Do(%+v) error = %v, want ErrInvalidCall", c, err)
@@ -861,7 +868,7 @@ func TestSecondHopCredential(t *testing.T) {
 		t.Errorf("SecondHopCredentials = %d, want 1", got)
 	}
 
-	o := simOptions(t, sim, func(o *runspace.Options) { o.SecondHopCredential = true; o.HTTPS = false; o.CACert = nil })
+	o := simOptions(t, sim, func(o *runspace.Options) { o.SecondHopCredential = true; o.PlainHTTP = true; o.CACert = nil })
 	if _, err := runspace.NewPool(o); err == nil || !strings.Contains(err.Error(), "needs HTTPS") {
 		t.Errorf("NewPool(SecondHopCredential over HTTP) error = %v, want it refused", err)
 	}

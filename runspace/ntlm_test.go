@@ -32,6 +32,11 @@ type ntlmGate struct {
 	conns      map[string]string // remote address → "challenged" | "authenticated"
 	handshakes atomic.Int32
 	violations atomic.Int32 // Authenticate on a connection that was not challenged
+	// bad, when set, replaces the CHALLENGE token (base64) sent to
+	// every NEGOTIATE; authenticates counts the AUTHENTICATE messages
+	// that came back anyway.
+	bad           atomic.Pointer[string]
+	authenticates atomic.Int32
 }
 
 // challenge is a minimal NTLM CHALLENGE_MESSAGE: unicode, NTLM, extended
@@ -75,9 +80,18 @@ func (g *ntlmGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.mu.Lock()
 			g.conns[addr] = "challenged"
 			g.mu.Unlock()
+			if bad := g.bad.Load(); bad != nil {
+				deny(scheme + " " + *bad)
+				return
+			}
 			deny(scheme + " " + challenge())
 			return
 		case 3:
+			if g.bad.Load() != nil {
+				g.authenticates.Add(1)
+				deny("NTLM")
+				return
+			}
 			if state != "challenged" {
 				g.violations.Add(1)
 				deny("NTLM")
@@ -107,25 +121,11 @@ func TestPoolNTLM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws := wsman.NewServer(wsman.Options{Users: sim.Users()}, sim.Runner(0))
-	gate := &ntlmGate{inner: ws, user: exsim.DefaultUser, pass: exsim.DefaultPassword, conns: map[string]string{}}
-	ts := httptest.NewUnstartedServer(gate)
-	ts.Config.ConnState = func(c net.Conn, s http.ConnState) {
-		if s == http.StateClosed || s == http.StateHijacked {
-			gate.mu.Lock()
-			delete(gate.conns, c.RemoteAddr().String())
-			gate.mu.Unlock()
-		}
-	}
-	ts.Start()
-	t.Cleanup(func() {
-		ws.Close()
-		ts.Close()
-	})
+	gate, ts := startNTLMGate(t, sim)
 	host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
 	pool := startPool(t, runspace.Options{
-		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM,
+		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true,
 		User: `CONTOSO\` + exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: 4, OperationTimeout: time.Second, ConnectTimeout: 10 * time.Second,
 	})
@@ -145,4 +145,26 @@ func TestPoolNTLM(t *testing.T) {
 	if h := gate.handshakes.Load(); h == 0 {
 		t.Error("no NTLM handshake took place")
 	}
+}
+
+// startNTLMGate serves sim's WS-Man endpoint behind an ntlmGate on a
+// loopback port.
+func startNTLMGate(t *testing.T, sim *exsim.Sim) (*ntlmGate, *httptest.Server) {
+	t.Helper()
+	ws := wsman.NewServer(wsman.Options{Users: sim.Users()}, sim.Runner(0))
+	gate := &ntlmGate{inner: ws, user: exsim.DefaultUser, pass: exsim.DefaultPassword, conns: map[string]string{}}
+	ts := httptest.NewUnstartedServer(gate)
+	ts.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed || s == http.StateHijacked {
+			gate.mu.Lock()
+			delete(gate.conns, c.RemoteAddr().String())
+			gate.mu.Unlock()
+		}
+	}
+	ts.Start()
+	t.Cleanup(func() {
+		ws.Close()
+		ts.Close()
+	})
+	return gate, ts
 }

@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/internal/secret"
+	"github.com/masterzen/winrm"
 )
 
 // Defaults applied by NewPool and Open to zero-valued Options fields.
@@ -43,6 +46,15 @@ const (
 	AuthKerberos = "kerberos"
 )
 
+// DefaultAuth is the Auth of zero-valued Options. NTLM (Negotiate) is on
+// in the WinRM service by default and Basic is off ("winrm get
+// winrm/config/service/auth": Basic = false, Negotiate = true; see
+// Microsoft Learn, "Installation and configuration for Windows Remote
+// Management"), and NTLM never sends the password itself. Kerberos is
+// stronger still but needs a krb5.conf and a realm, so it cannot be a
+// zero-value default.
+const DefaultAuth = AuthNTLM
+
 // Session modes (how the bootstrap loads Exchange, see bootstrap.ps1).
 const (
 	ModeRemoting = "remoting" // New-PSSession to http://<server>/PowerShell/ + Import-PSSession; RBAC applies
@@ -70,29 +82,45 @@ type Options struct {
 	// Servers are the WinRM hosts (Exchange Client Access servers or a
 	// management host) in preference order. At least one.
 	Servers []string
-	// Port defaults to 5985, or 5986 with HTTPS.
+	// Port defaults to 5986 (HTTPS), or 5985 with PlainHTTP.
 	Port int
-	// HTTPS selects WinRM over TLS. The certificate is verified against
-	// CACert (PEM; the system roots when empty) and TLSServerName (the
-	// server name when empty) unless InsecureSkipVerify is set.
-	HTTPS              bool
+	// WinRM runs over TLS unless PlainHTTP is set. The certificate is
+	// verified against CACert (PEM; the system roots when empty) and
+	// TLSServerName (the server name when empty) unless InsecureSkipVerify
+	// is set, which is refused together with SecondHopCredential (the
+	// password would go to whoever answers).
 	CACert             []byte
 	InsecureSkipVerify bool
 	TLSServerName      string
+	// PlainHTTP selects WinRM over plain HTTP (port 5985). masterzen/winrm
+	// does not encrypt messages itself, so everything a session carries
+	// (every cmdlet, its parameters and output, and with Basic the
+	// password) crosses the network in clear. It is refused unless the
+	// server is a loopback address (a literal, or a name whose every
+	// address is loopback; checked again at every connection) or
+	// AllowUnencrypted is set; NewPool logs what it exposes.
+	PlainHTTP bool
+	// AllowUnencrypted permits PlainHTTP to hosts that are not loopback.
+	AllowUnencrypted bool
 
-	// Auth is "basic" (the default), "ntlm" or "kerberos".
-	// Basic needs AllowUnencrypted on the server unless HTTPS is used.
+	// Auth is "ntlm" (the default, DefaultAuth), "kerberos" or "basic".
+	// No Basic Authorization header is ever sent unless Auth is "basic":
+	// with NTLM a server that offers only Basic gets no credentials.
 	// NTLM gets one HTTP transport per session, because NTLM authenticates
 	// connections and shared connection pools break it under concurrency.
 	// Kerberos logs in once per pool with User/Password in Realm (or the
 	// realm after "@" in User), using the krb5.conf at KrbConfig; SPN
-	// defaults to HTTP/<server>.
+	// defaults to HTTP/<server>; Keytab, a keytab file path, replaces
+	// Password for the Kerberos login (see kerberos.go). Basic sends the
+	// password with every request; the WinRM service accepts it only where
+	// Auth/Basic is enabled (off by default, see DefaultAuth).
 	Auth      string
 	User      string
 	Password  secret.String
 	Realm     string
 	KrbConfig string
 	SPN       string
+	Keytab    string
 
 	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
 	// http://<server>/PowerShell/), "snapin" (both WinRS: they need WinRM
@@ -108,8 +136,8 @@ type Options struct {
 	// SecondHopCredential passes User/Password to New-PSSession in
 	// remoting mode (see SessionConfig): a shell opened with NTLM or
 	// Kerberos cannot forward its logon to the /PowerShell endpoint.
-	// It requires HTTPS, because the credential travels in the session's
-	// stdin.
+	// It requires verified HTTPS (no PlainHTTP, no InsecureSkipVerify),
+	// because the credential travels in the session's stdin.
 	SecondHopCredential bool
 
 	// CASFailover makes Start discover the organization's other Client
@@ -153,21 +181,10 @@ type Options struct {
 	Metrics *metrics.Set
 }
 
-// hostRe accepts DNS names and IPv4 literals (IPv6 literals are checked
-// with net.ParseIP).
-var hostRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$`)
-
 // validHost reports whether s is a host name or an IP address, nothing more
 // (no scheme, port, path or whitespace): it ends up in URLs and metric labels.
-func validHost(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	if net.ParseIP(s) != nil {
-		return true
-	}
-	return hostRe.MatchString(s)
-}
+// The rule is shared with config.
+var validHost = hostaddr.Valid
 
 // resolve validates o and returns a copy with defaults applied.
 func (o Options) resolve() (Options, error) {
@@ -189,20 +206,36 @@ func (o Options) resolve() (Options, error) {
 	o.Servers = servers
 
 	switch {
-	case o.Port == 0 && o.Mode == ModePSRP && o.HTTPS:
+	case o.Port == 0 && o.Mode == ModePSRP && !o.PlainHTTP:
 		o.Port = DefaultPSRPHTTPSPort
 	case o.Port == 0 && o.Mode == ModePSRP:
 		o.Port = DefaultPSRPHTTPPort
-	case o.Port == 0 && o.HTTPS:
-		o.Port = DefaultHTTPSPort
-	case o.Port == 0:
+	case o.Port == 0 && o.PlainHTTP:
 		o.Port = DefaultHTTPPort
+	case o.Port == 0:
+		o.Port = DefaultHTTPSPort
 	case o.Port < 1 || o.Port > 65535:
 		return o, fmt.Errorf("runspace: Port: must be between 1 and 65535, got %d", o.Port)
 	}
+	if o.PlainHTTP && !o.AllowUnencrypted {
+		// Names are resolved when a connection is made (loopbackDialer);
+		// a literal can be refused now.
+		for i, s := range o.Servers {
+			if ip := net.ParseIP(s); ip != nil && !ip.IsLoopback() {
+				return o, fmt.Errorf("runspace: Servers[%d]: %w: %s is not a loopback address (use HTTPS, or set AllowUnencrypted)",
+					i, ErrUnencrypted, s)
+			}
+		}
+	}
+	if !o.PlainHTTP && o.AllowUnencrypted {
+		return o, errors.New("runspace: AllowUnencrypted: set, but PlainHTTP is off")
+	}
+	if o.PlainHTTP && (o.InsecureSkipVerify || o.TLSServerName != "") {
+		return o, errors.New("runspace: InsecureSkipVerify, TLSServerName: set, but PlainHTTP is on")
+	}
 	if len(o.CACert) > 0 {
-		if !o.HTTPS {
-			return o, fmt.Errorf("runspace: CACert: set but HTTPS is off")
+		if o.PlainHTTP {
+			return o, fmt.Errorf("runspace: CACert: set but PlainHTTP is on")
 		}
 		if !x509.NewCertPool().AppendCertsFromPEM(o.CACert) {
 			return o, fmt.Errorf("runspace: CACert: no PEM certificate found")
@@ -212,7 +245,7 @@ func (o Options) resolve() (Options, error) {
 	o.Auth = strings.ToLower(strings.TrimSpace(o.Auth))
 	switch o.Auth {
 	case "":
-		o.Auth = AuthBasic
+		o.Auth = DefaultAuth
 	case AuthBasic, AuthNTLM, AuthKerberos:
 	default:
 		return o, fmt.Errorf("runspace: Auth: must be %q, %q or %q, got %q", AuthBasic, AuthNTLM, AuthKerberos, o.Auth)
@@ -220,8 +253,11 @@ func (o Options) resolve() (Options, error) {
 	if o.User == "" {
 		return o, fmt.Errorf("runspace: User: required")
 	}
-	if o.Password.IsZero() {
-		return o, fmt.Errorf("runspace: Password: required")
+	if o.Keytab != "" && o.Auth != AuthKerberos {
+		return o, fmt.Errorf("runspace: Keytab: only used with kerberos auth, got %q", o.Auth)
+	}
+	if o.Password.IsZero() && o.Keytab == "" {
+		return o, fmt.Errorf("runspace: Password: required (or Keytab with kerberos auth)")
 	}
 	if o.Auth == AuthKerberos {
 		if o.KrbConfig == "" {
@@ -257,8 +293,11 @@ func (o Options) resolve() (Options, error) {
 		return o, fmt.Errorf("runspace: Mode: must be %q, %q or %q, got %q", ModePSRP, ModeRemoting, ModeSnapin, o.Mode)
 	}
 	if o.SecondHopCredential && o.Mode == ModeRemoting {
-		if !o.HTTPS {
+		if o.PlainHTTP {
 			return o, errors.New("runspace: SecondHopCredential: needs HTTPS, the password would cross the network in clear text")
+		}
+		if o.InsecureSkipVerify {
+			return o, errors.New("runspace: SecondHopCredential: refused with InsecureSkipVerify, the password would go to any server that answers")
 		}
 		if o.User == "" || o.Password.IsZero() {
 			return o, errors.New("runspace: SecondHopCredential: needs User and Password")
@@ -318,6 +357,19 @@ func (o Options) resolve() (Options, error) {
 	return o, nil
 }
 
+// logPlainHTTP says, at every start, what plain HTTP exposes.
+func (o *Options) logPlainHTTP() {
+	switch {
+	case !o.PlainHTTP:
+	case o.AllowUnencrypted:
+		o.Logger.Warn("runspace: WinRM over plain HTTP to hosts that may not be loopback (AllowUnencrypted): "+
+			plainHTTPExposure(o.Auth), "auth", o.Auth, "servers", o.Servers)
+	default:
+		o.Logger.Info("runspace: WinRM over plain HTTP, loopback only (checked at every connection): "+
+			"other processes on this host can read "+plainHTTPExposure(o.Auth), "auth", o.Auth)
+	}
+}
+
 // responseHeaderTimeout is the HTTP wait for response headers
 // (winrm.Endpoint.Timeout): longer than the long-poll, so that a healthy
 // server always answers Receive first with data or its timeout fault.
@@ -342,6 +394,14 @@ func (o *Options) urlPath() string {
 		return o.EndpointPath
 	}
 	return "/wsman"
+}
+
+// endpoint is the winrm.Endpoint of server. The library only keeps it: our
+// transport builds its own URL and TLS settings.
+func (o *Options) endpoint(server string) *winrm.Endpoint {
+	ep := winrm.NewEndpoint(server, o.Port, !o.PlainHTTP, o.InsecureSkipVerify, o.CACert, nil, nil, o.responseHeaderTimeout())
+	ep.TLSServerName = o.TLSServerName
+	return ep
 }
 
 // connectionURI is the Exchange PowerShell endpoint of server (remoting mode).

@@ -20,8 +20,23 @@ func TestOptionsResolve(t *testing.T) {
 		{"url as server", func(o *Options) { o.Servers = []string{"http://cas1/wsman"} }, "Servers[0]"},
 		{"server with space", func(o *Options) { o.Servers = []string{"cas1", "cas 2"} }, "Servers[1]"},
 		{"port", func(o *Options) { o.Port = 70000 }, "Port"},
-		{"ca without https", func(o *Options) { o.CACert = []byte("x") }, "CACert: set but HTTPS is off"},
-		{"ca not pem", func(o *Options) { o.HTTPS = true; o.CACert = []byte("x") }, "CACert: no PEM"},
+		{"ca with plain http", func(o *Options) { o.PlainHTTP, o.AllowUnencrypted, o.CACert = true, true, []byte("x") }, "CACert: set but PlainHTTP is on"},
+		{"ca not pem", func(o *Options) { o.CACert = []byte("x") }, "CACert: no PEM"},
+		{"plain http to a remote literal", func(o *Options) { o.PlainHTTP, o.Servers = true, []string{"127.0.0.1", "10.0.0.5"} },
+			"Servers[1]: plain HTTP refused: 10.0.0.5 is not a loopback address"},
+		{"plain http to loopback literals", func(o *Options) { o.PlainHTTP, o.Servers = true, []string{"127.0.0.1", "::1"} }, ""},
+		// Names are resolved by the dialer, at every connection.
+		{"plain http to a name", func(o *Options) { o.PlainHTTP = true }, ""},
+		{"plain http allowed", func(o *Options) { o.PlainHTTP, o.AllowUnencrypted, o.Servers = true, true, []string{"10.0.0.5"} }, ""},
+		{"allow unencrypted without plain http", func(o *Options) { o.AllowUnencrypted = true }, "AllowUnencrypted: set, but PlainHTTP is off"},
+		{"skip verify with plain http", func(o *Options) { o.PlainHTTP, o.InsecureSkipVerify = true, true }, "InsecureSkipVerify"},
+		{"skip verify with second hop", func(o *Options) { o.InsecureSkipVerify, o.SecondHopCredential = true, true },
+			"SecondHopCredential: refused with InsecureSkipVerify"},
+		{"skip verify with second hop in snapin mode", func(o *Options) {
+			o.InsecureSkipVerify, o.SecondHopCredential, o.Mode = true, true, ModeSnapin
+		}, ""},
+		{"second hop over plain http", func(o *Options) { o.PlainHTTP, o.AllowUnencrypted, o.SecondHopCredential = true, true, true },
+			"SecondHopCredential: needs HTTPS"},
 		{"auth", func(o *Options) { o.Auth = "digest" }, "Auth"},
 		{"user", func(o *Options) { o.User = "" }, "User"},
 		{"password", func(o *Options) { o.Password = secret.New("") }, "Password"},
@@ -68,7 +83,8 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.Size != 1 {
 		t.Errorf("Size = %d without Parallel, want 1", o.Size)
 	}
-	if o.Port != DefaultHTTPPort || o.Auth != AuthBasic || o.Mode != ModeRemoting ||
+	// The zero value is safe: verified HTTPS on 5986 and NTLM, never Basic.
+	if o.Port != DefaultHTTPSPort || o.PlainHTTP || o.InsecureSkipVerify || o.Auth != AuthNTLM || o.Mode != ModeRemoting ||
 		o.RequestTimeout != DefaultRequestTimeout || o.ConnectTimeout != DefaultConnectTimeout ||
 		o.OperationTimeout != DefaultOperationTimeout || o.MaxSessionAge != DefaultMaxSessionAge ||
 		o.MaxRequestsPerSession != DefaultMaxRequestsPerSession || o.Logger == nil {
@@ -80,8 +96,8 @@ func TestOptionsDefaults(t *testing.T) {
 	if got := connectionURI("fe80::1"); got != "http://[fe80::1]/PowerShell/" {
 		t.Errorf("connectionURI() = %q", got)
 	}
-	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), HTTPS: true, Parallel: true}.resolve()
-	if o.Port != DefaultHTTPSPort || o.Size != DefaultSize {
-		t.Errorf("Port = %d, Size = %d, want %d and %d", o.Port, o.Size, DefaultHTTPSPort, DefaultSize)
+	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), PlainHTTP: true, Parallel: true}.resolve()
+	if o.Port != DefaultHTTPPort || o.Size != DefaultSize {
+		t.Errorf("Port = %d, Size = %d, want %d and %d", o.Port, o.Size, DefaultHTTPPort, DefaultSize)
 	}
 }

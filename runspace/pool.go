@@ -69,9 +69,7 @@ func NewPool(opts Options) (*Pool, error) {
 	if o.Metrics == nil {
 		o.Metrics = metrics.NewSet()
 	}
-	if o.Auth == AuthBasic && !o.HTTPS {
-		o.Logger.Warn("runspace: basic authentication over plain HTTP sends the password in clear text; use HTTPS")
-	}
+	o.logPlainHTTP()
 	p := &Pool{
 		opts:    o,
 		log:     o.Logger,
@@ -751,8 +749,7 @@ func (p *Pool) probe(f *transportFactory, server string) error {
 	defer stop()
 	params := winrm.NewParameters(p.opts.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return tr }
-	ep := winrm.NewEndpoint(server, p.opts.Port, p.opts.HTTPS, p.opts.InsecureSkipVerify, p.opts.CACert, nil, nil,
-		p.opts.responseHeaderTimeout())
+	ep := p.opts.endpoint(server)
 	client, err := winrm.NewClientWithParameters(ep, p.opts.User, p.opts.Password.Reveal(), params)
 	if err != nil {
 		return err

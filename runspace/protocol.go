@@ -28,8 +28,10 @@ var ErrUntagged = errors.New("untagged line")
 // Request is one cmdlet invocation, sent as one line.
 //
 // Args maps parameter names to values that the bootstrap binds as data by
-// splatting. Allowed value types: string, bool (true = switch present),
-// numbers, []string, ListEdit (becomes @{Add=…;Remove=…}) and nil ($null).
+// splatting (see Call.Args and CheckWireArgs). Allowed value types:
+// string, bool (true = switch present), numbers, []string, ListEdit
+// (becomes @{Add=…;Remove=…}), ClearList ({"clear":true}, becomes $null for
+// a multi-valued parameter) and nil ($null, single-valued parameters only).
 type Request struct {
 	ID     uint64         `json:"id"`
 	Cmd    string         `json:"cmd"`
@@ -87,12 +89,47 @@ type Frame struct {
 // holds no credential it could forward, so the second hop to the
 // /PowerShell endpoint (even on the same server) fails without one; passing
 // it explicitly is the method that needs no delegation set up in AD. The
-// line travels over the WinRM channel only, so it is sent only over HTTPS.
+// lines travel over the WinRM channel only, so they are sent only over
+// verified HTTPS.
+//
+// The password is not part of the JSON: ConvertFrom-Json is a cmdlet, and
+// PowerShell module logging (event 4103) records every cmdlet's parameters.
+// Encode writes it on a third line, FrameTag + base64(UTF-8), which the
+// bootstrap reads and decodes with .NET methods only.
 type SessionConfig struct {
 	Mode          string `json:"mode"`          // "remoting" or "snapin"
 	ConnectionURI string `json:"connectionUri"` // remoting: http://<cas>/PowerShell/
 	User          string `json:"user,omitempty"`
-	Password      string `json:"password,omitempty"`
+	Password      string `json:"-"` // sent on its own line after the config, when User is set
+}
+
+// Encode returns the config line and, when User is set, the password line.
+func (c SessionConfig) Encode() ([]byte, error) {
+	line, err := EncodeLine(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.User == "" {
+		return line, nil
+	}
+	line = append(line, FrameTag...)
+	line = base64.StdEncoding.AppendEncode(line, []byte(c.Password))
+	return append(line, '\n'), nil
+}
+
+// DecodePasswordLine decodes the line that follows a SessionConfig with a
+// User (the simulator's side).
+func DecodePasswordLine(line []byte) (string, error) {
+	line = bytes.TrimRight(line, "\r\n")
+	payload, ok := bytes.CutPrefix(line, []byte(FrameTag))
+	if !ok {
+		return "", errors.New("password line: not tagged")
+	}
+	pw, err := base64.StdEncoding.DecodeString(string(payload))
+	if err != nil {
+		return "", fmt.Errorf("password line: %w", err)
+	}
+	return string(pw), nil
 }
 
 // EncodeLine returns FrameTag + base64(JSON(v)) + "\n".

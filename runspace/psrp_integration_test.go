@@ -76,7 +76,7 @@ func TestPSRPPoolAgainstExsim(t *testing.T) {
 // Hostile strings travel as data: each is the exact value exsim binds.
 func TestPSRPHostileStringsArriveIntact(t *testing.T) {
 	sim := startSim(t, exsim.Options{})
-	s, err := runspace.Open(testCtx(t, 20*time.Second), psrpOptions(t, sim, func(o *runspace.Options) { o.HTTPS = false }), sim.Hosts()[0])
+	s, err := runspace.Open(testCtx(t, 20*time.Second), psrpOptions(t, sim, nil), sim.Hosts()[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,6 @@ func TestPSRPHostileStringsArriveIntact(t *testing.T) {
 func TestPSRPDeadlineStopsPipelineKeepsSession(t *testing.T) {
 	sim := startSim(t, exsim.Options{})
 	s, err := runspace.Open(testCtx(t, 20*time.Second), psrpOptions(t, sim, func(o *runspace.Options) {
-		o.HTTPS = false
 		o.RequestTimeout = 500 * time.Millisecond
 	}), sim.Hosts()[0])
 	if err != nil {
@@ -145,7 +144,7 @@ func TestPSRPDeadlineStopsPipelineKeepsSession(t *testing.T) {
 // PowerShellMaxConcurrency refuses the Create; the pool sees throttling.
 func TestPSRPQuotaOnCreateIsThrottle(t *testing.T) {
 	sim := startSim(t, exsim.Options{PowerShellMaxConcurrency: 1})
-	o := psrpOptions(t, sim, func(o *runspace.Options) { o.HTTPS = false })
+	o := psrpOptions(t, sim, nil)
 	s1, err := runspace.Open(testCtx(t, 20*time.Second), o, sim.Hosts()[0])
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +159,7 @@ func TestPSRPQuotaOnCreateIsThrottle(t *testing.T) {
 // "Micro delay applied" warnings shrink the pool's concurrency.
 func TestPSRPMicroDelayWarningThrottles(t *testing.T) {
 	sim := startSim(t, exsim.Options{})
-	p := startPool(t, psrpOptions(t, sim, func(o *runspace.Options) { o.HTTPS = false }))
+	p := startPool(t, psrpOptions(t, sim, nil))
 	q := sim.Quotas()
 	q.MicroDelay = 5 * time.Millisecond
 	if err := sim.SetQuotas(q); err != nil {

@@ -206,7 +206,7 @@ const signalResponse = `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-enve
 func replayOptions(t *testing.T, url string) Options {
 	host, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "http://"))
 	p, _ := strconv.Atoi(port)
-	return Options{Servers: []string{host}, Port: p, User: "vagrant", Password: secret.New("vagrant"), Mode: ModePSRP,
+	return Options{Servers: []string{host}, Port: p, PlainHTTP: true, Auth: AuthBasic, User: "vagrant", Password: secret.New("vagrant"), Mode: ModePSRP,
 		EndpointPath: "/wsman", ConfigurationName: "Microsoft.PowerShell", OperationTimeout: 20 * time.Second,
 		Logger: slog.New(slog.DiscardHandler)}
 }

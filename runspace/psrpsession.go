@@ -20,8 +20,8 @@ import (
 // pipeline of one cmdlet whose parameters travel as typed CLIXML values.
 // No script text exists on this path: psrp.BuildCreatePipeline sends
 // IsScript=false and accepts only cmdlet names, the cmdlet must be in
-// Allowlist and each parameter in its ParamAllowlist entry before anything
-// is sent. The pool (acquire/release, recycling, adaptive concurrency, CAS
+// Allowlist and each parameter in its bootstrap.ps1 allowlist entry before
+// anything is sent. The pool (acquire/release, recycling, adaptive concurrency, CAS
 // discovery and failover, deadlines, metrics) is the same for both kinds;
 // a Session dispatches Do and Close on its kind (sessionKind).
 
@@ -309,13 +309,11 @@ func (ps *psrpState) projection(sel []string) *psrp.Projection {
 	return p
 }
 
-// psrpCommand checks c against the per-cmdlet parameter allowlist and turns
-// its arguments into typed PSRP parameters, in name order.
+// psrpCommand turns c's arguments into typed PSRP parameters, in name
+// order, each under the canonical spelling of bootstrap.ps1's allowlist
+// (the one per-cmdlet parameter allowlist of both kinds; checkCall has
+// already refused anything outside it).
 func psrpCommand(c Call) (psrp.Command, error) {
-	allowed, ok := ParamAllowlist[c.Cmd]
-	if !ok {
-		return psrp.Command{}, fmt.Errorf("%w: cmdlet %q has no parameter allowlist", ErrInvalidCall, c.Cmd)
-	}
 	cmd := psrp.Command{Name: c.Cmd}
 	names := make([]string, 0, len(c.Args))
 	for n := range c.Args {
@@ -323,14 +321,15 @@ func psrpCommand(c Call) (psrp.Command, error) {
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		if !slices.Contains(allowed, n) {
-			return psrp.Command{}, fmt.Errorf("%w: %s: parameter -%s is not in its allowlist", ErrInvalidCall, c.Cmd, n)
+		p, ok := lookupParam(c.Cmd, n)
+		if !ok {
+			return psrp.Command{}, fmt.Errorf("%w: %s: parameter %q is not in the allowlist of %s (bootstrap.ps1)", ErrInvalidCall, c.Cmd, n, c.Cmd)
 		}
 		v, err := psrpValue(c.Args[n])
 		if err != nil {
-			return psrp.Command{}, fmt.Errorf("%w: %s -%s: %w", ErrInvalidCall, c.Cmd, n, err)
+			return psrp.Command{}, fmt.Errorf("%w: %s -%s: %w", ErrInvalidCall, c.Cmd, p.Name, err)
 		}
-		cmd.Params = append(cmd.Params, psrp.Param{Name: n, Value: v})
+		cmd.Params = append(cmd.Params, psrp.Param{Name: p.Name, Value: v})
 	}
 	return cmd, nil
 }
@@ -373,6 +372,8 @@ func psrpValue(v any) (any, error) {
 			return nil, fmt.Errorf("number %s is not an integer", v)
 		}
 		return n, nil
+	case ClearList:
+		return nil, nil // $null empties a multi-valued property, as the bootstrap binds it
 	case ListEdit:
 		return listEditTable(v), nil
 	case *ListEdit:

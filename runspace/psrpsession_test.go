@@ -67,14 +67,18 @@ func TestPSRPCommandAllowlistAndValues(t *testing.T) {
 		{Cmd: "Get-MobileDevice", Args: map[string]any{"ResultSize": 1.5}},
 		{Cmd: "Invoke-Expression", Args: map[string]any{"Command": "x"}},
 	} {
-		if _, err := psrpCommand(c); !errors.Is(err, ErrInvalidCall) {
-			t.Errorf("psrpCommand(%v) = %v, want ErrInvalidCall", c, err)
+		err := checkCall(c)
+		if err == nil {
+			_, err = psrpCommand(c)
+		}
+		if !errors.Is(err, ErrInvalidCall) {
+			t.Errorf("%v: %v, want ErrInvalidCall", c, err)
 		}
 	}
-	for _, cmd := range Allowlist {
-		if _, ok := ParamAllowlist[cmd]; !ok {
-			t.Errorf("allowlisted cmdlet %s has no parameter allowlist", cmd)
-		}
+	// Parameter names take the allowlist's canonical spelling; a clear is $null.
+	cmd, err = psrpCommand(Call{Cmd: "Set-ActiveSyncOrganizationSettings", Args: map[string]any{"adminmailrecipients": ClearList{}}})
+	if err != nil || len(cmd.Params) != 1 || cmd.Params[0].Name != "AdminMailRecipients" || cmd.Params[0].Value != nil {
+		t.Errorf("clear = %+v, %v", cmd, err)
 	}
 }
 

@@ -22,9 +22,12 @@ import (
 type Call struct {
 	// Cmd must be in Allowlist.
 	Cmd string
-	// Args are bound as data by splatting. Names match ^[A-Za-z]{1,64}$;
-	// values are string, bool (true = switch), integers, floats,
-	// json.Number, []string, ListEdit, *ListEdit or nil.
+	// Args are bound as data by splatting. Names must be in Params(Cmd)
+	// (bootstrap.ps1's per-cmdlet allowlist: PowerShell's common
+	// parameters are not). A multi-valued parameter (Param.List) takes a
+	// non-nil []string, a non-empty ListEdit or *ListEdit, or ClearList;
+	// any other parameter a string, bool (true = switch), integer, float,
+	// json.Number or nil ($null).
 	Args map[string]any
 	// Select lists the properties of each output object that are sent
 	// back; without it the cmdlet's objects are not sent.
@@ -138,6 +141,7 @@ func Open(ctx context.Context, opts Options, server string) (*Session, error) {
 	if !validHost(server) {
 		return nil, fmt.Errorf("runspace: server %q is not a host name or IP address", server)
 	}
+	o.logPlainHTTP()
 	f, err := newTransportFactory(&o)
 	if err != nil {
 		return nil, err
@@ -196,8 +200,7 @@ func openWinRS(ctx context.Context, o *Options, f *transportFactory, server stri
 
 	params := winrm.NewParameters(o.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return s.tr }
-	ep := winrm.NewEndpoint(server, o.Port, o.HTTPS, o.InsecureSkipVerify, o.CACert, nil, nil, o.responseHeaderTimeout())
-	ep.TLSServerName = o.TLSServerName
+	ep := o.endpoint(server)
 	s.client, err = winrm.NewClientWithParameters(ep, o.User, o.Password.Reveal(), params)
 	if err != nil {
 		return nil, fmt.Errorf("open session on %s: %w", server, err)
@@ -224,7 +227,7 @@ func openWinRS(ctx context.Context, o *Options, f *transportFactory, server stri
 	if o.SecondHopCredential && o.Mode == ModeRemoting {
 		sc.User, sc.Password = o.User, o.Password.Reveal()
 	}
-	cfg, err := EncodeLine(sc)
+	cfg, err := sc.Encode()
 	if err != nil {
 		return nil, err
 	}
@@ -413,10 +416,7 @@ func (s *Session) noteDiag(stream, line string) {
 	}
 }
 
-var (
-	paramNameRe  = regexp.MustCompile(`^[A-Za-z]{1,64}$`)
-	selectNameRe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,63}$`)
-)
+var selectNameRe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,63}$`)
 
 // checkCall refuses what the bootstrap would refuse, before anything is
 // sent, with an error naming the offending part.
@@ -424,47 +424,85 @@ func checkCall(c Call) error {
 	if !Allowed(c.Cmd) {
 		return fmt.Errorf("%w: cmdlet %q is not in the allowlist", ErrInvalidCall, c.Cmd)
 	}
+	seen := make(map[string]bool, len(c.Args))
 	for name, v := range c.Args {
-		if !paramNameRe.MatchString(name) {
-			return fmt.Errorf("%w: %s: parameter name %q is not ^[A-Za-z]{1,64}$", ErrInvalidCall, c.Cmd, name)
+		p, ok := lookupParam(c.Cmd, name)
+		if !ok {
+			return fmt.Errorf("%w: %s: parameter %q is not in the allowlist of %s (bootstrap.ps1)", ErrInvalidCall, c.Cmd, name, c.Cmd)
 		}
-		switch v := v.(type) {
-		case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, json.Number:
-		case string:
-			if !utf8.ValidString(v) {
-				return invalidUTF8(c.Cmd, name)
-			}
-		case []string:
-			if !allValidUTF8(v) {
-				return invalidUTF8(c.Cmd, name)
-			}
-		case ListEdit:
-			if !allValidUTF8(v.Add) || !allValidUTF8(v.Remove) {
-				return invalidUTF8(c.Cmd, name)
-			}
-		case *ListEdit:
-			if v == nil {
-				return fmt.Errorf("%w: %s -%s: nil *ListEdit", ErrInvalidCall, c.Cmd, name)
-			}
-			if !allValidUTF8(v.Add) || !allValidUTF8(v.Remove) {
-				return invalidUTF8(c.Cmd, name)
-			}
-		case float32:
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return fmt.Errorf("%w: %s -%s: %v is not a JSON number", ErrInvalidCall, c.Cmd, name, v)
-			}
-		case float64:
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return fmt.Errorf("%w: %s -%s: %v is not a JSON number", ErrInvalidCall, c.Cmd, name, v)
-			}
-		default:
-			return fmt.Errorf("%w: %s -%s: unsupported value type %T", ErrInvalidCall, c.Cmd, name, v)
+		if seen[p.Name] {
+			return fmt.Errorf("%w: %s: parameter %s given twice", ErrInvalidCall, c.Cmd, p.Name)
+		}
+		seen[p.Name] = true
+		if err := checkValue(c.Cmd, p, v); err != nil {
+			return err
 		}
 	}
 	for _, p := range c.Select {
 		if !selectNameRe.MatchString(p) {
 			return fmt.Errorf("%w: %s: select property %q is not a property name", ErrInvalidCall, c.Cmd, p)
 		}
+	}
+	return nil
+}
+
+// checkValue checks one argument against its parameter's kind: a
+// multi-valued parameter takes a non-nil []string, a non-empty ListEdit or
+// ClearList; any other parameter one scalar or nil.
+func checkValue(cmd string, p Param, v any) error {
+	name := p.Name
+	if p.List {
+		switch v := v.(type) {
+		case []string:
+			if v == nil {
+				return fmt.Errorf("%w: %s -%s: nil list: it would bind as $null and empty the whole list (use ClearList to clear it)", ErrInvalidCall, cmd, name)
+			}
+			if !allValidUTF8(v) {
+				return invalidUTF8(cmd, name)
+			}
+		case ListEdit:
+			return checkEdit(cmd, name, &v)
+		case *ListEdit:
+			if v == nil {
+				return fmt.Errorf("%w: %s -%s: nil *ListEdit", ErrInvalidCall, cmd, name)
+			}
+			return checkEdit(cmd, name, v)
+		case ClearList:
+		case nil:
+			return fmt.Errorf("%w: %s -%s: nil for a list: it would bind as $null and empty the whole list (use ClearList to clear it)", ErrInvalidCall, cmd, name)
+		default:
+			return fmt.Errorf("%w: %s -%s: a list takes []string, ListEdit or ClearList, not %T", ErrInvalidCall, cmd, name, v)
+		}
+		return nil
+	}
+	switch v := v.(type) {
+	case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, json.Number:
+	case string:
+		if !utf8.ValidString(v) {
+			return invalidUTF8(cmd, name)
+		}
+	case float32:
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: %s -%s: %v is not a JSON number", ErrInvalidCall, cmd, name, v)
+		}
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%w: %s -%s: %v is not a JSON number", ErrInvalidCall, cmd, name, v)
+		}
+	case []string, ListEdit, *ListEdit, ClearList:
+		return fmt.Errorf("%w: %s -%s: takes one value, not a list or an edit", ErrInvalidCall, cmd, name)
+	default:
+		return fmt.Errorf("%w: %s -%s: unsupported value type %T", ErrInvalidCall, cmd, name, v)
+	}
+	return nil
+}
+
+func checkEdit(cmd, name string, e *ListEdit) error {
+	if len(e.Add) == 0 && len(e.Remove) == 0 {
+		return fmt.Errorf("%w: %s -%s: empty edit", ErrInvalidCall, cmd, name)
+	}
+	if !allValidUTF8(e.Add) || !allValidUTF8(e.Remove) {
+		return invalidUTF8(cmd, name)
 	}
 	return nil
 }
@@ -691,8 +729,7 @@ func (s *Session) deleteShell(ctx context.Context, aborted bool) error {
 	defer tr.abort()
 	params := winrm.NewParameters(s.opts.wsmanTimeout(), "en-US", envelopeSize)
 	params.TransportDecorator = func() winrm.Transporter { return tr }
-	ep := winrm.NewEndpoint(s.server, s.opts.Port, s.opts.HTTPS, s.opts.InsecureSkipVerify, s.opts.CACert, nil, nil,
-		s.opts.responseHeaderTimeout())
+	ep := s.opts.endpoint(s.server)
 	client, err := winrm.NewClientWithParameters(ep, s.opts.User, s.opts.Password.Reveal(), params)
 	if err != nil {
 		return err

@@ -20,11 +20,10 @@ import (
 	"unicode"
 
 	"github.com/Azure/go-ntlmssp"
-	krbclient "github.com/jcmturner/gokrb5/v8/client"
-	krbconfig "github.com/jcmturner/gokrb5/v8/config"
-	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/masterzen/winrm"
 	"github.com/masterzen/winrm/soap"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // The stock masterzen/winrm transports ignore the HTTP status, so faults
@@ -64,7 +63,7 @@ type transportFactory struct {
 	tls    *tls.Config
 	dialer *net.Dialer
 	shared *http.Transport // nil with NTLM: one per session
-	krb    *krbclient.Client
+	krb    *kerberos
 
 	envMu   sync.Mutex
 	envSize map[string]int // psrp: MaxEnvelopeSize per server (envelopeFor)
@@ -77,7 +76,7 @@ func newTransportFactory(opts *Options) (*transportFactory, error) {
 		opts:   opts,
 		dialer: &net.Dialer{Timeout: min(opts.ConnectTimeout, 30*time.Second), KeepAlive: 30 * time.Second},
 	}
-	if opts.HTTPS {
+	if !opts.PlainHTTP {
 		f.tls = &tls.Config{
 			MinVersion:         tls.VersionTLS12,
 			ServerName:         opts.TLSServerName,
@@ -95,19 +94,79 @@ func newTransportFactory(opts *Options) (*transportFactory, error) {
 		f.shared = f.httpTransport(2*opts.Size + 8)
 	}
 	if opts.Auth == AuthKerberos {
-		cfg, err := krbconfig.Load(opts.KrbConfig)
+		k, err := newKerberos(opts) // kerberos.go
 		if err != nil {
-			return nil, fmt.Errorf("runspace: KrbConfig %s: %w", opts.KrbConfig, err)
+			return nil, err
 		}
-		user, _, _ := strings.Cut(opts.User, "@")
-		cl := krbclient.NewWithPassword(user, opts.Realm, opts.Password.Reveal(), cfg,
-			krbclient.DisablePAFXFAST(true), krbclient.AssumePreAuthentication(true))
-		if err := cl.Login(); err != nil {
-			return nil, fmt.Errorf("kerberos login %s@%s: %w: %v", user, opts.Realm, ErrAuth, err)
-		}
-		f.krb = cl
+		f.krb = k
 	}
 	return f, nil
+}
+
+// LoopbackHost reports whether host is a loopback address: an IP literal,
+// or a name whose every resolved address is loopback. A name that does not
+// resolve is not loopback (err says why).
+func LoopbackHost(ctx context.Context, host string) (bool, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback(), nil
+	}
+	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if !a.IP.IsLoopback() {
+			return false, nil
+		}
+	}
+	return len(addrs) > 0, nil
+}
+
+// dialLoopback connects only to loopback addresses. It guards plain HTTP
+// without AllowUnencrypted: the name is resolved at every connection and
+// the connection goes to the address that was checked, so a DNS answer
+// that changes later cannot send clear text elsewhere.
+func (f *transportFactory) dialLoopback(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(host); ip != nil {
+		ips = []net.IP{ip}
+	} else {
+		addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range addrs {
+			ips = append(ips, a.IP)
+		}
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("%w: %s has no address", ErrUnencrypted, host)
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return nil, fmt.Errorf("%w: %s resolves to %s, which is not a loopback address (use HTTPS, or set AllowUnencrypted)",
+				ErrUnencrypted, host, ip)
+		}
+	}
+	return f.dialer.DialContext(ctx, network, net.JoinHostPort(ips[0].String(), port))
+}
+
+// plainHTTPExposure says what plain HTTP gives away with auth, for the log
+// line NewPool writes at every start.
+func plainHTTPExposure(auth string) string {
+	what := "every cmdlet with its parameters and output (mailboxes, addresses, device ids) travels in clear text and can be read or altered on the path"
+	switch auth {
+	case AuthBasic:
+		return "the account's password travels in clear text (base64) in every request, and " + what
+	case AuthNTLM:
+		return "the NTLM handshake can be captured for offline password cracking or relayed, and " + what
+	default:
+		return what
+	}
 }
 
 // httpTransport returns an http.Transport keeping idle connections per
@@ -127,6 +186,11 @@ func (f *transportFactory) httpTransport(idlePerHost int) *http.Transport {
 	if f.tls != nil {
 		t.TLSClientConfig = f.tls.Clone()
 	}
+	if f.opts.PlainHTTP && !f.opts.AllowUnencrypted {
+		// A proxy would carry the clear text off the host.
+		t.Proxy = nil
+		t.DialContext = f.dialLoopback
+	}
 	return t
 }
 
@@ -136,7 +200,7 @@ func (f *transportFactory) close() {
 		f.shared.CloseIdleConnections()
 	}
 	if f.krb != nil {
-		f.krb.Destroy()
+		f.krb.destroy()
 	}
 }
 
@@ -144,9 +208,9 @@ func (f *transportFactory) close() {
 // context, cancelled by abort, ends every request in flight: the library's
 // calls take no context, so this is how deadlines reach them.
 func (f *transportFactory) newTransport(server string) *transport {
-	scheme := "http"
-	if f.opts.HTTPS {
-		scheme = "https"
+	scheme := "https"
+	if f.opts.PlainHTTP {
+		scheme = "http"
 	}
 	t := &transport{
 		f:      f,
@@ -162,10 +226,10 @@ func (f *transportFactory) newTransport(server string) *transport {
 		ctl, recv := f.httpTransport(1), f.httpTransport(1)
 		ctl.MaxConnsPerHost, recv.MaxConnsPerHost = 1, 1
 		t.own = []*http.Transport{ctl, recv}
-		t.ctl = &http.Client{Transport: ntlmssp.Negotiator{RoundTripper: ctl}}
-		t.recv = &http.Client{Transport: ntlmssp.Negotiator{RoundTripper: recv}}
+		t.ctl = &http.Client{Transport: f.ntlm(ctl), CheckRedirect: noRedirect}
+		t.recv = &http.Client{Transport: f.ntlm(recv), CheckRedirect: noRedirect}
 	default:
-		t.ctl = &http.Client{Transport: f.shared}
+		t.ctl = &http.Client{Transport: f.shared, CheckRedirect: noRedirect}
 		t.recv = t.ctl
 	}
 	if f.opts.Auth == AuthKerberos {
@@ -175,6 +239,42 @@ func (f *transportFactory) newTransport(server string) *transport {
 		}
 	}
 	return t
+}
+
+// noRedirect refuses redirects: WinRM never redirects, and following one
+// would resend the Authorization header (and with Basic the password) to
+// wherever the answer points.
+func noRedirect(req *http.Request, _ []*http.Request) error {
+	return fmt.Errorf("redirect to %s refused", req.URL.Redacted())
+}
+
+// ntlmRoundTripper runs the NTLM handshake of go-ntlmssp's Negotiator. It
+// hands the credentials to the Negotiator on a clone of each request, so
+// no request that leaves this package carries them, and the Negotiator
+// (v0.1.1 or later, AllowBasicAuth off) never answers a Basic challenge:
+// a server that offers only Basic gets no credentials. A panic while
+// parsing a hostile CHALLENGE message (GHSA-pjcq-xvwq-hhpj, fixed in
+// v0.1.1) would become an error here rather than end the process.
+type ntlmRoundTripper struct {
+	user     string
+	password secret.String
+	neg      ntlmssp.Negotiator
+}
+
+func (f *transportFactory) ntlm(rt http.RoundTripper) ntlmRoundTripper {
+	return ntlmRoundTripper{user: f.opts.User, password: f.opts.Password,
+		neg: ntlmssp.Negotiator{RoundTripper: rt, AllowBasicAuth: false}}
+}
+
+func (n ntlmRoundTripper) RoundTrip(req *http.Request) (resp *http.Response, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, fmt.Errorf("ntlm handshake: %w: %v", ErrAuth, r)
+		}
+	}()
+	req = req.Clone(req.Context())
+	req.SetBasicAuth(n.user, n.password.Reveal()) // read and removed by the Negotiator
+	return n.neg.RoundTrip(req)
 }
 
 // transport implements winrm.Transporter for one session.
@@ -249,11 +349,15 @@ func (t *transport) post(action, body string) (string, error) {
 	req.Header.Set("Content-Type", soapContentType)
 	switch t.f.opts.Auth {
 	case AuthKerberos:
-		if err := spnego.SetSPNEGOHeader(t.f.krb, req, t.spn); err != nil {
-			return "", fmt.Errorf("wsman %s: kerberos %s: %w: %v", action, t.spn, ErrAuth, err)
+		if err := t.f.krb.setHeader(req, t.spn); err != nil {
+			return "", fmt.Errorf("wsman %s: %w", action, err)
 		}
-	default: // Basic, and NTLM: ntlmssp.Negotiator turns Basic into NTLM
+	case AuthBasic:
 		req.SetBasicAuth(t.f.opts.User, t.f.opts.Password.Reveal())
+	case AuthNTLM:
+		// ntlmRoundTripper adds the credentials for the handshake.
+	default:
+		return "", fmt.Errorf("wsman %s: %w: auth %q", action, ErrInvalidCall, t.f.opts.Auth)
 	}
 	hc := t.ctl
 	if action == "Receive" {
@@ -271,7 +375,11 @@ func (t *transport) post(action, body string) (string, error) {
 	if len(data) > maxResponseBytes {
 		return "", &TransportError{Action: action, URL: t.url, Err: fmt.Errorf("response body exceeds %d bytes", maxResponseBytes)}
 	}
-	return t.check(action, resp, data)
+	out, err := t.check(action, resp, data)
+	if err != nil && t.f.krb != nil && resp.StatusCode == http.StatusUnauthorized {
+		err = t.f.krb.refused(t.spn, err)
+	}
+	return out, err
 }
 
 // check turns a response into the envelope text or a typed error.

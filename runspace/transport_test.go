@@ -149,7 +149,7 @@ func testFactory(t *testing.T, rawURL string, mutate func(*Options)) (*transport
 	}
 	host, port, _ := net.SplitHostPort(u.Host)
 	p, _ := strconv.Atoi(port)
-	o := Options{Servers: []string{host}, Port: p, User: "svc", Password: secret.New("pw"), HTTPS: u.Scheme == "https",
+	o := Options{Servers: []string{host}, Port: p, User: "svc", Password: secret.New("pw"), PlainHTTP: u.Scheme == "http", Auth: AuthBasic,
 		OperationTimeout: time.Second}
 	if mutate != nil {
 		mutate(&o)

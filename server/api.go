@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,8 +29,15 @@ var planIDRe = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
+	// Probes and scrapers reach /healthz, /readyz and /metrics under any
+	// name (they are open and carry no personal data); everything else is
+	// Host-checked.
+	open := map[string]bool{"metrics": true, "healthz": true, "readyz": true}
 	handle := func(pattern, name string, h http.HandlerFunc) {
 		counters := s.requests[name]
+		if !open[name] {
+			h = s.hostChecked(h)
+		}
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 			h(rec, r)
@@ -42,10 +48,11 @@ func (s *Server) routes() http.Handler {
 	handle("/metrics", "metrics", s.methods(map[string]http.HandlerFunc{"GET": s.handleMetrics}))
 	handle("/healthz", "healthz", s.methods(map[string]http.HandlerFunc{"GET": s.handleHealthz}))
 	handle("/readyz", "readyz", s.methods(map[string]http.HandlerFunc{"GET": s.handleReadyz}))
-	handle("/api/v1/status", "status", s.methods(map[string]http.HandlerFunc{"GET": s.handleStatus}))
-	handle("/api/v1/syncs", "syncs", s.methods(map[string]http.HandlerFunc{"GET": s.handleSyncs, "POST": s.mutating(s.handleTriggerSync)}))
-	handle("/api/v1/devices", "devices", s.methods(map[string]http.HandlerFunc{"GET": s.handleDevices}))
-	handle("/api/v1/plans/{id}", "plan", s.methods(map[string]http.HandlerFunc{"GET": s.handlePlan}))
+	handle("/signin", "signin", s.methods(map[string]http.HandlerFunc{"GET": s.handleSignin}))
+	handle("/api/v1/status", "status", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handleStatus)}))
+	handle("/api/v1/syncs", "syncs", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handleSyncs), "POST": s.mutating(s.handleTriggerSync)}))
+	handle("/api/v1/devices", "devices", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handleDevices)}))
+	handle("/api/v1/plans/{id}", "plan", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handlePlan)}))
 	handle("/api/v1/plans/{id}/approve", "approve", s.methods(map[string]http.HandlerFunc{"POST": s.mutating(s.handleApprove)}))
 	handle("/", "other", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s (see /api/v1/status, /api/v1/syncs, /api/v1/devices, /api/v1/plans/{id}, /metrics, /healthz, /readyz)", r.URL.Path)
@@ -109,35 +116,6 @@ func (s *Server) methods(byMethod map[string]http.HandlerFunc) http.HandlerFunc 
 			writeError(w, http.StatusMethodNotAllowed, "method %s not allowed on %s; allowed: %s", r.Method, r.URL.Path, allow)
 			return
 		}
-		h(w, r)
-	}
-}
-
-// mutating requires the bearer token, compared in constant time over
-// SHA-256 digests (so neither content nor length leaks through timing),
-// and bounds the body.
-func (s *Server) mutating(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.tokenHash == nil {
-			writeError(w, http.StatusForbidden, "mutating endpoints are disabled: no admin token is configured (set the server token in the configuration to enable them)")
-			return
-		}
-		auth := r.Header.Get("Authorization")
-		scheme, token, ok := strings.Cut(auth, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
-			s.authFailures.Inc()
-			w.Header().Set("WWW-Authenticate", `Bearer realm="easconnector"`)
-			writeError(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <token>")
-			return
-		}
-		sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
-		if constantTimeCompare(sum[:], s.tokenHash[:]) != 1 {
-			s.authFailures.Inc()
-			w.Header().Set("WWW-Authenticate", `Bearer realm="easconnector", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "invalid token")
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		h(w, r)
 	}
 }

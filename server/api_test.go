@@ -26,7 +26,10 @@ import (
 	"time"
 )
 
-const testToken = "s3cret-admin-token-0123456789"
+const (
+	testToken     = "s3cret-admin-token-0123456789"
+	testReadToken = "s3cret-read-token-9876543210"
+)
 
 func newTestServer(t *testing.T, tune func(*Options)) (*Server, *fakeBackend) {
 	t.Helper()
@@ -50,7 +53,12 @@ func do(t *testing.T, s *Server, method, target, body string, hdr map[string]str
 		r = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, target, r)
+	req.Host = "127.0.0.1:8443"
 	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	w := httptest.NewRecorder()
@@ -142,7 +150,7 @@ func TestValidation(t *testing.T) {
 	s, fb := newTestServer(t, nil)
 	f := func(method, target, body string, hdr map[string]string, wantCode int, want ...string) {
 		t.Helper()
-		if hdr == nil && method == "POST" {
+		if hdr == nil {
 			hdr = bearer(testToken)
 		}
 		w := do(t, s, method, target, body, hdr)
@@ -206,7 +214,7 @@ func TestMethodNotAllowed(t *testing.T) {
 	f("POST", "/api/v1/plans/"+fakePlanID, "GET, HEAD")
 	f("POST", "/metrics", "GET, HEAD")
 	f("POST", "/", "GET, HEAD")
-	if w := do(t, s, "HEAD", "/api/v1/status", "", nil); w.Code != 200 {
+	if w := do(t, s, "HEAD", "/api/v1/status", "", bearer(testToken)); w.Code != 200 {
 		t.Errorf("HEAD /api/v1/status = %d, want 200", w.Code)
 	}
 }
@@ -257,7 +265,7 @@ func TestDevicesPagination(t *testing.T) {
 	next := "/api/v1/devices?decision=block&limit=150"
 	pages := 0
 	for next != "" {
-		w := do(t, s, "GET", next, "", nil)
+		w := do(t, s, "GET", next, "", bearer(testToken))
 		if w.Code != 200 {
 			t.Fatalf("GET %s = %d %s", next, w.Code, w.Body)
 		}
@@ -283,7 +291,7 @@ func TestDevicesPagination(t *testing.T) {
 	if q := fb.queries[0]; q.Decision != "Block" {
 		t.Errorf("backend got decision %q, want the canonical \"Block\"", q.Decision)
 	}
-	w := do(t, s, "GET", "/api/v1/devices?user=USER0001@contoso.com&reason=notcompliant", "", nil)
+	w := do(t, s, "GET", "/api/v1/devices?user=USER0001@contoso.com&reason=notcompliant", "", bearer(testToken))
 	var p DevicePage
 	if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || w.Code != 200 {
 		t.Fatalf("GET by user = %d %s", w.Code, w.Body)
@@ -291,7 +299,7 @@ func TestDevicesPagination(t *testing.T) {
 	if p.Total != 1 || p.Devices[0].Mailbox != "user0001@contoso.com" || p.Devices[0].Reason != "NotCompliant" || p.Next != "" {
 		t.Errorf("by user and reason: %+v", p)
 	}
-	w = do(t, s, "GET", "/api/v1/devices?offset=5000", "", nil)
+	w = do(t, s, "GET", "/api/v1/devices?offset=5000", "", bearer(testToken))
 	if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p.Devices == nil || len(p.Devices) != 0 || p.Next != "" || p.Limit != DefaultDeviceLimit {
 		t.Errorf("past the end: %s, want an empty list, default limit, no next", w.Body)
 	}
@@ -299,7 +307,7 @@ func TestDevicesPagination(t *testing.T) {
 
 func TestStatusAndPlans(t *testing.T) {
 	s, fb := newTestServer(t, nil)
-	w := do(t, s, "GET", "/api/v1/status", "", nil)
+	w := do(t, s, "GET", "/api/v1/status", "", bearer(testToken))
 	var st Status
 	if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil || w.Code != 200 {
 		t.Fatalf("GET /api/v1/status = %d %s", w.Code, w.Body)
@@ -309,7 +317,7 @@ func TestStatusAndPlans(t *testing.T) {
 		t.Errorf("status = %+v", st)
 	}
 
-	w = do(t, s, "GET", "/api/v1/plans/"+fakePlanID, "", nil)
+	w = do(t, s, "GET", "/api/v1/plans/"+fakePlanID, "", bearer(testToken))
 	var p HeldPlan
 	if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || w.Code != 200 || p.ID != fakePlanID || len(p.Changes) != 812 || p.NewBlocks != 812 {
 		t.Fatalf("GET plan = %d, id %q, %d changes", w.Code, p.ID, len(p.Changes))
@@ -331,7 +339,7 @@ func TestStatusAndPlans(t *testing.T) {
 		t.Error("backend did not see the approval")
 	}
 
-	w = do(t, s, "GET", "/api/v1/syncs?limit=2", "", nil)
+	w = do(t, s, "GET", "/api/v1/syncs?limit=2", "", bearer(testToken))
 	var syncs struct{ Syncs []SyncResult }
 	if err := json.Unmarshal(w.Body.Bytes(), &syncs); err != nil || len(syncs.Syncs) != 2 || syncs.Syncs[0].Result != ResultHeld {
 		t.Errorf("GET /api/v1/syncs?limit=2 = %d %s", w.Code, w.Body)
@@ -360,7 +368,7 @@ func TestHealthAndReadiness(t *testing.T) {
 
 func TestStatusPage(t *testing.T) {
 	s, _ := newTestServer(t, nil)
-	w := do(t, s, "GET", "/", "", nil)
+	w := do(t, s, "GET", "/", "", bearer(testToken))
 	if w.Code != 200 || w.Header().Get("Content-Type") != "text/html; charset=utf-8" {
 		t.Fatalf("GET / = %d %q", w.Code, w.Header().Get("Content-Type"))
 	}
@@ -386,9 +394,9 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("security headers = %v", h)
 	}
 
-	// Without a token the buttons are gone and the page says why.
-	s2, _ := newTestServer(t, func(o *Options) { o.Token = secret.New("") })
-	body = do(t, s2, "GET", "/", "", nil).Body.String()
+	// Without an admin token the buttons are gone and the page says why.
+	s2, _ := newTestServer(t, func(o *Options) { o.Token, o.ReadToken = secret.String{}, secret.New(testReadToken) })
+	body = do(t, s2, "GET", "/", "", bearer(testReadToken)).Body.String()
 	if strings.Contains(body, `id="sync-quick"`) || strings.Contains(body, "<script") || !strings.Contains(body, "no admin token is configured") {
 		t.Error("page without a token still offers actions")
 	}
@@ -401,7 +409,7 @@ func TestStatusPageEscapes(t *testing.T) {
 	fb.changes[0].DeviceID = `<img src=x onerror=alert(1)>`
 	fb.status.Servers[1].LastError = `</td><script>alert(1)</script>`
 	fb.mu.Unlock()
-	body := do(t, s, "GET", "/", "", nil).Body.String()
+	body := do(t, s, "GET", "/", "", bearer(testToken)).Body.String()
 	if strings.Contains(body, "<img src=x") || strings.Contains(body, "<script>alert") {
 		t.Error("hostile strings reach the page unescaped")
 	}
@@ -497,7 +505,9 @@ func TestServeTLS(t *testing.T) {
 	pool.AddCert(cert)
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
 	defer c.CloseIdleConnections()
-	resp, err := c.Get(base + "/api/v1/status")
+	req, _ := http.NewRequest("GET", base+"/api/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,12 +533,18 @@ func TestHuman(t *testing.T) {
 }
 
 func ExampleServer_Handler() {
-	s, err := New(Options{Backend: newFakeBackend(time.Now())})
+	s, err := New(Options{Backend: newFakeBackend(time.Now()), ReadToken: secret.New(testReadToken)})
 	if err != nil {
 		panic(err)
 	}
-	w := httptest.NewRecorder()
-	s.Handler().ServeHTTP(w, httptest.NewRequest("POST", "/api/v1/syncs", strings.NewReader(`{"kind":"full"}`)))
-	fmt.Println(w.Code, strings.TrimSpace(w.Body.String()))
-	// Output: 403 {"error":"mutating endpoints are disabled: no admin token is configured (set the server token in the configuration to enable them)"}
+	for _, method := range []string{"GET", "POST"} {
+		req := httptest.NewRequest(method, "http://127.0.0.1:8443/api/v1/syncs?limit=1", strings.NewReader(`{"kind":"full"}`))
+		req.Header.Set("Authorization", "Bearer "+testReadToken)
+		w := httptest.NewRecorder()
+		s.Handler().ServeHTTP(w, req)
+		fmt.Println(method, w.Code)
+	}
+	// Output:
+	// GET 200
+	// POST 403
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/easconnector/easconnector/internal/secret"
 	"image/png"
 	"io"
 	"net"
@@ -86,10 +87,19 @@ func tail(s string, n int) string {
 	return s
 }
 
+// browserServer serves a test server; the URL it returns carries the
+// read-only token as Basic credentials, which chromium answers the status
+// page's challenge with (a browser cannot send a Bearer header when it
+// navigates).
 func browserServer(t *testing.T) (string, *Server, *fakeBackend) {
 	t.Helper()
-	s, fb := newTestServer(t, nil)
+	s, fb := newTestServer(t, func(o *Options) { o.ReadToken = secret.New(testReadToken) })
 	return serve(t, s), s, fb
+}
+
+// withToken puts the read-only token into base as Basic credentials.
+func withToken(base string) string {
+	return strings.Replace(base, "://", "://reader:"+testReadToken+"@", 1)
 }
 
 // TestBrowserStatusPage loads the status page in headless chromium and
@@ -99,7 +109,9 @@ func TestBrowserStatusPage(t *testing.T) {
 	t.Parallel()
 	base, _, _ := browserServer(t)
 
-	resp, err := http.Get(base + "/api/v1/status")
+	req, _ := http.NewRequest("GET", base+"/api/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +124,8 @@ func TestBrowserStatusPage(t *testing.T) {
 
 	// Both browsers run at once: start-up dominates the test's time.
 	shot := filepath.Join(t.TempDir(), "status.png")
-	waitShot := chromium(t, "--screenshot="+shot, "--window-size=1280,1024", "--hide-scrollbars", base+"/")
-	dom := string(chromium(t, "--dump-dom", base+"/")())
+	waitShot := chromium(t, "--screenshot="+shot, "--window-size=1280,1024", "--hide-scrollbars", withToken(base)+"/")
+	dom := string(chromium(t, "--dump-dom", withToken(base)+"/")())
 	text := func(id string) string {
 		m := regexp.MustCompile(`id="` + id + `"[^>]*>([^<]*)<`).FindStringSubmatch(dom)
 		if m == nil {
@@ -322,7 +334,7 @@ func TestBrowserTriggerSync(t *testing.T) {
 	base, _, fb := browserServer(t)
 	wd := startChromedriver(t)
 
-	wd.call("POST", "/session/"+wd.session+"/url", map[string]string{"url": base + "/"})
+	wd.call("POST", "/session/"+wd.session+"/url", map[string]string{"url": withToken(base) + "/"})
 	token, msg := wd.find("#token"), wd.find("#msg")
 
 	wd.call("POST", wd.elementPath(token, "/value"), map[string]string{"text": "not-the-admin-token"})

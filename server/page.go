@@ -45,16 +45,19 @@ type pageData struct {
 	Status       Status
 	Updated      string
 	TokenEnabled bool
-	Syncs        []syncRow
-	Changes      []changeRow
-	Chart        *barChart
-	ChartTitle   string
-	LastFull     *syncRow
-	LastQuick    *syncRow
-	Running      *syncRow
-	NextQuick    timeCell
-	NextFull     timeCell
-	Plan         *planBox
+	// Public is the aggregate view shown without a token
+	// (Options.LoopbackPublicCounts): no personal data, no actions.
+	Public     bool
+	Syncs      []syncRow
+	Changes    []changeRow
+	Chart      *barChart
+	ChartTitle string
+	LastFull   *syncRow
+	LastQuick  *syncRow
+	Running    *syncRow
+	NextQuick  timeCell
+	NextFull   timeCell
+	Plan       *planBox
 }
 
 type timeCell struct {
@@ -106,8 +109,49 @@ const (
 	chartBarH   = 20
 )
 
+// basicRealm is the realm of the status page's Basic challenge.
+const basicRealm = `Basic realm="easconnector status page", charset="UTF-8"`
+
+// challenge asks a browser for the token: Basic, because a browser cannot
+// send a Bearer header when it navigates. The API itself takes Bearer
+// only, so credentials a browser caches for the page cannot be replayed
+// by a cross-site form against the mutating endpoints.
+func (s *Server) challenge(w http.ResponseWriter, res authResult) {
+	if s.tokenHash == nil && s.readHash == nil {
+		writeError(w, http.StatusForbidden, "the status page is disabled: no token is configured (set the server's token or read-only token in the configuration)")
+		return
+	}
+	if res == authInvalid {
+		s.authFailures.Inc()
+	}
+	w.Header().Set("WWW-Authenticate", basicRealm)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusUnauthorized)
+	fmt.Fprintln(w, "Sign in with any user name and the admin or read-only API token as the password,")
+	fmt.Fprintln(w, "or send Authorization: Bearer <token>.")
+}
+
+// handleSignin makes the browser ask for the token, then goes back to the
+// status page (for the public view, which never challenges).
+func (s *Server) handleSignin(w http.ResponseWriter, r *http.Request) {
+	if !noParams(w, r) {
+		return
+	}
+	if _, res := s.authenticate(r, true); res != authOK {
+		s.challenge(w, res)
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	if !noParams(w, r) {
+		return
+	}
+	_, res := s.authenticate(r, true)
+	public := res != authOK
+	if public && !(s.opts.LoopbackPublicCounts && s.listen.loopback) {
+		s.challenge(w, res)
 		return
 	}
 	ctx, cancel := s.backendCtx(r)
@@ -119,13 +163,23 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		Status:       s.status(ctx),
 		Updated:      now.In(s.opts.Location).Format("2006-01-02 15:04:05 MST"),
 		TokenEnabled: s.tokenHash != nil,
+		Public:       public,
 	}
 	st := &d.Status
-	for _, sr := range s.opts.Backend.Syncs(ctx, pageSyncs) {
+	syncs := s.opts.Backend.Syncs(ctx, pageSyncs)
+	if public {
+		publicStatus(st)
+	}
+	for _, sr := range syncs {
+		if public {
+			sr.Error = ""
+		}
 		d.Syncs = append(d.Syncs, s.syncRow(sr, now))
 	}
-	for _, c := range s.opts.Backend.Changes(ctx, pageChanges) {
-		d.Changes = append(d.Changes, changeRow{Change: c, At: s.timeCell(c.Time, now)})
+	if !public {
+		for _, c := range s.opts.Backend.Changes(ctx, pageChanges) {
+			d.Changes = append(d.Changes, changeRow{Change: c, At: s.timeCell(c.Time, now)})
+		}
 	}
 	if st.LastFull != nil {
 		row := s.syncRow(*st.LastFull, now)
@@ -159,6 +213,30 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(http.StatusOK)
 	w.Write(buf.Bytes())
+}
+
+// publicStatus keeps what the aggregate view may show: states, times and
+// counts. Free text goes (errors and reasons may name a mailbox, a user
+// or a device), and so does the held plan's id and reason. It copies what
+// it changes: the Backend may share these values.
+func publicStatus(st *Status) {
+	st.Reason = ""
+	st.Servers = slices.Clone(st.Servers)
+	for i := range st.Servers {
+		st.Servers[i].LastError = ""
+	}
+	for _, sr := range []**SyncResult{&st.LastFull, &st.LastQuick, &st.Running} {
+		if *sr != nil {
+			c := **sr
+			c.Error = ""
+			*sr = &c
+		}
+	}
+	if st.HeldPlan != nil {
+		p := *st.HeldPlan
+		p.ID, p.SyncID, p.Reason = "", "", ""
+		st.HeldPlan = &p
+	}
 }
 
 func nonce() string {

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // Defaults for Options.
 const (
-	DefaultListen          = "127.0.0.1:8780"
+	DefaultListen          = "127.0.0.1:8443" // config.DefaultListen too
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultBackendTimeout  = 30 * time.Second
 
@@ -40,11 +42,29 @@ var (
 
 // Options configure a Server.
 type Options struct {
-	// Listen is the TCP address (DefaultListen: loopback only).
+	// Listen is the TCP address (DefaultListen: loopback only). It counts
+	// as loopback when its host is a literal loopback address or a name
+	// every address of which (as Resolver answers) is loopback; the server
+	// then binds to that address.
 	Listen string
-	// Token is the bearer token that mutating endpoints require (at least
-	// MinTokenLength characters). Empty disables them: they answer 403.
-	Token secret.String
+	// Resolver resolves a host name in Listen (net.DefaultResolver).
+	Resolver hostaddr.Resolver
+	// Token is the admin bearer token: every /api/v1 endpoint, including
+	// the mutating ones (POST). ReadToken is the read-only token: the GETs
+	// under /api/v1 and the status page. Each has at least MinTokenLength
+	// characters and they differ. Without Token the mutating endpoints
+	// answer 403; without either, all of /api/v1 does.
+	Token, ReadToken secret.String
+	// AllowedHosts are host names, besides Listen's host (and localhost
+	// when Listen is loopback), that the Host header may carry; any other
+	// name is refused with 421, which defeats DNS rebinding.
+	AllowedHosts []string
+	// LoopbackPublicCounts shows the status page's aggregate view (status,
+	// syncs, counts by decision, servers; no mailbox, user, DeviceId,
+	// change or error text) to requests without a token, when Listen is
+	// loopback. New refuses it for any other Listen. Off: the status page
+	// needs a token (Bearer, or Basic with the token as password).
+	LoopbackPublicCounts bool
 	// TLSCert and TLSKey are PEM files; both or neither.
 	TLSCert, TLSKey string
 	// Backend serves the data; required.
@@ -75,6 +95,8 @@ type Options struct {
 type Server struct {
 	opts      Options
 	tokenHash *[sha256.Size]byte // nil: mutating endpoints disabled
+	readHash  *[sha256.Size]byte // nil: no read-only token
+	listen    listenInfo
 	log       *slog.Logger
 	handler   http.Handler
 	page      *pageRenderer
@@ -116,15 +138,30 @@ func New(opts Options) (*Server, error) {
 	switch {
 	case opts.Backend == nil:
 		return nil, errors.New("server: Backend is nil")
-	case !opts.Token.IsZero() && opts.Token.Len() < MinTokenLength:
-		return nil, fmt.Errorf("server: Token must be at least %d characters, got %d", MinTokenLength, opts.Token.Len())
-	case strings.ContainsFunc(opts.Token.Reveal(), func(r rune) bool { return r <= ' ' || r == 0x7f }):
-		return nil, errors.New("server: Token must not contain spaces or control characters")
 	case (opts.TLSCert == "") != (opts.TLSKey == ""):
 		return nil, errors.New("server: TLSCert and TLSKey go together")
+	case !opts.Token.IsZero() && opts.Token.Reveal() == opts.ReadToken.Reveal():
+		return nil, errors.New("server: ReadToken must differ from Token")
 	}
-	if _, _, err := net.SplitHostPort(opts.Listen); err != nil {
-		return nil, fmt.Errorf("server: Listen %q: %w", opts.Listen, err)
+	for name, t := range map[string]secret.String{"Token": opts.Token, "ReadToken": opts.ReadToken} {
+		switch {
+		case !t.IsZero() && t.Len() < MinTokenLength:
+			return nil, fmt.Errorf("server: %s must be at least %d characters, got %d", name, MinTokenLength, t.Len())
+		case strings.ContainsFunc(t.Reveal(), func(r rune) bool { return r <= ' ' || r == 0x7f }):
+			return nil, fmt.Errorf("server: %s must not contain spaces or control characters", name)
+		}
+	}
+	for i, h := range opts.AllowedHosts {
+		if !hostaddr.Valid(h) {
+			return nil, fmt.Errorf("server: AllowedHosts[%d]: %q is not a host name or IP address", i, h)
+		}
+	}
+	li, err := resolveListen(opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.LoopbackPublicCounts && !li.loopback {
+		return nil, fmt.Errorf("server: LoopbackPublicCounts: Listen %q is not loopback only", opts.Listen)
 	}
 	if opts.TLSCert != "" {
 		// Loaded again by Serve; checked here so that a bad path or a key
@@ -139,10 +176,9 @@ func New(opts Options) (*Server, error) {
 		decisions: canonical(opts.Decisions),
 		reasons:   canonical(opts.Reasons),
 		set:       metrics.NewSet(),
-	}
-	if !opts.Token.IsZero() {
-		h := sha256.Sum256([]byte(opts.Token.Reveal()))
-		s.tokenHash = &h
+		tokenHash: tokenDigest(opts.Token),
+		readHash:  tokenDigest(opts.ReadToken),
+		listen:    li,
 	}
 	page, err := newPageRenderer()
 	if err != nil {
@@ -164,7 +200,7 @@ func canonical(values []string) map[string]string {
 }
 
 // handlerNames label the request counter.
-var handlerNames = []string{"page", "metrics", "healthz", "readyz", "status", "syncs", "devices", "plan", "approve", "other"}
+var handlerNames = []string{"page", "signin", "metrics", "healthz", "readyz", "status", "syncs", "devices", "plan", "approve", "other"}
 
 func (s *Server) initMetrics() {
 	s.requests = map[string]map[string]*metrics.Counter{}
@@ -176,6 +212,11 @@ func (s *Server) initMetrics() {
 	}
 	s.authFailures = s.set.NewCounter("easconnector_server_auth_failures_total")
 }
+
+// Addr returns the address ListenAndServe listens on: Options.Listen, with
+// a loopback name replaced by the address it was checked to resolve to.
+// A caller that listens itself and passes the listener to Serve uses it.
+func (s *Server) Addr() string { return s.listen.bind }
 
 // Metrics returns the server's own metrics set (already written at
 // /metrics; do not pass it in Options.Metrics).
@@ -203,7 +244,7 @@ func (s *Server) httpServer() *http.Server {
 // shuts down gracefully within ShutdownTimeout. It returns nil after a
 // clean shutdown.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.opts.Listen)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.listen.bind)
 	if err != nil {
 		return fmt.Errorf("admin server: %w", err)
 	}
@@ -221,7 +262,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			errc <- hs.Serve(ln)
 		}
 	}()
-	s.log.Info("admin server listening", "addr", ln.Addr().String(), "tls", s.opts.TLSCert != "", "mutating_endpoints", s.tokenHash != nil)
+	s.log.Info("admin server listening", "addr", ln.Addr().String(), "tls", s.opts.TLSCert != "",
+		"loopback", s.listen.loopback, "mutating_endpoints", s.tokenHash != nil, "read_token", s.readHash != nil,
+		"public_counts", s.opts.LoopbackPublicCounts)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("admin server: %w", err)

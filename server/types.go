@@ -108,6 +108,10 @@ type PlanSummary struct {
 	Limit     int       `json:"limit"` // the new-block limit the plan exceeded
 	Mailboxes int       `json:"mailboxes"`
 	Reason    string    `json:"reason,omitempty"`
+	// Source is "guard" (a sync's guard held it: the service is degraded
+	// until it is approved, discarded or expires) or "plan" (kept by
+	// `easconnector plan` for review).
+	Source string `json:"source,omitempty"`
 }
 
 // HeldPlan is GET /api/v1/plans/{id}: the summary and every change.

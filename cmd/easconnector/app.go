@@ -102,8 +102,11 @@ func startApp(ctx context.Context, cfg *config.Config, log *slog.Logger, o appOp
 	}()
 
 	// State directory: owner-only, and locked against a second writer.
-	if err := os.MkdirAll(a.stateDir, 0o700); err != nil {
+	if err := config.MkdirPrivate(a.stateDir); err != nil {
 		return a, fmt.Errorf("sync.state_dir: %w", err)
+	}
+	if err := config.CheckPrivateDir(a.stateDir); err != nil {
+		return a, err
 	}
 	if o.mode != modeDryRun {
 		if a.lock, err = lockStateDir(a.stateDir, o.lockCommand); err != nil {

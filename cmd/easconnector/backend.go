@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -72,7 +69,7 @@ var _ server.Backend = (*backend)(nil)
 
 func newBackend(a *app, cfg *config.Config) *backend {
 	return &backend{
-		a: a, log: a.log, stateDir: a.stateDir, maxAge: pipeline.DefaultHeldPlanMaxAge,
+		a: a, log: a.log, stateDir: a.stateDir, maxAge: cfg.Guard.PlanMaxAge.Duration,
 		guard: cfg.GuardConfig(), admins: cfg.Notify.AdminRecipients, notes: map[string]*syncNote{},
 		heldCache: map[string]heldEntry{},
 	}
@@ -323,12 +320,14 @@ func (b *backend) Status(ctx context.Context) server.Status {
 	return st
 }
 
-// currentHeld returns the newest held plan that can still be approved.
+// currentHeld returns the newest plan a guard held that can still be
+// approved. Plans `easconnector plan` kept are not a hold: they do not make
+// the service degraded.
 func (b *backend) currentHeld() *pipeline.HeldPlan {
 	plans := b.listHeld()
 	now := time.Now()
 	for i := len(plans) - 1; i >= 0; i-- {
-		if plans[i].CheckApprovable(now, b.maxAge) == nil {
+		if plans[i].Source == pipeline.HeldByGuard && plans[i].CheckApprovable(now, b.maxAge) == nil {
 			return plans[i]
 		}
 	}
@@ -338,7 +337,7 @@ func (b *backend) currentHeld() *pipeline.HeldPlan {
 func (b *backend) summary(hp *pipeline.HeldPlan) *server.PlanSummary {
 	return &server.PlanSummary{
 		ID: hp.ID, SyncID: hp.SyncID, Created: hp.CreatedAt, NewBlocks: hp.Counts.Revocations,
-		Limit: b.guard.BlastLimit(hp.Devices), Mailboxes: hp.Counts.Writes, Reason: hp.Reason,
+		Limit: b.guard.BlastLimit(hp.Devices), Mailboxes: hp.Counts.Writes, Reason: hp.Reason, Source: hp.Source,
 	}
 }
 
@@ -442,7 +441,11 @@ func (b *backend) Plan(ctx context.Context, id string) (*server.HeldPlan, error)
 		p := &hp.Plans[i]
 		for _, c := range p.Changes {
 			from, to := listMove(c.List, c.Op)
-			out.Changes = append(out.Changes, server.PlanChange{Mailbox: p.Identity, DeviceID: c.DeviceID, From: from, To: to, Reason: string(c.Reason)})
+			mb := p.Mailbox
+			if mb == "" {
+				mb = p.Identity
+			}
+			out.Changes = append(out.Changes, server.PlanChange{Mailbox: mb, DeviceID: c.DeviceID, From: from, To: to, Reason: string(c.Reason)})
 		}
 	}
 	return out, nil
@@ -495,68 +498,22 @@ func (b *backend) ApprovePlan(ctx context.Context, id string) (string, error) {
 	return syncID, nil
 }
 
-// maxAuditTail bounds how much of the audit log's end Changes reads.
-const maxAuditTail = 1 << 20
-
 // Changes implements server.Backend: the newest entries of the audit log.
 func (b *backend) Changes(ctx context.Context, limit int) []server.Change {
-	entries, err := auditTail(filepath.Join(b.stateDir, pipeline.AuditFile), limit)
+	entries, err := pipeline.ReadAuditTail(b.stateDir, limit)
 	if err != nil {
 		b.log.Warn("read audit log", "err", err)
 	}
 	out := make([]server.Change, 0, len(entries))
 	for _, e := range entries {
+		if !e.Applied() {
+			continue // an intent, a write that never took effect, an org write
+		}
 		from, to := string(e.List), "not "+string(e.List)
 		if e.To == pipeline.Present {
 			from, to = to, from
 		}
 		out = append(out, server.Change{Time: e.Time, SyncID: e.SyncID, Mailbox: e.Mailbox, DeviceID: e.Device, From: from, To: to, Reason: string(e.Reason)})
-	}
-	return out
-}
-
-// auditTail returns up to limit entries from the end of the audit log,
-// newest first, reading at most maxAuditTail bytes. Lines that do not
-// decode are skipped.
-func auditTail(path string, limit int) ([]pipeline.AuditEntry, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	off := max(0, st.Size()-maxAuditTail)
-	buf := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return parseAuditTail(buf, off > 0, limit), nil
-}
-
-// parseAuditTail decodes up to limit audit lines from the end of buf,
-// newest first; cut says buf starts mid-line. Lines that do not decode
-// (a torn last line, an edited file) are skipped.
-func parseAuditTail(buf []byte, cut bool, limit int) []pipeline.AuditEntry {
-	lines := bytes.Split(buf, []byte{'\n'})
-	if cut && len(lines) > 0 {
-		lines = lines[1:]
-	}
-	var out []pipeline.AuditEntry
-	for i := len(lines) - 1; i >= 0 && len(out) < limit; i-- {
-		line := bytes.TrimSpace(lines[i])
-		if len(line) == 0 {
-			continue
-		}
-		var e pipeline.AuditEntry
-		if json.Unmarshal(line, &e) == nil {
-			out = append(out, e)
-		}
 	}
 	return out
 }

@@ -15,9 +15,11 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/easconnector/easconnector/config"
+	"github.com/easconnector/easconnector/internal/hostaddr"
 	"github.com/easconnector/easconnector/internal/secret"
 )
 
@@ -61,11 +63,27 @@ const (
 	serverUsage       = "the service's admin URL (default: from [server] listen of the configuration)"
 )
 
+// clientResolver resolves the URL's host for the plain-HTTP check; a test
+// replaces it.
+var clientResolver hostaddr.Resolver = net.DefaultResolver
+
+// errTokenOverHTTP is wrapped by the error for a token that would cross the
+// network in clear text.
+var errTokenOverHTTP = errors.New("refusing to send the API token over plain http to a host that is not loopback: use an https:// URL")
+
 // client builds the API client: the URL from the flag or the
-// configuration, the token from --token-file or the configuration, and
-// the configuration's server certificate as a trusted root (it may be
-// self-signed).
-func (f serverFlags) client(needToken bool) (*apiClient, error) {
+// configuration, the token from --token-file or the configuration (the
+// admin token when admin is set, else the read-only token if there is
+// one), and the configuration's server certificate as a trusted root (it
+// may be self-signed).
+//
+// Every /api/v1 endpoint needs a token, so the token goes with every
+// request; over http:// only to a loopback host (a literal loopback
+// address, or a name every address of which is loopback), and the dialer
+// refuses any other address at connect time too, so a name that changes
+// between the check and the connection gains nothing. The client follows
+// no redirects.
+func (f serverFlags) client(admin bool) (*apiClient, error) {
 	var cfg *config.Config
 	cfgErr := error(nil)
 	if c, err := config.Load(*f.config); err == nil {
@@ -88,7 +106,41 @@ func (f serverFlags) client(needToken bool) (*apiClient, error) {
 		return nil, fmt.Errorf("%q is not an http or https URL", raw)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	c := &apiClient{base: u, hc: &http.Client{Timeout: apiTimeout}}
+	c := &apiClient{base: u, hc: &http.Client{Timeout: apiTimeout, CheckRedirect: noRedirects}}
+	switch {
+	case *f.tokenFile != "":
+		if c.token, err = config.ReadSecret("token", "", *f.tokenFile); err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+	case cfg != nil:
+		if !admin {
+			if c.token, err = cfg.Server.ReadToken(); err != nil {
+				return nil, err
+			}
+		}
+		if c.token.IsZero() {
+			if c.token, err = cfg.Server.Token(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	c.hc.Transport = tr
+	if u.Scheme == "http" && !c.token.IsZero() {
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		defer cancel()
+		if _, err := hostaddr.Loopback(ctx, clientResolver, u.Hostname()); err != nil {
+			return nil, fmt.Errorf("%s: %w (%v)", u.Redacted(), errTokenOverHTTP, err)
+		}
+		d := &net.Dialer{Timeout: apiTimeout, Control: func(network, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil || !hostaddr.IsLoopbackIP(host) {
+				return fmt.Errorf("connect %s: %w", address, errTokenOverHTTP)
+			}
+			return nil
+		}}
+		tr.DialContext = d.DialContext
+	}
 	if u.Scheme == "https" && cfg != nil && cfg.Server.TLSCert != "" {
 		pem, err := os.ReadFile(cfg.Server.TLSCert)
 		if err != nil {
@@ -99,21 +151,15 @@ func (f serverFlags) client(needToken bool) (*apiClient, error) {
 			roots = x509.NewCertPool()
 		}
 		roots.AppendCertsFromPEM(pem)
-		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-		c.hc.Transport = tr
-	}
-	switch {
-	case *f.tokenFile != "":
-		if c.token, err = config.ReadSecret("token", "", *f.tokenFile); err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
-		}
-	case needToken && cfg != nil:
-		if c.token, err = cfg.Server.Token(); err != nil {
-			return nil, err
-		}
 	}
 	return c, nil
+}
+
+// noRedirects stops the client at a redirect: the API answers none, and
+// following one could carry the token to another scheme or host.
+func noRedirects(req *http.Request, via []*http.Request) error {
+	return fmt.Errorf("redirect to %s: the admin API does not redirect; check the URL", req.URL.Redacted())
 }
 
 // listenURL turns a listen address into the URL a local client uses: an
@@ -144,9 +190,9 @@ func (e *apiError) Error() string {
 	s := fmt.Sprintf("%s %s: %s (HTTP %d)", e.method, e.path, e.msg, e.status)
 	switch e.status {
 	case http.StatusUnauthorized:
-		s += "; give the service's admin token with --token-file, or --config with its [server] token"
+		s += "; give the service's API token with --token-file, or --config with its [server] token or read-only token"
 	case http.StatusForbidden:
-		s += "; the service has no admin token configured ([server] token_file or token_env), so it accepts no changes over HTTP"
+		s += "; changes need the admin token ([server] token_file or token_env), and the service answers only when a token is configured"
 	}
 	return s
 }

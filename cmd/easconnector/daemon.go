@@ -113,7 +113,7 @@ func startDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, o da
 		return d, err
 	}
 	if d.ln = o.listener; d.ln == nil {
-		if d.ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", vopts.Listen); err != nil {
+		if d.ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", d.srv.Addr()); err != nil {
 			return d, fmt.Errorf("server.listen: %w", err)
 		}
 	}

@@ -85,7 +85,7 @@ func startFleet(t *testing.T, o fleetOptions) *fleet {
 
 	f := &fleet{sim: sim, graph: graph, pop: sim.Population(), dir: t.TempDir()}
 	f.state = filepath.Join(f.dir, "state")
-	for name, v := range map[string]string{"exchange.pw": exsim.DefaultPassword, "graph.secret": secret, "api.token": testToken} {
+	for name, v := range map[string]string{"exchange.pw": exsim.DefaultPassword, "graph.secret": secret, "api.token": testToken, "api-read.token": testReadToken} {
 		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(v+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -142,6 +142,7 @@ quick_jitter = "0s"
 [server]
 listen = %q
 token_file = "api.token"
+read_token_file = "api-read.token"
 `, sim.Hosts()[0], sim.Port(), exsim.DefaultUser, o.runspaces, graphsim.DefaultTenantID, graphsim.DefaultClientID, graphURL, graphURL,
 		f.pop.Included.ID, f.pop.Excluded.ID, o.maxNewBlocks, orDefault(o.shutdown, "10s"), orDefault(o.quick, "1h"), o.listen)
 	if o.smtpPort != 0 {
@@ -162,8 +163,12 @@ admin_recipients = ["eas-admins@contoso.com"]
 	return f
 }
 
-// testToken is the admin API token of fleet configurations.
-const testToken = "test-token-0123456789abcdef"
+// testToken and testReadToken are the admin and the read-only API tokens
+// of fleet configurations.
+const (
+	testToken     = "test-token-0123456789abcdef"
+	testReadToken = "test-read-token-fedcba9876543210"
+)
 
 // accessCounts counts exsim's devices by the access state Exchange would
 // give them now.

@@ -25,17 +25,3 @@ func FuzzClean(f *testing.F) {
 		}
 	})
 }
-
-// FuzzAuditTail: any file content gives at most limit entries, never a
-// panic.
-func FuzzAuditTail(f *testing.F) {
-	f.Add([]byte(`{"time":"2026-01-02T03:04:05Z","sync_id":"s","mailbox":"m@x","device":"D1","list":"blocked","from":"absent","to":"present","decision":"Block","reason":"NotCompliant"}`+"\n"), false, 5)
-	f.Add([]byte("torn\n{\"device\":\"D2\"}\n{"), true, 1)
-	f.Add([]byte("\n\n\n"), false, 0)
-	f.Fuzz(func(t *testing.T, buf []byte, cut bool, limit int) {
-		limit = max(0, min(limit, 100))
-		if got := parseAuditTail(buf, cut, limit); len(got) > limit {
-			t.Fatalf("parseAuditTail returned %d entries, limit %d", len(got), limit)
-		}
-	})
-}

@@ -141,10 +141,10 @@ func TestStateLock(t *testing.T) {
 func TestAuditTail(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, pipeline.AuditFile)
-	if got, err := auditTail(path, 10); err != nil || got != nil {
-		t.Errorf("auditTail(missing) = %v, %v", got, err)
+	if got, err := pipeline.ReadAuditTail(dir, 10); err != nil || got != nil {
+		t.Errorf("ReadAuditTail(missing) = %v, %v", got, err)
 	}
-	a, err := pipeline.OpenAudit(dir)
+	a, err := pipeline.OpenAudit(dir, pipeline.AuditOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,9 +161,9 @@ func TestAuditTail(t *testing.T) {
 	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString("{not json\n")
 	f.Close()
-	got, err := auditTail(path, 3)
+	got, err := pipeline.ReadAuditTail(dir, 3)
 	if err != nil || len(got) != 3 || got[0].Device != "DEV4" || got[2].Device != "DEV2" {
-		t.Fatalf("auditTail(3) = %+v, %v; want DEV4, DEV3, DEV2", got, err)
+		t.Fatalf("ReadAuditTail(3) = %+v, %v; want DEV4, DEV3, DEV2", got, err)
 	}
 	b := &backend{stateDir: dir}
 	ch := b.Changes(t.Context(), 1)

@@ -42,6 +42,7 @@ var commands = []command{
 	{"status", "show a running service's status", runStatus},
 	{"devices", "list devices with the connector's decision, from a running service", runDevices},
 	{"check", "test the connection to every Exchange server and report what works", runCheck},
+	{"audit", "verify the audit log's hash chain (audit verify)", runAudit},
 	{"service", "install, remove, start or stop the Windows service", runService},
 	{"version", "print the version", runVersion},
 }

@@ -15,24 +15,26 @@ import (
 const planHelp = `Reads Exchange and the MDM, decides and plans exactly as a sync would,
 writes nothing, prints every list change (mailbox, device, list, operation,
 decision, reason) and keeps the change set as a held plan: apply it as it
-is with 'easconnector sync --approve ID' (or the status page's Approve
-button) within 24 hours. It works beside a running service.
+with 'easconnector sync --approve ID' (or the status page's Approve button)
+within guard.plan_max_age (24 hours by default); the approval applies only
+the changes that still hold then. It works beside a running service.
 
 --show ID prints a held plan: one this command kept, or one a guard held.
+--discard ID deletes a held plan, so that it can no longer be approved.
+A plan this command keeps never marks the service degraded; only a guard's
+hold does.
 
 Exit codes: 0 planned (or nothing to change), 1 error, 2 usage, 3 a sync
 would stop at the guard with this plan (it is kept for approval all the
 same).`
 
-// heldByPlan is the Reason of a held plan kept by `easconnector plan`.
-const heldByPlan = "kept by 'easconnector plan' for review"
-
 func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("plan", "[--full|--quick] [--json] [--config file] | --show ID [--json]", stderr)
+	fs := newFlags("plan", "[--full|--quick] [--json] [--config file] | --show ID [--json] | --discard ID", stderr)
 	cfgPath := fs.String("config", defaultConfig, "configuration file")
 	full := fs.Bool("full", false, "plan a full sync (the default)")
 	quick := fs.Bool("quick", false, "plan a quick sync (in a new process it plans a full one)")
 	show := fs.String("show", "", "print the held plan with this id")
+	discard := fs.String("discard", "", "delete the held plan with this id")
 	asJSON := fs.Bool("json", false, "print JSON")
 	verbose := fs.Bool("v", false, "log at the configured level (default: warnings only)")
 	withHelp(fs, planHelp)
@@ -43,8 +45,12 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "easconnector plan: --full and --quick exclude each other")
 		return exitUsage
 	}
-	if *show != "" && (*full || *quick) {
-		fmt.Fprintln(stderr, "easconnector plan: --show prints a held plan; it takes no --full or --quick")
+	if (*show != "" || *discard != "") && (*full || *quick) {
+		fmt.Fprintln(stderr, "easconnector plan: --show and --discard act on a held plan; each takes no --full or --quick")
+		return exitUsage
+	}
+	if *show != "" && *discard != "" {
+		fmt.Fprintln(stderr, "easconnector plan: --show and --discard exclude each other")
 		return exitUsage
 	}
 	cfg, err := config.Load(*cfgPath)
@@ -54,6 +60,9 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *show != "" {
 		return showPlan(cfg, *show, *asJSON, stdout, stderr)
+	}
+	if *discard != "" {
+		return discardPlan(cfg, *discard, stdout, stderr)
 	}
 
 	log := cliLogger(cfg, stderr, *verbose)
@@ -87,18 +96,11 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Keep the change set for approval.
 	var hp *pipeline.HeldPlan
 	if rep.Counts.Writes > 0 {
-		plans := make([]pipeline.MailboxPlan, len(rep.Plans))
-		for i := range rep.Plans {
-			plans[i] = rep.Plans[i].MailboxPlan
-		}
 		var guard error
 		if code == exitHeld {
 			guard = syncErr
 		}
-		if hp, err = pipeline.NewHeldPlan(rep.ID, rep.Kind, plans, rep.Devices, guard, time.Now()); err == nil {
-			if hp.Reason == "" {
-				hp.Reason = heldByPlan
-			}
+		if hp, err = pipeline.NewHeldPlan(rep.ID, rep.Kind, pipeline.HeldByPlan, rep.Plans, rep.Devices, guard, time.Now()); err == nil {
 			err = pipeline.SaveHeldPlan(cfg.Sync.StateDir, hp)
 		}
 		if err != nil {
@@ -126,7 +128,8 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "\nPlan %s kept: %s mailboxes, %s list changes.\n", hp.ID, num(hp.Counts.Writes),
 		num(hp.Counts.AllowAdds+hp.Counts.AllowRemoves+hp.Counts.BlockAdds+hp.Counts.BlockRemoves))
 	fmt.Fprintf(stdout, "  review it:  easconnector plan --show %s\n", hp.ID)
-	fmt.Fprintf(stdout, "  apply it:   easconnector sync --approve %s   (within %s)\n", hp.ID, hours(pipeline.DefaultHeldPlanMaxAge))
+	fmt.Fprintf(stdout, "  apply it:   easconnector sync --approve %s   (within %s)\n", hp.ID, hours(cfg.Guard.PlanMaxAge.Duration))
+	fmt.Fprintf(stdout, "  drop it:    easconnector plan --discard %s\n", hp.ID)
 	if len(rep.Org) > 0 {
 		fmt.Fprintln(stdout, "Organization settings (Org above) are not part of the plan: the next full sync asserts them.")
 	}
@@ -176,7 +179,7 @@ func showPlan(cfg *config.Config, id string, asJSON bool, stdout, stderr io.Writ
 	hp, err := pipeline.LoadHeldPlan(cfg.Sync.StateDir, id)
 	if err != nil {
 		if errors.Is(err, pipeline.ErrHeldPlanNotFound) {
-			fmt.Fprintf(stderr, "easconnector plan: no held plan %s in %s (plans expire after %s)\n", id, cfg.Sync.StateDir, hours(pipeline.DefaultHeldPlanMaxAge))
+			fmt.Fprintf(stderr, "easconnector plan: no held plan %s in %s (plans expire after %s)\n", id, cfg.Sync.StateDir, hours(cfg.Guard.PlanMaxAge.Duration))
 		} else {
 			fmt.Fprintf(stderr, "easconnector plan: %v\n", err)
 		}
@@ -191,18 +194,39 @@ func showPlan(cfg *config.Config, id string, asJSON bool, stdout, stderr io.Writ
 	fmt.Fprintf(stdout, "%s mailboxes to write; %s devices would lose access (of %s decided)\n\n",
 		num(hp.Counts.Writes), num(hp.Counts.Revocations), num(hp.Devices))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAILBOX\tDEVICE\tLIST\tOP\tDECISION\tREASON")
+	fmt.Fprintln(tw, "MAILBOX\tDEVICE\tLIST\tOP\tDECISION\tREASON\tNAME")
 	for i := range hp.Plans {
 		p := &hp.Plans[i]
+		mb, name := p.Mailbox, p.Name
+		if mb == "" { // a plan saved before addresses were kept
+			mb = p.Identity
+		}
+		if name == "" {
+			name = "-"
+		}
 		for _, c := range p.Changes {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Identity, c.DeviceID, c.List, c.Op, c.Decision, c.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mb, c.DeviceID, c.List, c.Op, c.Decision, c.Reason, name)
 		}
 	}
 	tw.Flush()
-	if err := hp.CheckApprovable(time.Now(), pipeline.DefaultHeldPlanMaxAge); err != nil {
+	if err := hp.CheckApprovable(time.Now(), cfg.Guard.PlanMaxAge.Duration); err != nil {
 		fmt.Fprintf(stdout, "\nThis plan can no longer be approved: %v\n", err)
 	} else {
 		fmt.Fprintf(stdout, "\nApply it: easconnector sync --approve %s\n", hp.ID)
 	}
+	return exitOK
+}
+
+// discardPlan deletes a held plan.
+func discardPlan(cfg *config.Config, id string, stdout, stderr io.Writer) int {
+	if err := pipeline.RemoveHeldPlan(cfg.Sync.StateDir, id); err != nil {
+		if errors.Is(err, pipeline.ErrHeldPlanNotFound) {
+			fmt.Fprintf(stderr, "easconnector plan: no held plan %s in %s\n", id, cfg.Sync.StateDir)
+		} else {
+			fmt.Fprintf(stderr, "easconnector plan: %v\n", err)
+		}
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "Held plan %s discarded.\n", id)
 	return exitOK
 }

@@ -17,6 +17,7 @@ import (
 // daemonUnderTest is `easconnector run` in process.
 type daemonUnderTest struct {
 	base   string
+	read   string // the read-only token's file
 	cancel context.CancelFunc
 	done   chan int
 	stderr *lockedBuffer
@@ -25,7 +26,7 @@ type daemonUnderTest struct {
 func startRun(t *testing.T, fl *fleet, addr string) *daemonUnderTest {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	d := &daemonUnderTest{base: "http://" + addr, cancel: cancel, done: make(chan int, 1), stderr: &lockedBuffer{}}
+	d := &daemonUnderTest{base: "http://" + addr, read: filepath.Join(fl.dir, "api-read.token"), cancel: cancel, done: make(chan int, 1), stderr: &lockedBuffer{}}
 	go func() { d.done <- run(ctx, []string{"run", "--config", fl.config}, &lockedBuffer{}, d.stderr) }()
 	t.Cleanup(func() { d.stop(t) })
 	return d
@@ -54,7 +55,7 @@ func (d *daemonUnderTest) waitStatus(t *testing.T, what string, cond func(*serve
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		code, out, _ := runIn(t, t.Context(), "status", "--json", "--server", d.base)
+		code, out, _ := runIn(t, t.Context(), "status", "--json", "--server", d.base, "--token-file", d.read)
 		var st server.Status
 		if out != "" {
 			decodeJSON(t, out, &st)
@@ -80,7 +81,7 @@ func TestRunStatusDevices(t *testing.T) {
 		t.Errorf("status after the first sync = %+v", st)
 	}
 
-	code, out, errOut := runIn(t, t.Context(), "status", "--server", d.base)
+	code, out, errOut := runIn(t, t.Context(), "status", "--server", d.base, "--token-file", d.read)
 	for _, re := range []string{`(?m)^Status\s+connected$`, `(?m)^Exchange\s+127\.0\.0\.1 up, \d+ sessions$`,
 		`(?m)^Last full\s+ok .*; Allow \d+.*writes \(startup\)$`, `(?m)^Last quick\s+none yet$`, `(?m)^Next quick\s+\S+ \(in `} {
 		if !regexp.MustCompile(re).MatchString(out) {
@@ -92,19 +93,33 @@ func TestRunStatusDevices(t *testing.T) {
 	}
 
 	blocked := st.LastFull.Counts["Block"]
-	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--decision", "block", "--limit", "0")
+	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--token-file", d.read, "--decision", "block", "--limit", "0")
 	if rows := regexp.MustCompile(`(?m)^\S+@\S+\s+\S+\s+.*\sBlock\s+NotCompliant\s`).FindAllString(out, -1); code != exitOK || len(rows) != blocked || blocked == 0 {
 		t.Errorf("devices --decision block = %d, %d rows, want %d\n%s", code, len(rows), blocked, out)
 	}
-	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--json", "--limit", "0")
+	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--token-file", d.read, "--json", "--limit", "0")
 	var page server.DevicePage
 	decodeJSON(t, out, &page)
 	if code != exitOK || page.Total != 50 || len(page.Devices) != 50 {
 		t.Errorf("devices --json = %d, total %d, %d rows; want 50", code, page.Total, len(page.Devices))
 	}
-	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--limit", "7")
+	code, out, _ = runIn(t, t.Context(), "devices", "--server", d.base, "--token-file", d.read, "--limit", "7")
 	if code != exitOK || !strings.Contains(out, "7 of 50 devices; --limit 0 lists all.") {
 		t.Errorf("devices --limit 7 = %d\n%s", code, out)
+	}
+
+	// Reads need a token too; the configuration's read-only token does;
+	// it cannot start a sync.
+	code, _, errOut = runIn(t, t.Context(), "devices", "--server", d.base, "--config", filepath.Join(t.TempDir(), "none.toml"))
+	if code != exitFailed || !strings.Contains(errOut, "missing bearer token") {
+		t.Errorf("devices without a token = %d\n%s", code, errOut)
+	}
+	if code, out, errOut = runIn(t, t.Context(), "status", "--config", fl.config); code != exitOK || !strings.Contains(out, "connected") {
+		t.Errorf("status --config = %d\n%s%s", code, out, errOut)
+	}
+	code, _, errOut = runIn(t, t.Context(), "sync", "--quick", "--remote", d.base, "--token-file", d.read)
+	if code != exitFailed || !strings.Contains(errOut, "read-only token cannot change anything") {
+		t.Errorf("sync --remote with the read-only token = %d\n%s", code, errOut)
 	}
 
 	// A manual sync through the API; without a token it is refused.
@@ -139,12 +154,12 @@ func TestRunStatusDevices(t *testing.T) {
 	if !strings.Contains(st.Reason, "no Exchange server reachable") || st.Servers[0].State != "down" {
 		t.Errorf("status with Exchange down = %+v", st)
 	}
-	if code, _, _ = runIn(t, t.Context(), "status", "--server", d.base); code != exitFailed {
+	if code, _, _ = runIn(t, t.Context(), "status", "--server", d.base, "--token-file", d.read); code != exitFailed {
 		t.Errorf("status while disconnected = %d, want %d", code, exitFailed)
 	}
 
 	d.stop(t)
-	code, _, errOut = runIn(t, t.Context(), "status", "--server", d.base)
+	code, _, errOut = runIn(t, t.Context(), "status", "--server", d.base, "--token-file", d.read)
 	if code != exitFailed || !strings.Contains(errOut, "no easconnector service answers at "+d.base) {
 		t.Errorf("status without a service = %d\n%s", code, errOut)
 	}
@@ -240,4 +255,30 @@ func waitMail(t *testing.T, m *mailsink.Sink, want string) string {
 	}
 	t.Fatalf("no mail containing %q", want)
 	return ""
+}
+
+// TestRunKeptPlanNotDegraded: a plan `easconnector plan` kept for review
+// is not a guard's hold: the service beside it stays connected, shows no
+// held plan, and `plan --discard` removes it.
+func TestRunKeptPlanNotDegraded(t *testing.T) {
+	noLeaks(t)
+	addr := freeAddr(t)
+	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30}, listen: addr})
+	code, out, errOut := runIn(t, t.Context(), "plan", "--config", fl.config)
+	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) kept`).FindStringSubmatch(out)
+	if code != exitOK || m == nil {
+		t.Fatalf("plan = %d\n%s\n%s", code, out, errOut)
+	}
+	d := startRun(t, fl, addr)
+	st := d.waitStatus(t, "a full sync", func(st *server.Status) bool { return st.LastFull != nil && st.LastFull.Result == server.ResultOK })
+	if st.Status != server.StatusConnected || st.HeldPlan != nil {
+		t.Errorf("status beside a plan kept by `plan` = %s (%s), held %+v; want connected and no hold", st.Status, st.Reason, st.HeldPlan)
+	}
+	d.stop(t)
+	if code, out, errOut = runIn(t, t.Context(), "plan", "--discard", m[1], "--config", fl.config); code != exitOK || !strings.Contains(out, "discarded") {
+		t.Errorf("plan --discard = %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut = runIn(t, t.Context(), "plan", "--show", m[1], "--config", fl.config); code != exitFailed || !strings.Contains(errOut, "no held plan") {
+		t.Errorf("plan --show of a discarded plan = %d\n%s", code, errOut)
+	}
 }

@@ -154,8 +154,10 @@ const serviceHelp = `Manages the Windows service "easconnector" (display name
   start      start it and wait until it runs
   stop       stop it cleanly and wait until it has stopped
 
-It runs as LocalSystem; protect the configuration's secret files with ACLs
-that grant only that account and Administrators.`
+It runs as the virtual account NT SERVICE\easconnector, not LocalSystem.
+install gives the state directory, the configuration and every secret file
+it names an ACL of that account, Administrators and SYSTEM only (inheritance
+cut); the service refuses to start while others can read one of them.`
 
 func runService(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("service", "install|uninstall|start|stop [--config file]", stderr)
@@ -204,7 +206,8 @@ func installService(cfgPath string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := config.Load(abs); err != nil {
+	cfg, err := config.Load(abs)
+	if err != nil {
 		return fmt.Errorf("the configuration must be valid before the service is installed: %w", err)
 	}
 	exe, err := os.Executable()
@@ -220,17 +223,18 @@ func installService(cfgPath string, stdout io.Writer) error {
 		s.Close()
 		return fmt.Errorf("service %s exists already; 'easconnector service uninstall' first", serviceName)
 	}
-	s, err := m.CreateService(serviceName, exe, mgr.Config{
-		DisplayName:      serviceDisplayName,
-		Description:      serviceDescription,
-		StartType:        mgr.StartAutomatic,
-		DelayedAutoStart: true, // after the network and the directory are up
-		ErrorControl:     mgr.ErrorNormal,
-	}, "run", "--config", abs)
+	s, err := m.CreateService(serviceName, exe, serviceConfig(), "run", "--config", abs)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	// The virtual account exists once the service does: now the files it
+	// must read, and only it, can be given to it.
+	protected, err := protectFiles(cfg, abs)
+	if err != nil {
+		_ = s.Delete()
+		return err
+	}
 	restart := []mgr.RecoveryAction{
 		{Type: mgr.ServiceRestart, Delay: 30 * time.Second},
 		{Type: mgr.ServiceRestart, Delay: time.Minute},
@@ -249,8 +253,52 @@ func installService(cfgPath string, stdout io.Writer) error {
 		!strings.Contains(err.Error(), "exists") {
 		fmt.Fprintf(stdout, "warning: register the event log source: %v\n", err)
 	}
-	fmt.Fprintf(stdout, "Service %s installed: %s run --config %s (automatic start, restart on failure).\nStart it: easconnector service start\n", serviceName, exe, abs)
+	fmt.Fprintf(stdout, "Service %s installed: %s run --config %s as %s (automatic start, restart on failure).\n", serviceName, exe, abs, config.WindowsServiceAccount)
+	fmt.Fprintf(stdout, "Readable only by %s, Administrators and SYSTEM now:\n", config.WindowsServiceAccount)
+	for _, p := range protected {
+		fmt.Fprintf(stdout, "  %s\n", p)
+	}
+	fmt.Fprintf(stdout, "Start it: easconnector service start\n")
 	return nil
+}
+
+// serviceConfig is how the service is registered. It runs as the virtual
+// account NT SERVICE\easconnector, which Windows creates with the service
+// and which needs no password (Microsoft Learn, "Service accounts",
+// "Virtual accounts"), not as LocalSystem, which would give a bug in the
+// connector the whole machine. The unrestricted service SID makes that
+// account usable in ACLs.
+func serviceConfig() mgr.Config {
+	return mgr.Config{
+		DisplayName:      serviceDisplayName,
+		Description:      serviceDescription,
+		StartType:        mgr.StartAutomatic,
+		DelayedAutoStart: true, // after the network and the directory are up
+		ErrorControl:     mgr.ErrorNormal,
+		ServiceStartName: config.WindowsServiceAccount,
+		SidType:          windows.SERVICE_SID_TYPE_UNRESTRICTED,
+	}
+}
+
+// protectFiles gives the state directory (created if needed), the
+// configuration and every secret file it names an ACL of the service
+// account, Administrators and SYSTEM only, inheritance from the parent
+// cut, and returns what it changed.
+func protectFiles(cfg *config.Config, cfgPath string) ([]string, error) {
+	if err := os.MkdirAll(cfg.Sync.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("sync.state_dir: %w", err)
+	}
+	if err := config.SetPrivateACL(cfg.Sync.StateDir, true); err != nil {
+		return nil, err
+	}
+	done := []string{cfg.Sync.StateDir}
+	for _, p := range append([]string{cfgPath}, cfg.SecretFiles()...) {
+		if err := config.SetPrivateACL(p, false); err != nil {
+			return done, err
+		}
+		done = append(done, p)
+	}
+	return done, nil
 }
 
 // withService connects to the service manager and runs fn on the installed

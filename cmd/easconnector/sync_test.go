@@ -123,7 +123,7 @@ func TestSyncExitCodes(t *testing.T) {
 		}
 		id := m[1]
 		code, out, _ = runIn(t, ctx, "plan", "--show", id, "--config", fl.config)
-		if code != exitOK || !strings.Contains(out, "Held plan "+id) || !regexp.MustCompile(`(?m)^\S+\s+\S+\s+blocked\s+add\s+Block\s+NotCompliant$`).MatchString(out) {
+		if code != exitOK || !strings.Contains(out, "Held plan "+id) || !regexp.MustCompile(`(?m)^\S+@\S+\s+\S+\s+blocked\s+add\s+Block\s+NotCompliant\s+\S.*$`).MatchString(out) {
 			t.Errorf("plan --show %s = %d\n%s", id, code, out)
 		}
 		code, out, errOut = runIn(t, ctx, "sync", "--approve", id, "--json", "--config", fl.config)
@@ -156,7 +156,7 @@ func TestSyncExitCodes(t *testing.T) {
 		code, out, _ = runIn(t, ctx, "plan", "--show", m[1], "--json", "--config", fl.config)
 		var hp pipeline.HeldPlan
 		decodeJSON(t, out, &hp)
-		if code != exitOK || hp.ID != m[1] || hp.Reason != heldByPlan || len(hp.Plans) == 0 {
+		if code != exitOK || hp.ID != m[1] || hp.Source != pipeline.HeldByPlan || len(hp.Plans) == 0 {
 			t.Errorf("plan --show --json = %d, %+v", code, hp)
 		}
 		if code, out, errOut = runIn(t, ctx, "sync", "--approve", m[1], "--config", fl.config); code != exitOK {

@@ -93,10 +93,10 @@ func demo(ctx context.Context, o options, bin string, stdout io.Writer, again <-
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w)
 	for _, l := range [][2]string{
-		{"Status page", base + "/"},
-		{"Admin token", token + "   (for the page's Sync and Approve buttons; also in " + tokenFile + ")"},
+		{"Status page", base + "/   (sign in with any user name and the admin token as password)"},
+		{"Admin token", token + "   (for the page, the API and the page's Sync and Approve buttons; also in " + tokenFile + ")"},
 		{"Metrics", base + "/metrics"},
-		{"API", base + "/api/v1/status   " + base + "/api/v1/devices?decision=Block"},
+		{"API", "curl -H 'Authorization: Bearer " + token + "' " + base + "/api/v1/devices?decision=Block"},
 		{"Exchange sim", "http://" + e.ctlAddr + "/v1/status   (control API: counters, devices, faults)"},
 		{"Configuration", cfgPath},
 		{"Logs", logPath},

@@ -154,6 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		mailboxes(sim), sim.Org().DeviceCount(), c.profile, sim.Quotas().PowerShellMaxConcurrency)
 	for i, s := range sim.Org().Servers() {
 		fmt.Fprintf(stdout, "exsim: %s WS-Management %s (remoting connectionUri %s)\n", s.Name, sim.Endpoint(i), sim.ConnectionURI(i))
+		fmt.Fprintf(stdout, "exsim: %s PSRP %s (ResourceURI %s)\n", s.Name, sim.PowerShellURL(i), exsim.ResourceURI)
 	}
 	fmt.Fprintf(stdout, "exsim: credentials %s / %s (Basic)\n", c.user, c.password)
 	if c.tls {

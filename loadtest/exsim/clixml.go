@@ -109,9 +109,11 @@ func (n *xnode) prop(name string) *xnode {
 	return nil
 }
 
-// decodeCLIXMLString reverses the _xHHHH_ escaping of MS-PSRP 2.2.5.1.15:
-// each escape is one UTF-16 code unit; surrogate pairs join, and a lone
-// surrogate becomes U+FFFD.
+// decodeCLIXMLString reverses the _xHHHH_ escaping of MS-PSRP 2.2.5.1.15,
+// as .NET's XmlConvert.DecodeName does (pattern _[Xx]([0-9a-fA-F]{4}|
+// [0-9a-fA-F]{8})_): a 4-digit escape is one UTF-16 code unit, an 8-digit
+// one a code point; surrogate pairs join, and a lone surrogate becomes
+// U+FFFD.
 func decodeCLIXMLString(s string) string {
 	if !strings.Contains(s, "_x") {
 		return s
@@ -125,12 +127,20 @@ func decodeCLIXMLString(s string) string {
 		}
 	}
 	for i := 0; i < len(s); {
-		if i+7 <= len(s) && s[i] == '_' && s[i+1] == 'x' && s[i+6] == '_' {
-			if v, err := strconv.ParseUint(s[i+2:i+6], 16, 16); err == nil {
-				units = append(units, uint16(v))
-				i += 7
-				continue
+		if n := escapeLen(s, i); n == 7 {
+			v, _ := strconv.ParseUint(s[i+2:i+6], 16, 16)
+			units = append(units, uint16(v))
+			i += 7
+			continue
+		} else if n == 11 {
+			v, _ := strconv.ParseUint(s[i+2:i+10], 16, 32)
+			r := rune(v)
+			if !utf8.ValidRune(r) {
+				r = utf8.RuneError
 			}
+			units = append(units, utf16.Encode([]rune{r})...)
+			i += 11
+			continue
 		}
 		flush()
 		r, size := utf8.DecodeRuneInString(s[i:])
@@ -433,7 +443,7 @@ func appendCLIXMLText(b []byte, s string, attr bool) []byte {
 				b = append(b, "&quot;"...)
 			case c < 0x20:
 				b = esc(b, uint16(c))
-			case c == '_' && isEscapeAt(s, i):
+			case c == '_' && formsEscape(s, i):
 				b = esc(b, '_')
 			default:
 				b = append(b, c)
@@ -460,15 +470,57 @@ func appendCLIXMLText(b []byte, s string, attr bool) []byte {
 
 const hexUpper = "0123456789ABCDEF"
 
-// isEscapeAt reports whether s[i:] starts with _xHHHH_.
-func isEscapeAt(s string, i int) bool {
-	if i+7 > len(s) || s[i+1] != 'x' || s[i+6] != '_' {
+// formsEscape reports whether the "_" at s[i] would start an escape once
+// encoded: s[i:] is _xHHHH or _xHHHHHHHH (x of either case) followed by
+// "_" or by a character that is itself escaped (which starts with "_").
+func formsEscape(s string, i int) bool {
+	if i+6 > len(s) || (s[i+1] != 'x' && s[i+1] != 'X') {
 		return false
 	}
-	for _, c := range []byte(s[i+2 : i+6]) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+	isHex := func(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+	for j := i + 2; j < len(s) && j < i+10; j++ {
+		if !isHex(s[j]) {
 			return false
 		}
+		if n := j - i - 1; (n == 4 || n == 8) && escapedAt(s, j+1) {
+			return true
+		}
 	}
-	return true
+	return false
+}
+
+// escapedAt reports whether appendCLIXMLText writes s[j:]'s first
+// character as, or starting with, "_".
+func escapedAt(s string, j int) bool {
+	if j >= len(s) {
+		return false
+	}
+	c := s[j]
+	if c < utf8.RuneSelf {
+		return c < 0x20 || c == '_'
+	}
+	r, size := utf8.DecodeRuneInString(s[j:])
+	return !(r == utf8.RuneError && size == 1) && (r > 0xFFFF || r == 0xFFFE || r == 0xFFFF)
+}
+
+// escapeLen is the length of the escape at s[i:] (7 or 11), or 0.
+func escapeLen(s string, i int) int {
+	if i+7 > len(s) || s[i] != '_' || (s[i+1] != 'x' && s[i+1] != 'X') {
+		return 0
+	}
+	hex := func(from, to int) bool {
+		for _, c := range []byte(s[from:to]) {
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+		return true
+	}
+	if s[i+6] == '_' && hex(i+2, i+6) {
+		return 7
+	}
+	if i+11 <= len(s) && s[i+10] == '_' && hex(i+2, i+10) {
+		return 11
+	}
+	return 0
 }

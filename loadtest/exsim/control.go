@@ -39,7 +39,8 @@ import (
 //	DELETE /v1/rule?identity=
 //	GET    /v1/servers                     [ExchangeServer]
 //	GET    /v1/faults, PUT /v1/faults      Faults (durations as "250ms")
-//	GET    /v1/quotas, PUT /v1/quotas      Quotas
+//	GET    /v1/quotas, PUT /v1/quotas      Quotas (microDelay as "250ms")
+//	PUT    /v1/roles/{user}                ["Get-MobileDevice", …]: the cmdlets user's roles grant in PSRP sessions; null grants all
 //	POST   /v1/listeners/{i}/kill | restart | drop-shells
 //	GET    /v1/listeners/{i}/shells        live WS-Man shells
 //	PUT    /v1/listeners/{i}/http-faults   HTTPFaults
@@ -110,6 +111,16 @@ func (s *Sim) ControlHandler() http.Handler {
 	h("PUT /v1/faults", s.ctlSetFaults)
 	h("GET /v1/quotas", func(*http.Request) (any, error) { return quotasToWire(s.Quotas()), nil })
 	h("PUT /v1/quotas", s.ctlSetQuotas)
+	h("PUT /v1/roles/{user}", func(r *http.Request) (any, error) {
+		var cmdlets []string
+		if err := decodeBody(r, &cmdlets); err != nil {
+			return nil, err
+		}
+		if err := s.SetRoles(r.PathValue("user"), cmdlets); err != nil {
+			return nil, errBadRequest(err)
+		}
+		return nil, nil
+	})
 	h("POST /v1/listeners/{i}/{action}", s.ctlListenerAction)
 	h("GET /v1/listeners/{i}/shells", s.ctlShells)
 	h("PUT /v1/listeners/{i}/http-faults", s.ctlHTTPFaults)
@@ -541,10 +552,11 @@ type quotasWire struct {
 	PowerShellMaxConcurrency       int      `json:"powerShellMaxConcurrency"`
 	PowerShellMaxCmdlets           int      `json:"powerShellMaxCmdlets"`
 	PowerShellMaxCmdletsTimePeriod Duration `json:"powerShellMaxCmdletsTimePeriod"`
+	MicroDelay                     Duration `json:"microDelay,omitempty"`
 }
 
 func quotasToWire(q Quotas) quotasWire {
-	return quotasWire{q.PowerShellMaxConcurrency, q.PowerShellMaxCmdlets, Duration(q.PowerShellMaxCmdletsTimePeriod)}
+	return quotasWire{q.PowerShellMaxConcurrency, q.PowerShellMaxCmdlets, Duration(q.PowerShellMaxCmdletsTimePeriod), Duration(q.MicroDelay)}
 }
 
 func (s *Sim) ctlSetQuotas(r *http.Request) (any, error) {
@@ -553,7 +565,7 @@ func (s *Sim) ctlSetQuotas(r *http.Request) (any, error) {
 		return nil, err
 	}
 	q := Quotas{PowerShellMaxConcurrency: w.PowerShellMaxConcurrency, PowerShellMaxCmdlets: w.PowerShellMaxCmdlets,
-		PowerShellMaxCmdletsTimePeriod: time.Duration(w.PowerShellMaxCmdletsTimePeriod)}
+		PowerShellMaxCmdletsTimePeriod: time.Duration(w.PowerShellMaxCmdletsTimePeriod), MicroDelay: time.Duration(w.MicroDelay)}
 	if err := s.SetQuotas(q); err != nil {
 		return nil, errBadRequest(err)
 	}

@@ -144,6 +144,13 @@ func (p *psPool) Run(ctx context.Context, in io.Reader, out io.Writer) {
 	if p.send(out, msgApplicationPrivateData, none, applicationPrivateData()) != nil {
 		return
 	}
+	if d, ok := out.(interface{ WaitDrained(context.Context) error }); ok {
+		// Windows answers the pool's state in a Receive of its own
+		// (pypsrp test_psrp_open_runspace.yml).
+		if d.WaitDrained(ctx) != nil {
+			return
+		}
+	}
 	w.reset()
 	w.raw(`<Obj RefId="0"><MS>`)
 	w.i32("RunspaceState", poolOpened)
@@ -266,8 +273,8 @@ func (p *psPool) StartPipeline(cmd wsman.Command, args []byte) error {
 		return nil
 	}
 	entry := p.newEntry(cmd)
-	if pl, err := parseCreatePipelineBytes(args); err == nil && len(pl.cmds) > 0 {
-		entry.Cmd = pl.cmds[0].name
+	if pl, err := parseCreatePipelineBytes(args); err == nil && len(pl.statements[0]) > 0 {
+		entry.Cmd = pl.statements[0][0].name
 	}
 	entry.Result = "throttled"
 	sim.counters.logCall(entry)

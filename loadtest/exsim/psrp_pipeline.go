@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -12,10 +13,12 @@ import (
 	"github.com/easconnector/easconnector/runspace"
 )
 
-// pipelineDef is a decoded CREATE_PIPELINE (MS-PSRP 2.2.2.10): the
-// commands of its PowerShell object, in order.
+// pipelineDef is a decoded CREATE_PIPELINE (MS-PSRP 2.2.2.10): its
+// statements (PowerShell.Cmds, then each of ExtraCmds), each a list of
+// commands piped into each other.
 type pipelineDef struct {
-	cmds []cmdDef
+	statements [][]cmdDef
+	refs       map[string]*xnode // every Obj by RefId, for <Ref>
 }
 
 type cmdDef struct {
@@ -25,9 +28,12 @@ type cmdDef struct {
 }
 
 // argDef is one CommandParameter: name is nil for a positional argument.
+// The value stays undecoded until the command is known to exist, as the
+// server binds only what it runs (a recorded Set-Variable carries a
+// SecureString that Exchange never reads).
 type argDef struct {
 	name  *string
-	value any
+	value *xnode
 }
 
 // readCreatePipeline reassembles the CREATE_PIPELINE message from the
@@ -90,10 +96,10 @@ func errPipelineShape(detail string) *runspace.RemoteError {
 		Category: "InvalidData", FQID: "PSRemotingDataStructureException", Msg: "CREATE_PIPELINE: " + detail}
 }
 
-// parseCreatePipeline reads the commands of a CREATE_PIPELINE:
+// parseCreatePipeline reads the statements of a CREATE_PIPELINE:
 // PowerShell.Cmds is a list of Cmd (name), IsScript and Args (each N, V),
-// and ExtraCmds holds further statements (pypsrp
-// test_psrp_error_failed.yml shows the shape).
+// and ExtraCmds a list of further statements of the same shape (pypsrp
+// test_psrp_error_failed.yml and test_psrp_multiple_commands.yml show both).
 func parseCreatePipeline(data []byte) (*pipelineDef, error) {
 	root, err := parseCLIXML(data)
 	if err != nil {
@@ -103,16 +109,47 @@ func parseCreatePipeline(data []byte) (*pipelineDef, error) {
 	if ps == nil {
 		return nil, errPipelineShape("no PowerShell object")
 	}
-	if extra := ps.prop("ExtraCmds"); extra != nil && extra.name != "Nil" {
-		return nil, errPipelineShape("more than one statement (ExtraCmds) is not simulated")
+	def := &pipelineDef{refs: map[string]*xnode{}}
+	indexRefs(root, def.refs, 0)
+	first, err := parseCmds(ps.prop("Cmds"))
+	if err != nil {
+		return nil, err
 	}
-	cmds := ps.prop("Cmds")
+	def.statements = append(def.statements, first)
+	if extra := ps.prop("ExtraCmds"); extra != nil && extra.name == "Obj" {
+		lst := extra.child("LST", "")
+		if lst == nil {
+			return nil, errPipelineShape("PowerShell.ExtraCmds is not a list")
+		}
+		for _, st := range lst.kids {
+			cmds, err := parseCmds(st.prop("Cmds"))
+			if err != nil {
+				return nil, err
+			}
+			def.statements = append(def.statements, cmds)
+		}
+	}
+	return def, nil
+}
+
+func indexRefs(n *xnode, refs map[string]*xnode, depth int) {
+	if depth > maxCLIXMLDepth {
+		return
+	}
+	if n.name == "Obj" && n.refID != "" {
+		refs[n.refID] = n
+	}
+	for _, k := range n.kids {
+		indexRefs(k, refs, depth+1)
+	}
+}
+
+func parseCmds(cmds *xnode) ([]cmdDef, error) {
 	lst := cmds.child("LST", "")
 	if lst == nil {
-		return nil, errPipelineShape("PowerShell.Cmds is not a list")
+		return nil, errPipelineShape("Cmds is not a list")
 	}
-	refs := map[string]*xnode{}
-	def := &pipelineDef{}
+	var out []cmdDef
 	for i, c := range lst.kids {
 		name := c.prop("Cmd")
 		if name == nil || name.name != "S" {
@@ -132,11 +169,7 @@ func parseCreatePipeline(data []byte) (*pipelineDef, error) {
 				if v == nil {
 					return nil, errPipelineShape(fmt.Sprintf("command %s: an argument has no V", cd.name))
 				}
-				val, err := clixmlValue(v, refs, 0)
-				if err != nil {
-					return nil, errPipelineShape(fmt.Sprintf("command %s: %v", cd.name, err))
-				}
-				ad := argDef{value: val}
+				ad := argDef{value: v}
 				if n != nil && n.name == "S" {
 					s := decodeCLIXMLString(n.text)
 					ad.name = &s
@@ -144,9 +177,9 @@ func parseCreatePipeline(data []byte) (*pipelineDef, error) {
 				cd.args = append(cd.args, ad)
 			}
 		}
-		def.cmds = append(def.cmds, cd)
+		out = append(out, cd)
 	}
-	return def, nil
+	return out, nil
 }
 
 // pipeline is one running PSRP pipeline.
@@ -185,39 +218,52 @@ func errScriptsNotAllowed() *runspace.RemoteError {
 const selectObject = "Select-Object"
 
 // prepare resolves the pipeline into one call: the Exchange cmdlet, its
-// parameters as received, and the Select-Object property list.
+// parameters as received, and the Select-Object property list. Scripts and
+// commands the session does not have are refused first, in every
+// statement, as the runspace refuses them before running anything.
 func (pl *pipeline) prepare(ctx context.Context, def *pipelineDef, entry *Call) (*call, error) {
 	w := pl.pool.w
-	if len(def.cmds) == 0 {
+	if len(def.statements) == 0 || len(def.statements[0]) == 0 {
 		return nil, errPipelineShape("no command")
 	}
-	first := def.cmds[0]
+	first := def.statements[0][0]
 	entry.Cmd = first.name
-	for _, c := range def.cmds {
-		if c.isScript {
-			return nil, errScriptsNotAllowed()
+	for _, st := range def.statements {
+		for _, c := range st {
+			if c.isScript {
+				return nil, errScriptsNotAllowed()
+			}
+			if strings.EqualFold(c.name, selectObject) || strings.EqualFold(c.name, getCommand.name) {
+				continue
+			}
+			if cmd := lookupCmdlet(c.name); cmd == nil || !w.sim.granted(pl.pool.info.User, cmd.name) {
+				return nil, errCommandNotFound(c.name)
+			}
 		}
 	}
+	if len(def.statements) > 1 {
+		return nil, errPipelineShape("exsim simulates one statement per pipeline")
+	}
 	cmd := lookupCmdlet(first.name)
-	if cmd == nil || !w.sim.granted(pl.pool.info.User, cmd.name) {
+	if strings.EqualFold(first.name, getCommand.name) {
+		cmd = getCommand
+	}
+	if cmd == nil {
 		return nil, errCommandNotFound(first.name)
 	}
 	entry.Cmd = cmd.name
 	var sel []string
-	for _, c := range def.cmds[1:] {
+	for _, c := range def.statements[0][1:] {
 		if !strings.EqualFold(c.name, selectObject) || sel != nil {
-			if lookupCmdlet(c.name) == nil || !w.sim.granted(pl.pool.info.User, lookupCmdlet(c.name).name) {
-				return nil, errCommandNotFound(c.name)
-			}
 			return nil, errPipelineShape("exsim simulates one Exchange cmdlet per pipeline, optionally followed by Select-Object")
 		}
-		props, err := selectProperties(c)
+		props, err := selectProperties(c, def.refs)
 		if err != nil {
 			return nil, err
 		}
 		sel = props
 	}
-	args, err := bindPSArgs(cmd, first.args)
+	args, err := bindPSArgs(cmd, first.args, def.refs)
 	if err != nil {
 		return nil, err
 	}
@@ -230,21 +276,36 @@ func (pl *pipeline) prepare(ctx context.Context, def *pipelineDef, entry *Call) 
 		req: runspace.Request{ID: entry.ID, Cmd: cmd.name, Args: args, Select: sel}}, nil
 }
 
+// argValue decodes a parameter value, reporting an undecodable one as
+// PowerShell reports an argument it cannot bind.
+func argValue(cmd, name string, n *xnode, refs map[string]*xnode) (any, error) {
+	v, err := clixmlValue(n, refs, 0)
+	if err != nil {
+		return nil, &runspace.RemoteError{Type: typeParamBinding, Category: "InvalidArgument", FQID: "CannotConvertArgument," + cmd,
+			Msg: fmt.Sprintf("Cannot bind parameter '%s': %v", name, err)}
+	}
+	return v, nil
+}
+
 // selectProperties reads Select-Object's -Property (named, by a unique
 // prefix, or positional) as a list of names.
-func selectProperties(c cmdDef) ([]string, error) {
+func selectProperties(c cmdDef, refs map[string]*xnode) ([]string, error) {
 	var props []string
 	for _, a := range c.args {
+		v, err := argValue(selectObject, "Property", a.value, refs)
+		if err != nil {
+			return nil, err
+		}
 		if a.name != nil {
 			n := strings.TrimPrefix(*a.name, "-")
-			if n == "" || !strings.HasPrefix("property", strings.ToLower(n)) || len(n) < 2 {
+			if len(n) < 2 || !strings.HasPrefix("property", strings.ToLower(n)) {
 				return nil, errParamNotFound(selectObject, n)
 			}
 		} else if props != nil {
-			return nil, &runspace.RemoteError{Type: typeParamBinding, Category: "InvalidArgument", FQID: "PositionalParameterNotFound," + "Microsoft.PowerShell.Commands.SelectObjectCommand",
-				Msg: fmt.Sprintf("A positional parameter cannot be found that accepts argument '%s'.", psString(a.value))}
+			return nil, &runspace.RemoteError{Type: typeParamBinding, Category: "InvalidArgument", FQID: "PositionalParameterNotFound,Microsoft.PowerShell.Commands.SelectObjectCommand",
+				Msg: fmt.Sprintf("A positional parameter cannot be found that accepts argument '%s'.", psString(v))}
 		}
-		props = append(props, wireStrings(a.value)...)
+		props = append(props, wireStrings(v)...)
 	}
 	if props == nil {
 		props = []string{}
@@ -258,15 +319,19 @@ func selectProperties(c cmdDef) ([]string, error) {
 // cmdlets that have one, office-docs-powershell exchange-ps/…/Get-MobileDevice.md
 // "Position: 1"); a parameter without a value is a switch that is present,
 // as PowerShell.AddParameter(name) makes it.
-func bindPSArgs(cmd *cmdlet, args []argDef) (map[string]any, error) {
+func bindPSArgs(cmd *cmdlet, args []argDef, refs map[string]*xnode) (map[string]any, error) {
 	out := make(map[string]any, len(args))
 	for _, a := range args {
 		if a.name == nil {
+			v, err := argValue(cmd.name, "Identity", a.value, refs)
+			if err != nil {
+				return nil, err
+			}
 			if cmd.lookup("Identity") == nil || out["Identity"] != nil {
 				return nil, &runspace.RemoteError{Type: typeParamBinding, Category: "InvalidArgument", FQID: "PositionalParameterNotFound," + cmd.name,
-					Msg: fmt.Sprintf("A positional parameter cannot be found that accepts argument '%s'.", psString(a.value))}
+					Msg: fmt.Sprintf("A positional parameter cannot be found that accepts argument '%s'.", psString(v))}
 			}
-			out["Identity"] = a.value
+			out["Identity"] = v
 			continue
 		}
 		name := strings.TrimPrefix(*a.name, "-")
@@ -276,7 +341,10 @@ func bindPSArgs(cmd *cmdlet, args []argDef) (map[string]any, error) {
 		if _, dup := out[name]; dup {
 			return nil, errParamTwice(cmd.name, name)
 		}
-		v := a.value
+		v, err := argValue(cmd.name, name, a.value, refs)
+		if err != nil {
+			return nil, err
+		}
 		if v == nil {
 			if p, re := cmd.resolveParam(name); re == nil && p.ty == tySwitch {
 				v = true
@@ -400,7 +468,14 @@ func (pl *pipeline) finish(entry *Call, started time.Time, c *call, err error) {
 	case errors.As(err, &re):
 		entry.Result, entry.Error = "error", re.Msg
 		sim.counters.add(func(c *Counters) { c.Errors++ })
-		final = func() { pl.state(pipelineFailed, re, entry.Cmd) }
+		// Errors raised before a cmdlet ran (a script, a missing
+		// command) have no activity, as PowerShell's CategoryInfo shows
+		// "ObjectNotFound: (…) [], CommandNotFoundException".
+		activity := ""
+		if c != nil {
+			activity = entry.Cmd
+		}
+		final = func() { pl.state(pipelineFailed, re, activity) }
 	default: // terminated, deleted, or the output went away
 		entry.Result, entry.Error = "aborted", err.Error()
 	}
@@ -465,4 +540,71 @@ func writeErrorRecord(w *clixmlWriter, n string, re *runspace.RemoteError, activ
 	w.str("ErrorCategory_Message", fmt.Sprintf("%s: (:) [%s], %s", cat, activity, short))
 	w.boolean("SerializeExtendedInfo", false)
 	w.raw(`</MS></Obj>`)
+}
+
+// getCommand is Get-Command as an Exchange session offers it: implicit
+// remoting needs it beside Select-Object, Measure-Object, Get-FormatData,
+// Out-Default and Exit-PSSession (Learn, "JEA role capabilities": the
+// commands a restricted endpoint exposes for Import-PSSession). It lists
+// the Exchange cmdlets the account's roles grant, so a client can find the
+// cmdlets it lacks before it needs them.
+var getCommand = func() *cmdlet {
+	c := &cmdlet{name: "Get-Command", run: runGetCommand, params: []param{
+		{name: "Name", ty: tyMulti},
+	}}
+	c.all = append(append([]param{}, c.params...), commonParams...)
+	return c
+}()
+
+// commandRec is one Get-Command result.
+type commandRec struct{ name string }
+
+var commandSchema = newSchema[commandRec]("CmdletInfo")
+
+var commandShape = newShape([]string{"System.Management.Automation.CmdletInfo", "System.Management.Automation.CommandInfo", "System.Object"},
+	func(r *commandRec) string { return r.name },
+	psStr("Verb", func(r *commandRec) string { v, _, _ := strings.Cut(r.name, "-"); return v }),
+	psStr("Noun", func(r *commandRec) string { _, n, _ := strings.Cut(r.name, "-"); return n }),
+	psStr("Name", func(r *commandRec) string { return r.name }),
+	psEnum("CommandType", "System.Management.Automation.CommandTypes", map[string]int64{"Cmdlet": 8}, func(*commandRec) string { return "Cmdlet" }),
+)
+
+func init() { commandSchema.shape = commandShape }
+
+func runGetCommand(c *call) error {
+	user := c.ps.pool.info.User
+	var names []string
+	if ch, ok := c.args["Name"].(ListChange); ok {
+		names = ch.Values
+	}
+	var granted []string
+	for _, n := range runspace.Allowlist {
+		if cmd := lookupCmdlet(n); cmd != nil && c.w.sim.granted(user, cmd.name) {
+			granted = append(granted, cmd.name)
+		}
+	}
+	sel := commandSchema.selection(c.req.Select)
+	if len(names) == 0 || len(names) == 1 && names[0] == "*" {
+		for _, n := range granted {
+			if err := emit(c, sel, &commandRec{n}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, n := range names {
+		i := slices.IndexFunc(granted, func(g string) bool { return strings.EqualFold(g, n) })
+		if i < 0 {
+			re := errCommandNotFound(n)
+			re.FQID = "CommandNotFoundException,Microsoft.PowerShell.Commands.GetCommandCommand"
+			if err := c.writeError(re); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := emit(c, sel, &commandRec{granted[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -301,7 +301,7 @@ func TestPSRPScriptRefused(t *testing.T) {
 	data, _ := psrp.BuildCreatePipeline([]psrp.Command{{Name: "Get-Process"}})
 	data = []byte(strings.Replace(string(data), `<B N="IsScript">false</B>`, `<B N="IsScript">true</B>`, 1))
 	def, err := parseCreatePipeline(data)
-	if err != nil || !def.cmds[0].isScript {
+	if err != nil || !def.statements[0][0].isScript {
 		t.Fatalf("parse = %+v, %v", def, err)
 	}
 	var pl pipeline
@@ -309,5 +309,24 @@ func TestPSRPScriptRefused(t *testing.T) {
 	var entry Call
 	if _, err := pl.prepare(t.Context(), def, &entry); err == nil || !strings.Contains(err.Error(), "no-language") {
 		t.Errorf("prepare(script) = %v, want ScriptsNotAllowed", err)
+	}
+}
+
+func TestPSRPGetCommandShowsGrants(t *testing.T) {
+	s := startSim(t, Options{Roles: map[string][]string{DefaultUser: {"Get-MobileDevice"}}})
+	c := newPSClient(t, s, 0)
+	c.open()
+	defer c.close()
+	msgs := c.run(psrp.Command{Name: "Get-Command", Params: []psrp.Param{{Name: "Name", Value: []string{"get-mobiledevice", "Set-CASMailbox"}}}})
+	if got := types(msgs); !slices.Equal(got, []psrp.MessageType{psrp.PipelineOutput, psrp.ErrorRecord, psrp.PipelineState}) {
+		t.Fatalf("messages = %v", got)
+	}
+	o := outputs(t, msgs)[0]
+	if v, _ := o.Prop("Name"); v.Text != "Get-MobileDevice" || o.TypeNames[0] != "System.Management.Automation.CmdletInfo" {
+		t.Errorf("Get-Command output = %v %q", o.TypeNames, v.Text)
+	}
+	rec, err := psrp.ParseErrorRecord(msgs[1].Data)
+	if err != nil || rec.FullyQualifiedErrorID != "CommandNotFoundException,Microsoft.PowerShell.Commands.GetCommandCommand" {
+		t.Errorf("missing command record = %+v, %v", rec, err)
 	}
 }

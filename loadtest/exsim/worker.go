@@ -190,6 +190,19 @@ func (s *session) run() int {
 		// Read-Frame runs inside the bootstrap's try block.
 		return s.initErr(errBootstrap(err.Error()))
 	}
+	if cfg.User != "" {
+		// The password follows on its own line (runspace.SessionConfig).
+		pwLine, err := s.nextLine()
+		switch {
+		case s.ctx.Err() != nil:
+			return exitKilled
+		case err != nil || !bytes.HasPrefix(pwLine, []byte(runspace.FrameTag)):
+			return s.initErr(errBootstrap("the second-hop password line is missing"))
+		}
+		if cfg.Password, err = runspace.DecodePasswordLine(pwLine); err != nil {
+			return s.initErr(errBootstrap("Exception calling \"FromBase64String\" with \"1\" argument(s): \"The input is not a valid Base-64 string.\""))
+		}
+	}
 	if code, ok := s.open(cfg); !ok {
 		return code
 	}
@@ -385,11 +398,13 @@ func (s *session) handle(line []byte) (int, bool) {
 		return s.finish(&entry, started, nil, errBootstrap("cmdlet is not in the easconnector allowlist: "+req.Cmd))
 	}
 	entry.Cmd = cmd.name
-	for name := range req.Args {
-		if !paramNameRe.MatchString(name) {
-			return s.finish(&entry, started, nil, errBootstrap("invalid parameter name"))
-		}
+	// The bootstrap's own checks (its per-cmdlet parameter allowlist, no
+	// null for a list) come before PowerShell binds anything.
+	args, err := runspace.CheckWireArgs(cmd.name, req.Args)
+	if err != nil {
+		return s.finish(&entry, started, nil, errBootstrap(err.Error()))
 	}
+	req.Args = args
 	// The remote end of an implicit-remoting session fails the call before
 	// the cmdlet runs, and leaves the session Broken: the bootstrap then
 	// exits 4 after the err frame.

@@ -53,6 +53,13 @@ func runRaw(t *testing.T, s *Sim, stdin string) (int, string, string) {
 
 func line(t *testing.T, v any) string {
 	t.Helper()
+	if cfg, ok := v.(runspace.SessionConfig); ok {
+		b, err := cfg.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
 	b, err := runspace.EncodeLine(v)
 	if err != nil {
 		t.Fatal(err)

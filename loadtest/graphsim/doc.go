@@ -2,11 +2,24 @@
 // endpoint that serve a population.Population, so the connector's MDM client
 // can be tested, benchmarked and demonstrated against a real HTTP server.
 //
-// It serves three endpoints, shaped like the real ones:
+// It serves these endpoints, shaped like the real ones:
 //
 //	POST /{tenant}/oauth2/v2.0/token                                   client credentials (secret or certificate assertion)
 //	GET  /v1.0/deviceManagement/managedDevices                         $select, $top (≤ 1000), @odata.nextLink
-//	GET  /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user      $select, $top (≤ 999), @odata.nextLink
+//	GET  /v1.0/groups/{id}/transitiveMembers                           directoryObjects with @odata.type (a nested group, then users); $select, $top (≤ 999)
+//	GET  /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user      the OData cast: an advanced query, refused with 400
+//	                                                                   Request_UnsupportedQuery unless ConsistencyLevel: eventual
+//	                                                                   and $count=true are sent (then @odata.count)
+//
+// Users and device records carry the user's Entra object id
+// (population.Mailbox.EntraID: a member's id, a managedDevice's userId),
+// never the AD guid. SetGrants models the app's permissions: without
+// User.Read.All, user members come with only @odata.type and id, every
+// other property null, as Graph's permissions overview describes
+// ("Limited information returned for inaccessible member objects",
+// microsoftgraph/microsoft-graph-docs-contrib concepts/permissions-overview.md);
+// without GroupMember.Read.All or DeviceManagementManagedDevices.Read.All
+// the listing answers 403 with Graph's or Intune's error.
 //
 // Errors carry the real JSON shapes: the token endpoint answers
 // {"error":"invalid_client","error_description":"AADSTS7000215: …",
@@ -20,7 +33,7 @@
 // may retry it after a failure.
 //
 // Faults are injected with the exported setters (Throttle, FailNext,
-// SetErrorRate, TruncateNext, EmptyPages, NextLinkLoop, SetOutage,
+// SetErrorRate, TruncateNext, EmptyPages, NextLinkLoop, DropMemberIDs, SetOutage,
 // SetTokenDown, SetLatency, Reset); all methods of Server are safe for
 // concurrent use.
 //

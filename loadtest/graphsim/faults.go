@@ -24,6 +24,18 @@ type faults struct {
 	outage    bool
 	tokenDown bool
 	latency   time.Duration
+
+	noMemberIDs bool
+}
+
+// DropMemberIDs makes user members come with a null id while on. Graph
+// does not do this (an id is what even an app without User.Read.All
+// gets); it stands for a broken proxy or an API change, against which
+// the connector must stop before acting on memberships it cannot join.
+func (s *Server) DropMemberIDs(on bool) {
+	s.mu.Lock()
+	s.f.noMemberIDs = on
+	s.mu.Unlock()
 }
 
 // Throttle answers the next n Graph API requests (not the token endpoint)

@@ -1,6 +1,7 @@
 package graphsim
 
 import (
+	"crypto/sha1"
 	"fmt"
 	"net/http"
 	"slices"
@@ -16,7 +17,7 @@ import (
 // names; a $select of anything else is a 400, as Graph answers an unknown
 // property.
 var deviceFields = []string{
-	"id", "userPrincipalName", "emailAddress", "easDeviceId", "complianceState",
+	"id", "userId", "userPrincipalName", "emailAddress", "easDeviceId", "complianceState",
 	"enrolledDateTime", "lastSyncDateTime", "operatingSystem", "osVersion", "model",
 	"easActivated", "managementAgent",
 }
@@ -34,6 +35,10 @@ type listing struct {
 	top      int
 	context  string // @odata.context
 	linkLast bool   // nextLink after "value" (Intune) rather than before (directory)
+	// typeOf, when set, gives each item's @odata.type: a directoryObject
+	// collection names the derived type of every item.
+	typeOf func(i int) string
+	count  int // @odata.count to send; -1 sends none
 }
 
 // cursor is what a $skiptoken stands for.
@@ -103,7 +108,11 @@ func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
 		s.serveCursor(w, r, tok)
 		return
 	}
-	sel, top, ok := parseQuery(w, r, deviceFields, "microsoft.graph.managedDevice", s.opts.PageSize, maxDevicePage)
+	if s.grantsNow().NoDevices {
+		writeGraphError(w, r, http.StatusForbidden, "Forbidden", intuneForbidden(r))
+		return
+	}
+	sel, top, ok := parseQuery(w, r, deviceFields, "microsoft.graph.managedDevice", s.opts.PageSize, maxDevicePage, false)
 	if !ok {
 		return
 	}
@@ -113,7 +122,7 @@ func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	devs := v.devices
 	l := &listing{
-		path: r.URL.Path, n: len(devs), sel: sel, selParam: q.Get("$select"), top: top, linkLast: true,
+		path: r.URL.Path, n: len(devs), sel: sel, selParam: q.Get("$select"), top: top, linkLast: true, count: -1,
 		context: contextURL(r, "deviceManagement/managedDevices", q.Get("$select")),
 		item: func(buf []byte, i int, field string) []byte {
 			return appendDeviceField(buf, &devs[i], field)
@@ -122,37 +131,104 @@ func (s *Server) handleDevices(w http.ResponseWriter, r *http.Request) {
 	s.servePage(w, r, l, 0, "")
 }
 
+// handleMembers serves /groups/{id}/transitiveMembers: every nested
+// member, users and groups alike, each with its @odata.type
+// (api-reference/v1.0/api/group-list-transitivemembers.md in
+// microsoftgraph/microsoft-graph-docs-contrib).
 func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
+	s.serveMembers(w, r, false)
+}
+
+// handleUserMembers serves the /microsoft.graph.user cast of
+// transitiveMembers. Filtering on the OData type is an advanced query:
+// Graph serves it only with the ConsistencyLevel: eventual header and the
+// $count=true query string (group-list-transitivemembers.md, "Optional
+// query parameters"; concepts/aad-advanced-queries.md). Without them it
+// answers 400 Request_UnsupportedQuery; Microsoft publishes that error's
+// text for operators (aad-advanced-queries.md, "Error handling for
+// advanced queries on directory objects": "… is not supported because the
+// required parameters might be missing. Try adding $count=true query
+// parameter and ConsistencyLevel:eventual header. …"), and graphsim words
+// the cast's the same way.
+func (s *Server) handleUserMembers(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("$skiptoken") == "" &&
+		(!strings.EqualFold(r.Header.Get("ConsistencyLevel"), "eventual") || !strings.EqualFold(r.URL.Query().Get("$count"), "true")) {
+		writeGraphError(w, r, http.StatusBadRequest, "Request_UnsupportedQuery",
+			"OData cast 'microsoft.graph.user' is not supported because the required parameters might be missing. "+
+				"Try adding $count=true query parameter and ConsistencyLevel:eventual header. "+
+				"Refer to https://aka.ms/graph-docs/advanced-queries for more information")
+		return
+	}
+	s.serveMembers(w, r, true)
+}
+
+func (s *Server) serveMembers(w http.ResponseWriter, r *http.Request, cast bool) {
 	q := r.URL.Query()
 	if tok := q.Get("$skiptoken"); tok != "" {
 		s.serveCursor(w, r, tok)
 		return
 	}
-	sel, top, ok := parseQuery(w, r, memberFields, "microsoft.graph.user", defMemberPage, maxMemberPage)
+	grants := s.grantsNow()
+	if grants.NoMembers {
+		writeGraphError(w, r, http.StatusForbidden, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+		return
+	}
+	sel, top, ok := parseQuery(w, r, memberFields, "microsoft.graph.user", defMemberPage, maxMemberPage, cast)
 	if !ok {
 		return
 	}
 	id := r.PathValue("id")
 	s.mu.Lock()
-	ms, found := s.groupsLocked()[strings.ToLower(id)]
+	all, found := s.groupsLocked()[strings.ToLower(id)]
+	noIDs := s.f.noMemberIDs
 	s.mu.Unlock()
 	if !found {
 		writeGraphError(w, r, http.StatusNotFound, "Request_ResourceNotFound",
 			fmt.Sprintf("Resource '%s' does not exist or one of its queried reference-property objects are not present.", id))
 		return
 	}
+	ms := all
+	entity := "directoryObjects"
+	if cast {
+		ms = make([]member, 0, len(all))
+		for _, m := range all {
+			if m.typ == userType {
+				ms = append(ms, m)
+			}
+		}
+		entity = "users"
+	}
 	l := &listing{
-		path: r.URL.Path, n: len(ms), sel: sel, selParam: q.Get("$select"), top: top,
-		context: contextURL(r, "users", q.Get("$select")),
+		path: r.URL.Path, n: len(ms), sel: sel, selParam: q.Get("$select"), top: top, count: -1,
+		context: contextURL(r, entity, q.Get("$select")),
 		item: func(buf []byte, i int, field string) []byte {
-			return appendMemberField(buf, &ms[i], field)
+			m := &ms[i]
+			switch {
+			case field == "id" && noIDs && m.typ == userType:
+				return append(buf, "null"...)
+			case field != "id" && grants.NoUsers && m.typ == userType:
+				return append(buf, "null"...) // limited information: only @odata.type and id
+			}
+			return appendMemberField(buf, m, field)
 		},
+	}
+	if cast {
+		l.count = len(ms)
+	} else {
+		l.typeOf = func(i int) string { return ms[i].typ }
 	}
 	s.servePage(w, r, l, 0, "")
 }
 
+const (
+	userType  = "#microsoft.graph.user"
+	groupType = "#microsoft.graph.group"
+)
+
 // groupsLocked returns the current version's groups, building them on first
-// use. s.mu must be held.
+// use: a nested group first (security groups are nested in practice, and
+// transitiveMembers lists the nested group itself besides its users), then
+// the users. s.mu must be held.
 func (s *Server) groupsLocked() map[string][]member {
 	v := s.ver
 	if v.groups != nil {
@@ -160,10 +236,11 @@ func (s *Server) groupsLocked() map[string][]member {
 	}
 	p := v.pop
 	build := func(g population.Group) []member {
-		ms := make([]member, 0, len(g.Members))
+		ms := make([]member, 0, len(g.Members)+1)
+		ms = append(ms, member{typ: groupType, id: nestedGroupID(g.ID), displayName: g.Name + " (nested)"})
 		for _, i := range g.Members {
 			mb := p.Mailboxes[i]
-			ms = append(ms, member{id: mb.Guid, upn: mb.UPN, mail: mb.PrimarySmtp, displayName: mb.DisplayName})
+			ms = append(ms, member{typ: userType, id: mb.EntraID, upn: mb.UPN, mail: mb.PrimarySmtp, displayName: mb.DisplayName})
 		}
 		return ms
 	}
@@ -174,12 +251,32 @@ func (s *Server) groupsLocked() map[string][]member {
 	return v.groups
 }
 
+// nestedGroupID derives a stable object id for a group's nested group.
+func nestedGroupID(group string) string {
+	h := sha1.Sum([]byte("nested-group:" + strings.ToLower(group)))
+	b := h[:16]
+	b[6] = b[6]&0x0f | 0x50
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// intuneForbidden is Intune's answer to an app without
+// DeviceManagementManagedDevices.Read.All: code Forbidden, and a message
+// that is itself a JSON document (as recorded in mondoohq/cnspec#1708).
+func intuneForbidden(r *http.Request) string {
+	return "{\r\n  \"_version\": 3,\r\n  \"Message\": \"Application is not authorized to perform this operation. " +
+		"Application must have one of the following scopes: DeviceManagementManagedDevices.Read.All, " +
+		"DeviceManagementManagedDevices.ReadWrite.All - Operation ID (for customer support): 00000000-0000-0000-0000-000000000000 - " +
+		"Activity ID: " + newGUID() + " - Url: https://fef.msua01.manage.microsoft.com/DeviceFE/StatelessDeviceFEService" +
+		r.URL.Path + "\",\r\n  \"CustomApiErrorPhrase\": \"\",\r\n  \"RetryAfter\": null,\r\n  \"ErrorSourceService\": \"\",\r\n  \"HttpHeaders\": \"{}\"\r\n}"
+}
+
 // parseQuery validates $select and $top of a first page request; on failure
 // it has answered 400 and returns ok false.
-func parseQuery(w http.ResponseWriter, r *http.Request, fields []string, typ string, defTop, maxTop int) (sel []string, top int, ok bool) {
+func parseQuery(w http.ResponseWriter, r *http.Request, fields []string, typ string, defTop, maxTop int, count bool) (sel []string, top int, ok bool) {
 	q := r.URL.Query()
 	for k := range q {
-		if k != "$select" && k != "$top" {
+		if k != "$select" && k != "$top" && (k != "$count" || !count) {
 			writeGraphError(w, r, http.StatusBadRequest, "BadRequest",
 				fmt.Sprintf("Query option '%s' is not supported by graphsim.", k))
 			return nil, 0, false
@@ -262,6 +359,10 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request, l *listing, o
 	buf := make([]byte, 0, 256+(end-offset)*64*len(l.sel))
 	buf = append(buf, `{"@odata.context":`...)
 	buf = appendString(buf, l.context)
+	if l.count >= 0 {
+		buf = append(buf, `,"@odata.count":`...)
+		buf = strconv.AppendInt(buf, int64(l.count), 10)
+	}
 	if next != "" && !l.linkLast {
 		buf = append(buf, `,"@odata.nextLink":`...)
 		buf = appendString(buf, next)
@@ -272,6 +373,13 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request, l *listing, o
 			buf = append(buf, ',')
 		}
 		buf = append(buf, '{')
+		if l.typeOf != nil {
+			buf = append(buf, `"@odata.type":`...)
+			buf = appendString(buf, l.typeOf(i))
+			if len(l.sel) > 0 {
+				buf = append(buf, ',')
+			}
+		}
 		for j, f := range l.sel {
 			if j > 0 {
 				buf = append(buf, ',')
@@ -331,13 +439,19 @@ func contextURL(r *http.Request, entity, sel string) string {
 }
 
 func appendMemberField(buf []byte, m *member, field string) []byte {
+	str := func(v string) []byte {
+		if v == "" {
+			return append(buf, "null"...)
+		}
+		return appendString(buf, v)
+	}
 	switch field {
 	case "id":
 		return appendString(buf, m.id)
 	case "userPrincipalName":
-		return appendString(buf, m.upn)
+		return str(m.upn)
 	case "mail":
-		return appendString(buf, m.mail)
+		return str(m.mail)
 	case "displayName":
 		return appendString(buf, m.displayName)
 	}
@@ -348,6 +462,11 @@ func appendDeviceField(buf []byte, d *population.MDMRecord, field string) []byte
 	switch field {
 	case "id":
 		return appendString(buf, d.ID)
+	case "userId":
+		if d.UserID == "" {
+			return append(buf, "null"...)
+		}
+		return appendString(buf, d.UserID)
 	case "userPrincipalName":
 		return appendString(buf, d.UserPrincipalName)
 	case "emailAddress":

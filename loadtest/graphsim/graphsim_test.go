@@ -467,7 +467,7 @@ func TestSelect(t *testing.T) {
 		t.Errorf("unselected record has %d fields, want %d: %v", len(v), len(deviceFields), v)
 	}
 	want := map[string]any{
-		"id": rec.ID, "userPrincipalName": rec.UserPrincipalName, "emailAddress": rec.Email, "easDeviceId": rec.EASDeviceID,
+		"id": rec.ID, "userId": rec.UserID, "userPrincipalName": rec.UserPrincipalName, "emailAddress": rec.Email, "easDeviceId": rec.EASDeviceID,
 		"complianceState": rec.ComplianceState, "enrolledDateTime": rec.EnrolledAt.UTC().Format(time.RFC3339),
 		"lastSyncDateTime": rec.LastSyncAt.UTC().Format(time.RFC3339), "operatingSystem": rec.OperatingSystem,
 		"osVersion": rec.OSVersion, "model": rec.Model, "easActivated": true, "managementAgent": "mdm",
@@ -479,28 +479,138 @@ func TestSelect(t *testing.T) {
 	}
 }
 
+// getWith is get with extra request headers.
+func (f *fixture) getWith(rawURL, token string, header map[string]string) response {
+	f.t.Helper()
+	req, err := http.NewRequest("GET", rawURL, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// TestMembers: transitiveMembers lists directoryObjects, each with its
+// @odata.type: the group's nested group first, then its users by Entra
+// object id (not the AD guid).
 func TestMembers(t *testing.T) {
 	f := newFixture(t, 300, Options{})
 	tok := f.token()
 	for _, g := range []population.Group{f.pop.Included, f.pop.Excluded} {
 		var want []string
 		for _, i := range g.Members {
-			want = append(want, f.pop.Mailboxes[i].Guid)
+			want = append(want, f.pop.Mailboxes[i].EntraID)
 		}
-		u := f.base + "/v1.0/groups/" + g.ID + "/transitiveMembers/microsoft.graph.user?$select=id,userPrincipalName,mail&$top=7"
+		u := f.base + "/v1.0/groups/" + g.ID + "/transitiveMembers?$select=id,userPrincipalName,mail&$top=7"
 		got, _ := f.all(u, tok)
-		if !slices.Equal(got, want) {
-			t.Errorf("group %s: got %d members, want %d", g.Name, len(got), len(want))
+		if len(got) != len(want)+1 || !slices.Equal(got[1:], want) {
+			t.Errorf("group %s: got %d members, want %d users and the nested group", g.Name, len(got), len(want))
 		}
 	}
-	p := f.page(f.base+"/v1.0/groups/"+strings.ToUpper(f.pop.Included.ID)+"/transitiveMembers/microsoft.graph.user?$top=5000", tok)
+	p := f.page(f.base+"/v1.0/groups/"+strings.ToUpper(f.pop.Included.ID)+"/transitiveMembers?$top=5000", tok)
 	mb := f.pop.Mailboxes[f.pop.Included.Members[0]]
-	if len(p.Value) != min(999, len(f.pop.Included.Members)) || p.Value[0]["userPrincipalName"] != mb.UPN || p.Value[0]["mail"] != mb.PrimarySmtp {
-		t.Errorf("first page: %d members, first %v, want %s", len(p.Value), p.Value[0], mb.UPN)
+	if len(p.Value) != min(999, len(f.pop.Included.Members)+1) || p.Value[0]["@odata.type"] != "#microsoft.graph.group" ||
+		p.Value[1]["@odata.type"] != "#microsoft.graph.user" || p.Value[1]["userPrincipalName"] != mb.UPN || p.Value[1]["mail"] != mb.PrimarySmtp {
+		t.Errorf("first page: %d members, first %v, %v, want the nested group then %s", len(p.Value), p.Value[0], p.Value[1], mb.UPN)
 	}
-	r := f.get(f.base+"/v1.0/groups/"+newGUID()+"/transitiveMembers/microsoft.graph.user", tok)
+	r := f.get(f.base+"/v1.0/groups/"+newGUID()+"/transitiveMembers", tok)
 	if r.status != 404 || graphErrorCode(t, r.body) != "Request_ResourceNotFound" {
 		t.Errorf("unknown group: %d %s", r.status, r.body)
+	}
+}
+
+// TestMembersCast: the /microsoft.graph.user cast is an advanced query:
+// refused with 400 Request_UnsupportedQuery unless ConsistencyLevel:
+// eventual and $count=true are both given; then users only, without
+// per-item @odata.type, with @odata.count.
+func TestMembersCast(t *testing.T) {
+	f := newFixture(t, 200, Options{})
+	tok := f.token()
+	g := f.pop.Included
+	base := f.base + "/v1.0/groups/" + g.ID + "/transitiveMembers/microsoft.graph.user?$select=id,mail"
+	for _, c := range []struct {
+		name   string
+		query  string
+		header map[string]string
+	}{
+		{"neither", "", nil},
+		{"header only", "", map[string]string{"ConsistencyLevel": "eventual"}},
+		{"$count only", "&$count=true", nil},
+	} {
+		r := f.getWith(base+c.query, tok, c.header)
+		if r.status != 400 || graphErrorCode(t, r.body) != "Request_UnsupportedQuery" ||
+			!strings.Contains(string(r.body), "Try adding $count=true query parameter and ConsistencyLevel:eventual header") {
+			t.Errorf("%s: %d %s, want 400 Request_UnsupportedQuery", c.name, r.status, r.body)
+		}
+	}
+	r := f.getWith(base+"&$count=true&$top=999", tok, map[string]string{"ConsistencyLevel": "eventual"})
+	var p struct {
+		Count int              `json:"@odata.count"`
+		Value []map[string]any `json:"value"`
+	}
+	if r.status != 200 || json.Unmarshal(r.body, &p) != nil {
+		t.Fatalf("advanced query: %d %s", r.status, r.body)
+	}
+	if p.Count != len(g.Members) || len(p.Value) != len(g.Members) || p.Value[0]["@odata.type"] != nil ||
+		p.Value[0]["id"] != f.pop.Mailboxes[g.Members[0]].EntraID {
+		t.Errorf("advanced query: count %d, %d items, first %v; want %d users", p.Count, len(p.Value), p.Value[0], len(g.Members))
+	}
+}
+
+// TestGrants: the app's permissions shape the answers: without
+// User.Read.All user members carry only @odata.type and id (every other
+// selected property null, as Graph's "limited information" rule says);
+// without GroupMember.Read.All or DeviceManagementManagedDevices.Read.All
+// the listing is a 403.
+func TestGrants(t *testing.T) {
+	f := newFixture(t, 100, Options{})
+	tok := f.token()
+	g := f.pop.Included
+	f.srv.SetGrants(Grants{NoUsers: true})
+	p := f.page(f.base+"/v1.0/groups/"+g.ID+"/transitiveMembers?$select=id,userPrincipalName,mail,displayName", tok)
+	u := p.Value[1]
+	want := map[string]any{"@odata.type": "#microsoft.graph.user", "id": f.pop.Mailboxes[g.Members[0]].EntraID,
+		"userPrincipalName": nil, "mail": nil, "displayName": nil}
+	if len(u) != len(want) {
+		t.Errorf("limited member = %v, want %v", u, want)
+	}
+	for k, w := range want {
+		if v, ok := u[k]; !ok || v != w {
+			t.Errorf("limited member %s = %v, want %v", k, v, w)
+		}
+	}
+	if p.Value[0]["displayName"] == nil {
+		t.Errorf("nested group %v: groups stay readable with GroupMember.Read.All", p.Value[0])
+	}
+
+	f.srv.SetGrants(Grants{NoMembers: true})
+	r := f.get(f.base+"/v1.0/groups/"+g.ID+"/transitiveMembers", tok)
+	if r.status != 403 || graphErrorCode(t, r.body) != "Authorization_RequestDenied" {
+		t.Errorf("without GroupMember.Read.All: %d %s", r.status, r.body)
+	}
+	f.srv.SetGrants(Grants{NoDevices: true})
+	r = f.get(f.devicesURL(""), tok)
+	if r.status != 403 || graphErrorCode(t, r.body) != "Forbidden" ||
+		!strings.Contains(string(r.body), "Application must have one of the following scopes: DeviceManagementManagedDevices.Read.All") {
+		t.Errorf("without DeviceManagementManagedDevices.Read.All: %d %s", r.status, r.body)
+	}
+	f.srv.SetGrants(Grants{})
+	f.srv.DropMemberIDs(true)
+	p = f.page(f.base+"/v1.0/groups/"+g.ID+"/transitiveMembers?$select=id", tok)
+	if p.Value[1]["id"] != nil || p.Value[0]["id"] == nil {
+		t.Errorf("DropMemberIDs: %v, %v; want the user's id null", p.Value[0], p.Value[1])
 	}
 }
 

@@ -95,6 +95,7 @@ type Server struct {
 	issued    int
 	requests  map[RequestKey]int
 	f         faults
+	grants    Grants
 
 	srv       *http.Server
 	done      chan struct{}
@@ -111,8 +112,42 @@ type version struct {
 	pop     *population.Population // for building groups lazily; read under Server.mu
 }
 
+// member is one transitive member of a group: a user, or a nested group
+// (typ "#microsoft.graph.group"), which the directory lists too.
 type member struct {
-	id, upn, mail, displayName string
+	typ, id, upn, mail, displayName string
+}
+
+// Grants are the application permissions the simulated tenant granted to
+// the app. The zero value grants everything the connector uses.
+type Grants struct {
+	// NoDevices: DeviceManagementManagedDevices.Read.All is missing, so
+	// managedDevices answers 403 as Intune does.
+	NoDevices bool
+	// NoMembers: GroupMember.Read.All is missing, so transitiveMembers
+	// answers 403 Authorization_RequestDenied.
+	NoMembers bool
+	// NoUsers: User.Read.All is missing (the app holds only
+	// GroupMember.Read.All), so user members come back with only
+	// @odata.type and id, every other property null. Microsoft Graph
+	// permissions overview, "Limited information returned for
+	// inaccessible member objects"
+	// (microsoftgraph/microsoft-graph-docs-contrib,
+	// concepts/permissions-overview.md).
+	NoUsers bool
+}
+
+// SetGrants sets the app's permissions for the requests that follow.
+func (s *Server) SetGrants(g Grants) {
+	s.mu.Lock()
+	s.grants = g
+	s.mu.Unlock()
+}
+
+func (s *Server) grantsNow() Grants {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grants
 }
 
 // New returns a Server serving pop. From now on the Server owns pop: change
@@ -130,7 +165,8 @@ func New(pop *population.Population, opts Options) *Server {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.handleToken)
 	s.mux.HandleFunc("GET /v1.0/deviceManagement/managedDevices", s.graph(EndpointDevices, s.handleDevices))
-	s.mux.HandleFunc("GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user", s.graph(EndpointMembers, s.handleMembers))
+	s.mux.HandleFunc("GET /v1.0/groups/{id}/transitiveMembers", s.graph(EndpointMembers, s.handleMembers))
+	s.mux.HandleFunc("GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user", s.graph(EndpointMembers, s.handleUserMembers))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeGraphError(w, r, http.StatusNotFound, "Request_BadRequest",
 			fmt.Sprintf("Invalid request: resource %q is not served by graphsim.", r.URL.Path))
@@ -193,7 +229,8 @@ func endpointOf(path string) string {
 		return EndpointToken
 	case path == "/v1.0/deviceManagement/managedDevices":
 		return EndpointDevices
-	case strings.HasPrefix(path, "/v1.0/groups/") && strings.HasSuffix(path, "/transitiveMembers/microsoft.graph.user"):
+	case strings.HasPrefix(path, "/v1.0/groups/") &&
+		(strings.HasSuffix(path, "/transitiveMembers") || strings.HasSuffix(path, "/transitiveMembers/microsoft.graph.user")):
 		return EndpointMembers
 	}
 	return EndpointOther

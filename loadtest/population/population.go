@@ -5,6 +5,7 @@
 package population
 
 import (
+	"crypto/sha1"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -59,7 +60,13 @@ func (o Options) withDefaults() Options {
 
 // Mailbox is one user with an EAS partnership.
 type Mailbox struct {
-	Guid              string
+	Guid string // the Exchange/AD object guid (CASMailbox Guid)
+	// EntraID is the user's Entra ID object id, as Graph names the user
+	// (managedDevice userId, a group member's id). It is not the AD
+	// guid: Entra Connect gives a synced user a new object id and keeps
+	// the AD guid only as onPremisesImmutableId, so nothing may join the
+	// two sides on it. Derived from Guid, so it costs no random draw.
+	EntraID           string
 	Name              string // also the AD CN
 	DisplayName       string
 	SamAccountName    string
@@ -92,6 +99,7 @@ func (p *Population) DeviceDN(d Device) string {
 // Graph's managedDevice.
 type MDMRecord struct {
 	ID                string
+	UserID            string // the owner's Entra object id (Mailbox.EntraID)
 	EASDeviceID       string
 	UserPrincipalName string
 	Email             string
@@ -199,6 +207,16 @@ func (p *Population) guid() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
+// entraID derives a user's Entra object id from its AD guid: a name-based
+// (version 5 style) UUID, stable and distinct from the guid.
+func entraID(guid string) string {
+	h := sha1.Sum([]byte("entra-object-id:" + guid))
+	b := h[:16]
+	b[6] = b[6]&0x0f | 0x50
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
 func (p *Population) addMailbox() int {
 	p.serial++
 	fn := firstNames[p.rng.IntN(len(firstNames))]
@@ -206,8 +224,10 @@ func (p *Population) addMailbox() int {
 	alias := fmt.Sprintf("%s.%s%d", strings.ToLower(fn), asciiFold(strings.ToLower(ln)), p.serial)
 	name := fmt.Sprintf("%s %s %d", fn, ln, p.serial)
 	smtp := alias + "@" + p.Options.Domain
+	guid := p.guid()
 	mb := Mailbox{
-		Guid:              p.guid(),
+		Guid:              guid,
+		EntraID:           entraID(guid),
 		Name:              name,
 		DisplayName:       fmt.Sprintf("%s %s", fn, ln),
 		SamAccountName:    alias,
@@ -311,7 +331,7 @@ func (p *Population) newRecord(mi int, easID string, pl platform) MDMRecord {
 		last = p.Options.Now.Add(-time.Duration(40+p.rng.IntN(100)) * 24 * time.Hour)
 	}
 	return MDMRecord{
-		ID: p.guid(), EASDeviceID: easID, UserPrincipalName: mb.UPN, Email: mb.PrimarySmtp,
+		ID: p.guid(), UserID: mb.EntraID, EASDeviceID: easID, UserPrincipalName: mb.UPN, Email: mb.PrimarySmtp,
 		ComplianceState: state, EnrolledAt: enrolled, LastSyncAt: last,
 		OperatingSystem: pl.name, OSVersion: pl.os, Model: pl.model,
 	}

@@ -79,7 +79,7 @@ func TestLoadSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := runspace.NewPool(runspace.Options{Servers: sim.Hosts()[:1], Port: sim.Port(),
+	pool, err := runspace.NewPool(runspace.Options{Servers: sim.Hosts()[:1], Port: sim.Port(), PlainHTTP: true, Auth: runspace.AuthBasic,
 		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword), CASFailover: true, Parallel: true, Size: 8,
 		FailoverBackoff: time.Second})
 	if err != nil {

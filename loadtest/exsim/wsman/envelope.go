@@ -32,13 +32,18 @@ const (
 
 // Actions, the resource and the signals of the WinRS subset served.
 const (
-	actionCreate   = nsTransfer + "/Create"
-	actionDelete   = nsTransfer + "/Delete"
-	actionCommand  = nsShell + "/Command"
-	actionSend     = nsShell + "/Send"
-	actionReceive  = nsShell + "/Receive"
-	actionSignal   = nsShell + "/Signal"
-	resourceURICmd = nsShell + "/cmd"
+	actionCreate = nsTransfer + "/Create"
+	actionDelete = nsTransfer + "/Delete"
+	actionGet    = nsTransfer + "/Get"
+	// resourceURIConfig is the WinRM service configuration, which clients
+	// Get to learn MaxEnvelopeSizekb (pypsrp
+	// test_wsman_update_envelope_size_4096.yml).
+	resourceURIConfig = "http://schemas.microsoft.com/wbem/wsman/1/config"
+	actionCommand     = nsShell + "/Command"
+	actionSend        = nsShell + "/Send"
+	actionReceive     = nsShell + "/Receive"
+	actionSignal      = nsShell + "/Signal"
+	resourceURICmd    = nsShell + "/cmd"
 
 	signalTerminate = nsShell + "/signal/terminate"
 	signalCtrlC     = nsShell + "/signal/ctrl_c"
@@ -303,6 +308,12 @@ func (req *request) parseHeader(h *xmlHeader) *Fault {
 	}
 	switch req.action {
 	case actionCreate, actionDelete, actionCommand, actionSend, actionReceive, actionSignal:
+	case actionGet:
+		if !strings.EqualFold(uri, resourceURIConfig) {
+			return faultResourceNotFound(uri)
+		}
+		req.resourceURI = uri
+		return nil
 	default:
 		return faultActionNotSupported(req.action)
 	}
@@ -370,7 +381,7 @@ func validateOptions(opts map[string]string) *Fault {
 func (req *request) parseBody(b *xmlBody) *Fault {
 	count := len(b.Shell) + len(b.CommandLine) + len(b.Send) + len(b.Receive) + len(b.Signal) + len(b.Other)
 	want := 1
-	if req.action == actionDelete {
+	if req.action == actionDelete || req.action == actionGet {
 		want = 0
 	}
 	if count != want {
@@ -382,7 +393,7 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 			return faultInvalidBody("Create needs an rsp:Shell body.")
 		}
 		return req.parseShell(b.Shell[0])
-	case actionDelete:
+	case actionDelete, actionGet:
 		return nil
 	case actionCommand:
 		if len(b.CommandLine) != 1 {
@@ -625,6 +636,8 @@ func shortAction(action string) string {
 		return "Create"
 	case actionDelete:
 		return "Delete"
+	case actionGet:
+		return "Get"
 	case actionCommand:
 		return "Command"
 	case actionSend:

@@ -474,6 +474,14 @@ func (s *Server) sendPS(ctx context.Context, req *request, user string) ([]byte,
 		if err != nil {
 			return nil, err
 		}
+		if st.commandID != "" && c.exited.Load() {
+			// A pipeline that already ended takes late input and drops
+			// it, so a client streaming PIPELINE_INPUT into a pipeline the
+			// server refused does not fail on the Send (exsim's choice; the
+			// recordings show no Send after a pipeline ended).
+			s.release(sh)
+			continue
+		}
 		f := c.send(ctx, s.done, st.data, st.end && st.commandID != "")
 		s.release(sh)
 		if ctx.Err() != nil {
@@ -525,10 +533,10 @@ func psReceiveOverhead(relatesTo, commandID string) int {
 }
 
 // marshalPSReceiveResponse writes one rsp:Stream per fragment, with the
-// CommandId of a pipeline and no End attribute, then the pipeline's
-// CommandState (Done with ExitCode 0 once it ended); a pool's Receive has
-// no CommandState (pypsrp test_psrp_open_runspace.yml,
-// test_psrp_multiple_commands.yml).
+// CommandId of a pipeline and no End attribute, then, once the pipeline
+// ended, its CommandState Done with ExitCode 0. While it runs, and for the
+// pool, Windows sends no CommandState (pypsrp test_psrp_open_runspace.yml,
+// test_psrp_multiple_commands.yml, test_psrp_small_msg_size.yml).
 func marshalPSReceiveResponse(relatesTo, commandID string, frags [][]byte, done bool) []byte {
 	var b bytes.Buffer
 	writeEnvelopeStart(&b, actionReceiveResponse, relatesTo)
@@ -544,13 +552,8 @@ func marshalPSReceiveResponse(relatesTo, commandID string, frags [][]byte, done 
 		_ = enc.Close()
 		b.WriteString(`</rsp:Stream>`)
 	}
-	if commandID != "" {
-		b.WriteString(`<rsp:CommandState CommandId="` + commandID)
-		if done {
-			b.WriteString(`" State="` + stateDone + `"><rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>`)
-		} else {
-			b.WriteString(`" State="` + stateRunning + `"></rsp:CommandState>`)
-		}
+	if commandID != "" && done {
+		b.WriteString(`<rsp:CommandState CommandId="` + commandID + `" State="` + stateDone + `"><rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>`)
 	}
 	b.WriteString(`</rsp:ReceiveResponse>`)
 	writeEnvelopeEnd(&b)

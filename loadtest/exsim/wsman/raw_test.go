@@ -353,7 +353,7 @@ func TestRequestFaults(t *testing.T) {
 		{name: "not XML", body: "not xml", want: wsman.CodeInvalidBody},
 		{name: "truncated", body: create[:len(create)/2], want: wsman.CodeInvalidBody},
 		{name: "SOAP 1.1 envelope", body: strings.ReplaceAll(create, "http://www.w3.org/2003/05/soap-envelope", "http://schemas.xmlsoap.org/soap/envelope/"), want: wsman.CodeInvalidBody},
-		{name: "unknown action", body: strings.Replace(create, "transfer/Create", "transfer/Get", 1), want: wsman.CodeActionNotSupported},
+		{name: "unknown action", body: strings.Replace(create, "transfer/Create", "transfer/Put", 1), want: wsman.CodeActionNotSupported},
 		{name: "other resource", body: strings.Replace(create, "windows/shell/cmd", "windows/shell/powershell", 1), want: wsman.CodeResourceNotFound},
 		{name: "no MessageID", body: strings.Replace(strings.Replace(create, "<a:MessageID>", "<a:X>", 1), "</a:MessageID>", "</a:X>", 1), want: wsman.CodeHeaderRequired},
 		{name: "bad timeout", body: strings.Replace(create, "PT5S", "PT5Q", 1), want: wsman.CodeInvalidTimeout},

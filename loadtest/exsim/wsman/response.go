@@ -197,3 +197,21 @@ func marshalReceiveResponse(relatesTo string, c receiveChunk) []byte {
 	writeEnvelopeEnd(&b)
 	return b.Bytes()
 }
+
+const actionGetResponse = nsTransfer + "/GetResponse"
+
+// getConfig answers a Get of the service configuration with the limits this
+// server enforces, in the shape of a Windows answer (pypsrp
+// test_wsman_update_envelope_size_4096.yml; only the settings the server
+// models are listed).
+func (s *Server) getConfig(req *request) []byte {
+	var b bytes.Buffer
+	writeEnvelopeStart(&b, actionGetResponse, req.messageID)
+	fmt.Fprintf(&b, `<cfg:Config xmlns:cfg="%s"><cfg:MaxEnvelopeSizekb>%d</cfg:MaxEnvelopeSizekb><cfg:MaxTimeoutms>%d</cfg:MaxTimeoutms>`+
+		`<cfg:Service><cfg:MaxConcurrentOperationsPerUser>%d</cfg:MaxConcurrentOperationsPerUser></cfg:Service>`+
+		`<cfg:Winrs><cfg:IdleTimeout>%d</cfg:IdleTimeout><cfg:MaxProcessesPerShell>%d</cfg:MaxProcessesPerShell><cfg:MaxShellsPerUser>%d</cfg:MaxShellsPerUser></cfg:Winrs></cfg:Config>`,
+		resourceURIConfig, s.opts.MaxEnvelopeKB, s.opts.MaxTimeout.Milliseconds(), s.opts.MaxOperationsPerUser,
+		max(s.opts.IdleTimeout, 0).Milliseconds(), s.opts.MaxProcessesPerShell, s.opts.MaxShellsPerUser)
+	writeEnvelopeEnd(&b)
+	return b.Bytes()
+}

@@ -76,6 +76,9 @@ type Options struct {
 	MaxReceiveBytes int
 	// Logger receives debug events; nil discards them.
 	Logger *slog.Logger
+	// Kerberos, when set, also accepts Negotiate/Kerberos authentication
+	// verified with a service keytab (kerberos.go).
+	Kerberos *Kerberos
 	// PowerShell, when set, serves the PowerShell endpoints named in
 	// PowerShellConfigurations (ResourceURI
 	// http://schemas.microsoft.com/powershell/<name>), on /wsman and on
@@ -241,7 +244,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		s.stats.add(func(st *Stats) { st.Unauthorized++ })
 		s.delay(ctx)
-		w.Header().Set("WWW-Authenticate", `Basic realm="WSMAN"`)
+		s.challenge(w.Header())
 		w.Header().Set("Content-Length", "0")
 		w.WriteHeader(http.StatusUnauthorized)
 		return
@@ -320,6 +323,9 @@ func (s *Server) enter() bool {
 }
 
 func (s *Server) authenticate(r *http.Request) (string, bool) {
+	if user, ok, tried := s.kerberosAuth(r); tried {
+		return user, ok
+	}
 	user, pass, ok := r.BasicAuth()
 	if !ok {
 		return "", false
@@ -421,6 +427,8 @@ func (s *Server) dispatch(ctx context.Context, r *http.Request, req *request, us
 		return s.dispatchPS(ctx, r, req, user)
 	}
 	switch req.action {
+	case actionGet:
+		return s.getConfig(req), nil
 	case actionCreate:
 		return s.create(r, req, user)
 	case actionCommand:

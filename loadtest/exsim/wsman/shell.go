@@ -293,3 +293,31 @@ func (w outputWriter) Write(p []byte) (int, error) {
 	}
 	return written, nil
 }
+
+// WaitDrained blocks until every byte written so far was taken by a
+// Receive, or ctx ends. A PowerShell pool uses it to answer its handshake
+// in two Receive responses, as Windows does (pypsrp
+// test_psrp_open_runspace.yml: SESSION_CAPABILITY and
+// APPLICATION_PRIVATE_DATA, then RUNSPACEPOOL_STATE).
+func (w outputWriter) WaitDrained(ctx context.Context) error {
+	c := w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.stdout.Len() > 0 || c.stderr.Len() > 0 {
+		if c.done || c.ctx.Err() != nil {
+			return io.ErrClosedPipe
+		}
+		wake := c.wake
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+		case <-c.ctx.Done():
+		}
+		c.mu.Lock()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/easconnector/easconnector/loadtest/exsim"
+	"github.com/easconnector/easconnector/loadtest/graphsim"
+	"github.com/easconnector/easconnector/loadtest/population"
+	"github.com/easconnector/easconnector/mdm"
+)
+
+// TestCheckGraph: with [mdm] source = "graph", check reads a page of
+// devices and of each group's members and names the missing application
+// permission: a 403 fails the check, members whose UPN and mail come back
+// null (an app with GroupMember.Read.All only) are a warning naming
+// User.Read.All.
+func TestCheckGraph(t *testing.T) {
+	sim := startSim(t, exsim.Options{Listeners: 1})
+	pop := population.Generate(population.Options{Devices: 40, Seed: 5})
+	gs := graphsim.New(pop, graphsim.Options{ClientSecret: "check-secret"})
+	url, err := gs.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gs.Close)
+
+	cfg := writeConfig(t, sim, exsim.DefaultPassword, 0o600, "")
+	dir := filepath.Dir(cfg)
+	if err := os.WriteFile(filepath.Join(dir, "graph.secret"), []byte("check-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), "source = \"file\"\nfile = \"mdm.json\"\n", fmt.Sprintf(`source = "graph"
+tenant_id = %q
+client_id = %q
+client_secret_file = %q
+authority_url = %q
+graph_url = %q
+included_groups = [%q]
+excluded_groups = [%q]
+`, graphsim.DefaultTenantID, graphsim.DefaultClientID, filepath.Join(dir, "graph.secret"), url, url, pop.Included.ID, pop.Excluded.ID), 1)
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	f := func(g graphsim.Grants, wantCode int, want ...string) {
+		t.Helper()
+		gs.SetGrants(g)
+		code, out, errOut := runCmd(t, "check", "--config", cfg)
+		if code != wantCode {
+			t.Errorf("check with grants %+v = %d, want %d\n%s\n%s", g, code, wantCode, out, errOut)
+		}
+		for _, w := range want {
+			if !regexp.MustCompile(w).MatchString(out) {
+				t.Errorf("check with grants %+v: output lacks %s:\n%s", g, w, out)
+			}
+		}
+	}
+	f(graphsim.Grants{}, exitOK, `managedDevices\s+\d+\s+0 without userId\s+OK`,
+		`included group `+pop.Included.ID+`\s+\d+ users\s+0 without UPN and mail\s+OK`,
+		`has the permissions the connector needs`)
+	f(graphsim.Grants{NoUsers: true}, exitOK, `included group `+pop.Included.ID+`\s+(\d+) users\s+\d+ without UPN and mail\s+OK`,
+		`warning: group `+pop.Included.ID+`: \d+ of \d+ members came with userPrincipalName and mail null .*grant `+regexp.QuoteMeta(mdm.PermUsers))
+	f(graphsim.Grants{NoMembers: true}, exitFailed, `excluded group `+pop.Excluded.ID+`\s+0 users\s+0 without UPN and mail\s+FAILED`,
+		`error: group `+pop.Excluded.ID+`: access denied: grant the application `+regexp.QuoteMeta(mdm.PermMembers))
+	f(graphsim.Grants{NoDevices: true}, exitFailed, `managedDevices\s+0\s+0 without userId\s+FAILED`,
+		`error: managedDevices: access denied: grant the application `+regexp.QuoteMeta(mdm.PermDevices))
+}
