@@ -100,4 +100,9 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.Port != DefaultHTTPPort || o.Size != DefaultSize {
 		t.Errorf("Port = %d, Size = %d, want %d and %d", o.Port, o.Size, DefaultHTTPPort, DefaultSize)
 	}
+	// psrp: Exchange's /PowerShell/ virtual directory in IIS, 443.
+	o, err = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), Mode: ModePSRP}.resolve()
+	if err != nil || o.Port != DefaultPSRPHTTPSPort || o.EndpointPath != "/PowerShell/" || o.ConfigurationName != "Microsoft.Exchange" || o.urlPath() != "/PowerShell/" {
+		t.Errorf("psrp defaults: port %d, path %q, configuration %q, %v", o.Port, o.EndpointPath, o.ConfigurationName, err)
+	}
 }
