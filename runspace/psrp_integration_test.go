@@ -173,3 +173,22 @@ func TestPSRPMicroDelayWarningThrottles(t *testing.T) {
 		t.Errorf("limit %d after a micro delay warning, was %d", p.Limit(), before)
 	}
 }
+
+// An idle session sends keep-alive Receives, so WinRM's IdleTimeout does
+// not reap its runspace pool.
+func TestPSRPKeepAlive(t *testing.T) {
+	defer runspace.SetPSRPKeepAlive(100 * time.Millisecond)()
+	sim := startSim(t, exsim.Options{IdleTimeout: 400 * time.Millisecond})
+	s, err := runspace.Open(testCtx(t, 20*time.Second), psrpOptions(t, sim, nil), sim.Hosts()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(testCtx(t, 10*time.Second))
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := s.Do(testCtx(t, 20*time.Second), runspace.Call{Cmd: "Get-ExchangeServer", Select: []string{"Name"}}, nil); err != nil {
+		t.Fatalf("call after 1.5 s idle (IdleTimeout 400 ms): %v", err)
+	}
+	if st := sim.WSMan(0).Stats(); st.ShellsReaped != 0 || st.Requests["Receive"] < 3 {
+		t.Errorf("server stats: %d shells reaped, %d Receives; want none reaped and keep-alives", st.ShellsReaped, st.Requests["Receive"])
+	}
+}

@@ -37,11 +37,12 @@ const (
 	// psrpStopGrace bounds the wait for PIPELINE_STATE Stopped after the
 	// stop signal; past it the session is given up.
 	psrpStopGrace = 15 * time.Second
-	// psrpKeepAlive is the idle interval after which a session sends a
-	// short pool-level Receive, so that neither WinRM's IdleTimeout nor
-	// a load balancer drops an idle runspace pool.
-	psrpKeepAlive = 2 * time.Minute
 )
+
+// psrpKeepAlive is the idle interval after which a session sends a short
+// pool-level Receive, so that neither WinRM's IdleTimeout nor a load
+// balancer drops an idle runspace pool (a variable for tests).
+var psrpKeepAlive = 2 * time.Minute
 
 // newGUID makes RunspacePool and pipeline ids; replay tests substitute
 // the recorded ones.
