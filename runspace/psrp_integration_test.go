@@ -1,6 +1,7 @@
 package runspace_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -190,5 +191,35 @@ func TestPSRPKeepAlive(t *testing.T) {
 	}
 	if st := sim.WSMan(0).Stats(); st.ShellsReaped != 0 || st.Requests["Receive"] < 3 {
 		t.Errorf("server stats: %d shells reaped, %d Receives; want none reaped and keep-alives", st.ShellsReaped, st.Requests["Receive"])
+	}
+}
+
+// A caller that stops reading, or whose ctx ends, stops the pipeline; the
+// session stays usable.
+func TestPSRPCallerStopKeepsSession(t *testing.T) {
+	sim := startSim(t, exsim.Options{Profile: exsim.ProfileLab})
+	s, err := runspace.Open(testCtx(t, 20*time.Second), psrpOptions(t, sim, nil), sim.Hosts()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(testCtx(t, 10*time.Second))
+	devices := runspace.Call{Cmd: "Get-MobileDevice", Args: map[string]any{"ResultSize": "Unlimited"}, Select: []string{"DeviceId"}}
+	errEnough := errors.New("enough")
+	n := 0
+	_, err = s.Do(testCtx(t, 30*time.Second), devices, func(json.RawMessage) error {
+		n++
+		return errEnough
+	})
+	if !errors.Is(err, errEnough) || n != 1 || s.Err() != nil {
+		t.Fatalf("each error: %v after %d objects (session %v)", err, n, s.Err())
+	}
+	ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+	_, err = s.Do(ctx, devices, func(json.RawMessage) error { cancel(); return nil })
+	if !errors.Is(err, context.Canceled) || s.Err() != nil {
+		t.Fatalf("canceled call: %v (session %v)", err, s.Err())
+	}
+	res, err := s.Do(testCtx(t, 30*time.Second), devices, nil)
+	if err != nil || res.Count != sim.Org().DeviceCount() {
+		t.Fatalf("next call: %+v, %v; want %d devices", res, err, sim.Org().DeviceCount())
 	}
 }
