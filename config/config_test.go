@@ -144,7 +144,9 @@ func TestValidate(t *testing.T) {
 		"exchange.insecure_skip_verify: set, but exchange.https is false",
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel",
 		"exchange.insecure_skip_verify: contradicts exchange.ca_file; set one of them")
-	f("second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.Mode = false, true, "remoting" },
+	f("second hop over http", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.Mode = false, true, "remoting"
+	},
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel")
 	f("plain http to a remote host", func(c *Config) { c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false }, plain)
 	f("plain http to a remote literal", func(c *Config) {
