@@ -244,6 +244,11 @@ func isInteger(b []byte) bool {
 // appendText writes raw CLIXML text (entities, then _xHHHH_ escapes
 // resolved) as a JSON string.
 func (p *Projection) appendText(dst, raw []byte) ([]byte, error) {
+	if bytes.IndexByte(raw, '\r') >= 0 {
+		// XML 1.0 §2.11: a parser reads CR LF and a lone CR as LF (Windows
+		// escapes a real CR as _x000D_, which survives).
+		raw = bytes.ReplaceAll(bytes.ReplaceAll(raw, []byte("\r\n"), []byte("\n")), []byte("\r"), []byte("\n"))
+	}
 	if bytes.IndexByte(raw, '&') < 0 && bytes.IndexByte(raw, '_') < 0 {
 		return appendJSONString(dst, raw), nil
 	}
