@@ -57,6 +57,7 @@ type Pool struct {
 	current   *endpoint     // where the last session opened
 	changed   chan struct{} // closed and replaced on every state change
 	stopProbe chan struct{}
+	orphans   *orphanBook // shells asked for without an answer (orphans.go)
 }
 
 // NewPool validates opts and returns a pool that is not started. It does no
@@ -81,6 +82,7 @@ func NewPool(opts Options) (*Pool, error) {
 	p.bg, p.bgCancel = context.WithCancel(context.Background())
 	p.closing, p.closingCancel = context.WithCancel(context.Background())
 	p.met.limit.Store(int64(o.Size))
+	p.orphans = newOrphanBook(&p.opts)
 	for _, s := range o.Servers {
 		p.eps = append(p.eps, p.newEndpoint(s, false))
 	}
@@ -142,6 +144,7 @@ func (p *Pool) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start runspace pool: %w", err)
 	}
+	p.orphans.attach(f)
 	p.mu.Lock()
 	p.f = f
 	p.opening++
