@@ -157,6 +157,29 @@ func (b *orphanBook) detach(f *transportFactory) {
 	b.wg.Wait()
 }
 
+// flush gives every server's orphans a last sweep within ctx (Pool.Close):
+// once the process is gone nobody knows them. Sweeps in flight finish first.
+func (b *orphanBook) flush(ctx context.Context) {
+	if b == nil || !waitGroup(ctx, &b.wg) {
+		return
+	}
+	b.mu.Lock()
+	f := b.f
+	var servers []string
+	for server, st := range b.servers {
+		if f != nil && len(st.lost) > 0 && !st.sweeping {
+			st.sweeping = true
+			servers = append(servers, server)
+		}
+	}
+	b.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, server := range servers {
+		wg.Go(func() { b.sweep(ctx, f, server) })
+	}
+	wg.Wait()
+}
+
 func (b *orphanBook) serverLocked(server string) *orphanServer {
 	st := b.servers[server]
 	if st == nil {

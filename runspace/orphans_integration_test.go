@@ -115,3 +115,52 @@ func testNoOrphanedShells(t *testing.T, mode string) {
 		metricValue(t, p, "easconnector_runspace_orphan_shells_gone_total"),
 		metricValue(t, p, "easconnector_runspace_shell_creations_held_total"))
 }
+
+// A pool closed right after a slow episode deletes its orphans on the way
+// out: after a restart nobody would know them.
+func TestPoolCloseDeletesOrphans(t *testing.T) { forModes(t, testPoolCloseDeletesOrphans) }
+
+func testPoolCloseDeletesOrphans(t *testing.T, mode string) {
+	sim := startSim(t, exsim.Options{})
+	p, err := runspace.NewPool(simOptions(t, sim, func(o *runspace.Options) {
+		o.Mode = mode
+		o.Size = 3
+		o.ConnectTimeout = 400 * time.Millisecond
+		o.FailoverBackoff = 50 * time.Millisecond
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, time.Minute)
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ws := sim.WSMan(0)
+	if err := sim.SetHTTPFaults(0, exsim.HTTPFaults{Slowdown: 1500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			defer cancel()
+			_, _ = p.Do(cctx, getSettings, nil)
+		})
+	}
+	wg.Wait()
+	if metricValue(t, p, "easconnector_runspace_orphan_shells_pending") == 0 {
+		t.Fatal("no unanswered creation remembered")
+	}
+	if err := sim.SetHTTPFaults(0, exsim.HTTPFaults{}); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := p.Close(cctx); err != nil {
+		t.Fatalf("Close() error = %v", err)
+	}
+	eventually(t, "no shell left on the listener", func() bool { return len(ws.Shells()) == 0 })
+	if left := metricValue(t, p, "easconnector_runspace_orphan_shells_pending"); left != 0 {
+		t.Errorf("%v orphans pending after Close", left)
+	}
+}

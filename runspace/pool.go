@@ -771,8 +771,9 @@ func (p *Pool) probe(f *transportFactory, server string) error {
 // flight, then closes every session (stdin EOF, terminate, shell deletion,
 // each bounded). If ctx ends first, the calls still running are aborted and
 // the deletion of their shells gets up to 2 more seconds (a shell left
-// behind holds one of the account's quota slots until WinRM reaps it).
-// When Close returns, no goroutine of the pool is left, unless even that
+// behind holds one of the account's quota slots until WinRM reaps it),
+// and the shells whose creation went unanswered get a last sweep within
+// ctx (orphans.go). When Close returns, no goroutine of the pool is left, unless even that
 // failed (then it says so). Close is idempotent.
 func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Lock()
@@ -819,6 +820,7 @@ func (p *Pool) Close(ctx context.Context) error {
 		}
 		cancel()
 	}
+	p.orphans.flush(ctx) // shells whose creation went unanswered
 	p.bgCancel()
 	p.mu.Lock()
 	p.finished = true
