@@ -317,4 +317,3 @@ func All(s Size) []Scenario {
 	}
 	return out
 }
-
