@@ -146,6 +146,11 @@ func Execute(ctx context.Context, sc Scenario, o Options) (*Report, error) {
 		return nil, err
 	}
 
+	if sc.BeforeStart != nil {
+		if err := sc.BeforeStart(ctx, r); err != nil {
+			return nil, fmt.Errorf("before the start: %w", err)
+		}
+	}
 	start := time.Now()
 	if err := r.StartConnector(ctx); err != nil {
 		return nil, err
