@@ -15,7 +15,9 @@ import (
 )
 
 const devicesHelp = `Lists device partnerships with the connector's decision, as the last sync
-of a running service saw them, from its admin API. Filters combine.
+saw them, from a running service's admin API (before the service's own
+first sync: the last sync's list from the state directory, also one of
+easconnector sync). Filters combine.
 EXCHANGE WAS is the access state Exchange reported when the sync read the
 device, before the sync wrote; MDM is the device's compliance state.`
 
@@ -81,7 +83,7 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	tw.Flush()
 	switch {
 	case total == 0:
-		fmt.Fprintln(stdout, "\nNo devices match (the list fills after the service's first sync).")
+		fmt.Fprintln(stdout, "\nNo devices match (the list fills with the first sync).")
 	case len(rows) < total:
 		fmt.Fprintf(stdout, "\n%s of %s devices; --limit 0 lists all.\n", num(len(rows)), num(total))
 	default:
