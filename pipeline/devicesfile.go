@@ -16,8 +16,8 @@ import (
 )
 
 // DevicesFile is the devices list's name in the state directory: the last
-// sync's rows (mailbox, device, decision, reason, Exchange's state as read,
-// compliance), so that a service started after `easconnector sync` runs
+// sync's rows (mailbox, device, decision, reason, Exchange's state as read
+// and as the lists leave it, compliance), so that a service started after `easconnector sync` runs
 // lists the devices before its own first sync ends. It is only shown: a
 // quick sync never plans against it.
 const DevicesFile = "devices.bin"
@@ -31,7 +31,8 @@ const DevicesFile = "devices.bin"
 //	    count, then each value        so a row's indexes survive a reordering
 //	mailbox count, then per mailbox:
 //	    dn, guid, smtp, name, upn, device count, then per device:
-//	        id, type, model, then one byte each: decision, reason, state, compliance
+//	        id, type, model, then one byte each: decision, reason, state as read,
+//	        compliance, state after (the lists' verdict)
 //	CRC-32C of everything before it  4 bytes, little endian
 //
 // 100,000 devices on 50,000 mailboxes take about 9 MB (BenchmarkDevicesFile).
@@ -72,7 +73,7 @@ func encodeDevices(b *baseline, savedAt time.Time) []byte {
 			buf = appendString(buf, rw.id)
 			buf = appendString(buf, rw.typ)
 			buf = appendString(buf, rw.model)
-			buf = append(buf, rw.d, rw.r, rw.st, rw.c)
+			buf = append(buf, rw.d, rw.r, rw.st, rw.c, rw.after)
 		}
 	}
 	return binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf, crcTable))
@@ -187,9 +188,9 @@ func decodeDevices(data []byte) (*savedDevices, error) {
 	}
 	d := &decoder{data: body, s: string(body), off: len(devicesMagic)}
 	saved := &savedDevices{savedAt: time.UnixMilli(int64(d.uvarint("saved at", 1<<62)))}
-	// Every mailbox takes at least 6 bytes and every row 7: counts beyond
+	// Every mailbox takes at least 6 bytes and every row 8: counts beyond
 	// what the bytes left could hold are lies, not allocations to make.
-	rows := int(d.uvarint("row count", uint64(min(maxFileRows, len(body)/7))))
+	rows := int(d.uvarint("row count", uint64(min(maxFileRows, len(body)/8))))
 	decisions := table(d, "decision", decisionList[:], false)
 	reasons := table(d, "reason", reasonList[:], false)
 	states := table(d, "access state", accessStates, true)
@@ -208,7 +209,7 @@ func decodeDevices(data []byte) (*savedDevices, error) {
 	for range nmb {
 		mb := &mbox{sealed: true}
 		mb.dn, mb.guid, mb.smtp, mb.name, mb.upn = d.str("dn"), d.str("guid"), d.str("smtp"), d.str("name"), d.str("upn")
-		n := int(d.uvarint("device count", uint64(max(min(rows-seen, (len(body)-d.off)/7), 0))))
+		n := int(d.uvarint("device count", uint64(max(min(rows-seen, (len(body)-d.off)/8), 0))))
 		if d.err != nil {
 			break
 		}
@@ -222,6 +223,7 @@ func decodeDevices(data []byte) (*savedDevices, error) {
 			rw.id, rw.typ, rw.model = d.str("device id"), d.str("device type"), d.str("device model")
 			rw.d, rw.r = idx(decisions, "decision"), idx(reasons, "reason")
 			rw.st, rw.c = idx(states, "access state"), idx(comps, "compliance")
+			rw.after = idx(states, "access state after")
 		}
 		seen += n
 		if _, dup := mbs[dnKey(mb.dn)]; dup {

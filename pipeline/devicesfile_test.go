@@ -26,7 +26,7 @@ func testFleet(n int) *baseline {
 			smtp: fmt.Sprintf("user%06d@contoso.com", i/2), name: fmt.Sprintf("User %d", i/2), upn: fmt.Sprintf("user%06d@contoso.com", i/2)}
 		for j := range min(2, n-i) {
 			mb.devs = append(mb.devs, row{id: fmt.Sprintf("ApplF%015d", i+j), typ: "iPhone\t\x00", model: "iPhone15,2 \u202e",
-				d: uint8((i + j) % len(decisionList)), r: uint8((i + j) % len(reasonList)), st: uint8((i + j) % len(accessStates)), c: uint8((i + j) % len(compliances))})
+				d: uint8((i + j) % len(decisionList)), r: uint8((i + j) % len(reasonList)), st: uint8((i + j) % len(accessStates)), c: uint8((i + j) % len(compliances)), after: uint8((i + j + 1) % len(accessStates))})
 		}
 		mbs[dnKey(mb.dn)] = mb
 	}

@@ -4,9 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/exchange"
 	"github.com/easconnector/easconnector/pipeline"
 )
 
@@ -52,6 +54,31 @@ func TestHistoryOutlivesTheRing(t *testing.T) {
 	rows, total := f.eng.Devices(pipeline.DeviceQuery{}, 0, 0)
 	if total != full.Devices || len(rows) != total {
 		t.Fatalf("Devices() = %d rows of %d, want the %d devices", len(rows), total, full.Devices)
+	}
+	// ExchangeAfter is what the mailbox's lists in Exchange now give the
+	// device: the blocked list first, then the allowed list.
+	mbs, _ := f.sim.Org().Mailboxes(0, 0)
+	bySMTP := map[string]exchange.CASMailbox{}
+	for _, mb := range mbs {
+		bySMTP[strings.ToLower(mb.PrimarySmtpAddress)] = mb
+	}
+	after := map[exchange.AccessState]int{}
+	for _, r := range rows {
+		mb := bySMTP[strings.ToLower(r.Mailbox)]
+		var want exchange.AccessState
+		switch {
+		case containsFold(mb.ActiveSyncBlockedDeviceIDs, r.DeviceID):
+			want = exchange.AccessBlocked
+		case containsFold(mb.ActiveSyncAllowedDeviceIDs, r.DeviceID):
+			want = exchange.AccessAllowed
+		}
+		if r.ExchangeAfter != want {
+			t.Errorf("device %s of %s: ExchangeAfter = %q, the lists in Exchange give %q", r.DeviceID, r.Mailbox, r.ExchangeAfter, want)
+		}
+		after[r.ExchangeAfter]++
+	}
+	if after[exchange.AccessBlocked] == 0 || after[exchange.AccessAllowed] == 0 {
+		t.Errorf("ExchangeAfter counts = %v, want some of each list", after)
 	}
 
 	// A restart: the history and the rows are there before any sync.

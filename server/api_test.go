@@ -1,6 +1,8 @@
 package server
 
 import (
+	"slices"
+
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/easconnector/easconnector/pipeline"
 	"io"
 	"math/big"
 	"net"
@@ -548,4 +551,17 @@ func ExampleServer_Handler() {
 	// Output:
 	// GET 200
 	// POST 403
+}
+
+// TestDefaultReasonsMatchPipeline: the devices filter's default reasons are
+// the engine's (the daemon passes pipeline.Reasons; a library user relying
+// on the default must not be refused a reason the engine reports).
+func TestDefaultReasonsMatchPipeline(t *testing.T) {
+	want := make([]string, len(pipeline.Reasons))
+	for i, r := range pipeline.Reasons {
+		want[i] = string(r)
+	}
+	if !slices.Equal(DefaultReasons, want) {
+		t.Errorf("DefaultReasons = %v, want pipeline.Reasons %v", DefaultReasons, want)
+	}
 }

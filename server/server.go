@@ -36,8 +36,8 @@ const (
 // AdminOverride. Options.Decisions and Options.Reasons replace them.
 var (
 	DefaultDecisions = []string{"Allow", "Block", "Default"}
-	DefaultReasons   = []string{"Disabled", "Exempt", "NotTargeted", "InvalidDeviceId", "Compliant", "PlatformRule",
-		"NotCompliant", "PendingEvaluation", "Stale", "UserMismatch", "NotEnrolled", "AdminOverride"}
+	DefaultReasons   = []string{"Disabled", "Exempt", "NotTargeted", "ScopeUnknown", "InvalidDeviceId", "Compliant", "PlatformRule",
+		"NotCompliant", "PendingEvaluation", "Stale", "UserMismatch", "NotEnrolled", "AdminOverride", "PartnershipGone"}
 )
 
 // Options configure a Server.

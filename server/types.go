@@ -162,8 +162,11 @@ type DeviceRow struct {
 	DeviceModel   string `json:"deviceModel"`
 	Decision      string `json:"decision"`
 	Reason        string `json:"reason"`
-	ExchangeState string `json:"exchangeState"` // DeviceAccessState
-	Compliance    string `json:"compliance"`    // MDM complianceState, "" when not enrolled
+	ExchangeState string `json:"exchangeState"` // DeviceAccessState as read, before the sync wrote
+	// ExchangeAfter is what the mailbox's own lists give the device after
+	// the sync (Allowed, Blocked), empty when rules or the org default decide.
+	ExchangeAfter string `json:"exchangeAfter,omitempty"`
+	Compliance    string `json:"compliance"` // MDM complianceState, "" when not enrolled
 }
 
 // Change is one audit log entry: a list change the connector made.

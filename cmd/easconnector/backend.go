@@ -445,7 +445,7 @@ func (b *backend) Devices(ctx context.Context, q server.DeviceQuery) (server.Dev
 	for _, r := range rows {
 		page.Devices = append(page.Devices, server.DeviceRow{
 			Mailbox: r.Mailbox, User: r.User, DeviceID: r.DeviceID, DeviceType: r.DeviceType, DeviceModel: r.DeviceModel,
-			Decision: string(r.Decision), Reason: string(r.Reason), ExchangeState: string(r.ExchangeState), Compliance: string(r.Compliance),
+			Decision: string(r.Decision), Reason: string(r.Reason), ExchangeState: string(r.ExchangeState), ExchangeAfter: string(r.ExchangeAfter), Compliance: string(r.Compliance),
 		})
 	}
 	return page, nil

@@ -240,14 +240,19 @@ func TestRunHeldPlan(t *testing.T) {
 	// restarted service before its first sync.
 	checkDevices := func(when string, d *daemonUnderTest) {
 		t.Helper()
+		access := fl.accessCounts(t)
 		code, out, _ := runIn(t, t.Context(), "devices", "--server", d.base, "--token-file", d.read, "--json", "--limit", "0")
 		var page server.DevicePage
 		decodeJSON(t, out, &page)
-		got := map[string]int{}
+		got, after := map[string]int{}, map[string]int{}
 		for _, r := range page.Devices {
 			got[r.Decision]++
+			after[r.ExchangeAfter]++
 		}
-		access := fl.accessCounts(t)
+		// The lists the approval wrote are what Exchange now applies.
+		if after["Blocked"] != access[exchange.AccessBlocked] || after["Allowed"] != access[exchange.AccessAllowed] {
+			t.Errorf("devices %s: exchangeAfter %v, Exchange now gives %v", when, after, access)
+		}
 		want := map[string]int{"Allow": access[exchange.AccessAllowed], "Block": access[exchange.AccessBlocked], "Default": access[exchange.AccessQuarantined]}
 		maps.DeleteFunc(want, func(_ string, n int) bool { return n == 0 })
 		if code != exitOK || page.Total != 30 || !maps.Equal(got, want) {

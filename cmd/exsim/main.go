@@ -17,10 +17,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/easconnector/easconnector/loadtest/exsim"
+	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/loadtest/population"
 )
 
@@ -54,6 +56,9 @@ type config struct {
 	maxShells      int
 	quiet          bool
 	verbose        bool
+	keytab         string
+	spn            string
+	roles          string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -77,6 +82,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.maxShells, "max-shells-per-user", 30, "WinRM MaxShellsPerUser")
 	fs.BoolVar(&c.quiet, "quiet", false, "suppress the banner and CLIXML noise a real powershell.exe prints")
 	fs.BoolVar(&c.verbose, "v", false, "log WS-Management events")
+	fs.StringVar(&c.keytab, "keytab", "", "service keytab: also accept Negotiate/Kerberos (HTTP/<host> principals)")
+	fs.StringVar(&c.spn, "spn", "", "with -keytab, the SPN tickets must name (default HTTP/<host the client addressed>)")
+	fs.StringVar(&c.roles, "roles", "", "comma-separated cmdlets the -user's roles grant in Exchange sessions (default: all)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -95,6 +103,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-ca-out: needs -tls")
 	case c.maxConcurrency == 0:
 		return c, errors.New("-max-concurrency: must be positive or -1 (unlimited), got 0")
+	case c.spn != "" && c.keytab == "":
+		return c, errors.New("-spn: needs -keytab")
 	}
 	host, _, err := net.SplitHostPort(c.control)
 	if err != nil {
@@ -127,6 +137,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Listeners: c.listeners, Port: c.port, Profile: c.profile, Users: map[string]string{c.user: c.password}, TLS: c.tls,
 		PowerShellMaxConcurrency: c.maxConcurrency, PowerShellMaxCmdlets: c.maxCmdlets, PowerShellMaxCmdletsTimePeriod: c.cmdletsPeriod,
 		MaxShellsPerUser: c.maxShells, Seed: c.seed, Quiet: c.quiet, Logger: logger,
+	}
+	if c.keytab != "" {
+		k, err := wsman.NewKerberos(c.keytab, c.spn)
+		if err != nil {
+			return fmt.Errorf("-keytab: %w", err)
+		}
+		opts.Kerberos = k
+	}
+	if c.roles != "" {
+		var cmdlets []string
+		for _, r := range strings.Split(c.roles, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				cmdlets = append(cmdlets, r)
+			}
+		}
+		opts.Roles = map[string][]string{c.user: cmdlets}
 	}
 	if c.devices > 0 {
 		opts.Population = population.Generate(population.Options{Seed: c.seed, Devices: c.devices, Domain: c.domain})

@@ -96,6 +96,9 @@ func TestFlagErrors(t *testing.T) {
 		{"extra"},
 		{"-profile", "warp", "-port", "0", "-control", "127.0.0.1:0"},
 		{"-listeners", "300", "-port", "0", "-control", "127.0.0.1:0"},
+		{"-spn", "HTTP/cas01.contoso.com"},
+		{"-keytab", "/nonexistent/exsim.keytab", "-port", "0", "-control", "127.0.0.1:0"},
+		{"-roles", "Get-MobileDevice,Remove-Mailbox", "-port", "0", "-control", "127.0.0.1:0"},
 	} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if err == nil {

@@ -200,7 +200,8 @@ func (s *session) run() int {
 			return s.initErr(errBootstrap("the second-hop password line is missing"))
 		}
 		if cfg.Password, err = runspace.DecodePasswordLine(pwLine); err != nil {
-			return s.initErr(errBootstrap("Exception calling \"FromBase64String\" with \"1\" argument(s): \"The input is not a valid Base-64 string.\""))
+			// .NET's FormatException text, as PowerShell wraps a method's exception.
+			return s.initErr(errBootstrap(`Exception calling "FromBase64String" with "1" argument(s): "The input is not a valid Base-64 string as it contains a non-base 64 character, more than two padding characters, or an illegal character among the padding characters. "`))
 		}
 	}
 	if code, ok := s.open(cfg); !ok {

@@ -163,6 +163,18 @@ func TestSessionStartEdges(t *testing.T) {
 	if got := s.Counters().SecondHopCredentials; got != 3 {
 		t.Errorf("second-hop credentials = %d, want 3", got)
 	}
+	// A user without the password line that must follow the config.
+	cfgOnly, err := runspace.EncodeLine(runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tail := range []string{"", line(t, runspace.Request{ID: 1, Cmd: "Get-ExchangeServer"})[len(runspace.FrameTag):]} {
+		code, out, _ := runRaw(t, s, stage1+string(cfgOnly)+tail)
+		if fs := frames(t, out); code != exitInitError || len(fs) != 1 || fs[0].InitErr == nil ||
+			!strings.Contains(fs[0].InitErr.Msg, "password line is missing") {
+			t.Errorf("config with a user, then %q: exit %d frames %+v, want the missing-password initerr", tail, code, fs)
+		}
+	}
 	// A bad request line is answered like the bootstrap's catch block: an
 	// err frame with id 0; the session goes on.
 	code, out, _ = runRaw(t, s, stage1+line(t, snapin())+runspace.FrameTag+"!!!\n"+line(t, runspace.Request{ID: 5, Cmd: "Get-ExchangeServer", Select: []string{"Name"}}))

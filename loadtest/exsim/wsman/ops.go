@@ -414,7 +414,7 @@ func (s *Server) signal(req *request, user string) ([]byte, error) {
 		c.terminate(ErrTerminated, FaultCommandTerminated())
 	} else if c.ps {
 		// A PowerShell pipeline is stopped, not killed: it reports
-		// PIPELINE_STATE Stopped and the pool lives on (MS-PSRP 3.1.5.3.14).
+		// PIPELINE_STATE Stopped and the pool lives on (MS-PSRP 3.1.5.3.9).
 		s.mu.Unlock()
 		c.interruptOnce()
 	} else {
