@@ -31,9 +31,9 @@ type Config struct {
 
 // Exchange is the [exchange] section: how to reach Exchange over WinRM.
 type Exchange struct {
-	Servers []string `toml:"servers"` // WinRM hosts in preference order
-	Port    int      `toml:"port"`    // 0: 5985, or 5986 with https
-	HTTPS   bool     `toml:"https"`   // WinRM over TLS
+	Servers []string `toml:"servers"` // Client Access servers (psrp) or WinRM hosts, in preference order
+	Port    int      `toml:"port"`    // 0: 443 in psrp mode; WinRS 5985, or 5986 with https
+	HTTPS   bool     `toml:"https"`   // TLS (WinRS: WinRM over TLS)
 	// AllowUnencrypted permits https = false to hosts that are not
 	// loopback: every cmdlet, and with basic the password, in clear text.
 	AllowUnencrypted   bool   `toml:"allow_unencrypted"`
@@ -47,7 +47,15 @@ type Exchange struct {
 	Krb5Conf           string `toml:"krb5_conf"`
 	SPN                string `toml:"spn"`         // kerberos; default HTTP/<server>
 	KeytabFile         string `toml:"keytab_file"` // kerberos: log in with these keys, not the password (owner-only file)
-	Mode               string `toml:"mode"`        // remoting or snapin
+	// Mode is psrp (the default: MS-PSRP to the CAS's own /PowerShell/
+	// endpoint, Exchange RBAC rights only), remoting or snapin (both WinRS:
+	// they need WinRM shell rights on the target host).
+	Mode string `toml:"mode"`
+	// EndpointPath and ConfigurationName locate the PSRP endpoint
+	// (psrp mode): https://<server>:<port><endpoint_path>, resource
+	// http://schemas.microsoft.com/powershell/<configuration_name>.
+	EndpointPath      string `toml:"endpoint_path"`
+	ConfigurationName string `toml:"configuration_name"`
 	// SecondHopCredential passes user/password to New-PSSession in
 	// remoting mode: the WinRM shell cannot forward its own logon.
 	SecondHopCredential bool `toml:"second_hop_credential"`
@@ -209,7 +217,9 @@ func Default() Config {
 			HTTPS:                    true,
 			Auth:                     DefaultAuth,
 			Krb5Conf:                 DefaultKrb5Conf,
-			Mode:                     runspace.ModeRemoting,
+			Mode:                     runspace.ModePSRP,
+			EndpointPath:             runspace.DefaultEndpointPath,
+			ConfigurationName:        runspace.DefaultConfigurationName,
 			SecondHopCredential:      true,
 			CASFailover:              true,
 			Runspaces:                runspace.DefaultSize,

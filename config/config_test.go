@@ -136,6 +136,7 @@ func TestValidate(t *testing.T) {
 		`exchange.realm: only used with auth = "kerberos", got auth = "ntlm"`)
 	plain := `exchange.servers[0]: "ex1.contoso.com" is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that`
 	f("tls knobs without https", func(c *Config) {
+		c.Exchange.Mode = "remoting"
 		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.CAFile, c.Exchange.InsecureSkipVerify = false, true, "ca.pem", true
 	},
 		"exchange.insecure_skip_verify: refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead",
@@ -143,7 +144,9 @@ func TestValidate(t *testing.T) {
 		"exchange.insecure_skip_verify: set, but exchange.https is false",
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel",
 		"exchange.insecure_skip_verify: contradicts exchange.ca_file; set one of them")
-	f("second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.AllowUnencrypted = false, true },
+	f("second hop over http", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.Mode = false, true, "remoting"
+	},
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel")
 	f("plain http to a remote host", func(c *Config) { c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false }, plain)
 	f("plain http to a remote literal", func(c *Config) {
@@ -151,13 +154,29 @@ func TestValidate(t *testing.T) {
 		c.Exchange.Servers = []string{"127.0.0.1", "10.0.0.5", "::1", "localhost"}
 	}, `exchange.servers[1]: "10.0.0.5" is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that`)
 	f("plain http allowed explicitly", func(c *Config) {
-		c.Exchange.HTTPS, c.Exchange.SecondHopCredential, c.Exchange.AllowUnencrypted = false, false, true
+		c.Exchange.HTTPS, c.Exchange.SecondHopCredential, c.Exchange.AllowUnencrypted, c.Exchange.Mode = false, false, true, "remoting"
 	})
-	f("allow_unencrypted with https", func(c *Config) { c.Exchange.AllowUnencrypted = true },
+	f("allow_unencrypted with https", func(c *Config) { c.Exchange.AllowUnencrypted, c.Exchange.Mode = true, "remoting" },
 		"exchange.allow_unencrypted: set, but exchange.https is true")
-	f("skip verify with second hop", func(c *Config) { c.Exchange.InsecureSkipVerify = true },
+	f("skip verify with second hop", func(c *Config) { c.Exchange.InsecureSkipVerify, c.Exchange.Mode = true, "remoting" },
 		"exchange.insecure_skip_verify: refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead")
-	f("skip verify without second hop", func(c *Config) { c.Exchange.InsecureSkipVerify, c.Exchange.SecondHopCredential = true, false })
+	f("skip verify without second hop", func(c *Config) {
+		c.Exchange.InsecureSkipVerify, c.Exchange.SecondHopCredential, c.Exchange.Mode = true, false, "remoting"
+	})
+	f("psrp plain http to a remote host", func(c *Config) { c.Exchange.HTTPS = false }, plain)
+	f("psrp over http to loopback", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Servers = false, []string{"127.0.0.1", "localhost"} })
+	f("psrp refuses unencrypted and unverified", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.Servers = false, true, []string{"127.0.0.1"}
+	}, `exchange.allow_unencrypted: not with mode = "psrp": the /PowerShell/ endpoint needs https = true (plain HTTP only to loopback)`)
+	f("psrp skip verify", func(c *Config) { c.Exchange.InsecureSkipVerify = true },
+		`exchange.insecure_skip_verify: not with mode = "psrp": the server certificate must be verified; set ca_file for a private CA`)
+	f("psrp endpoint", func(c *Config) {
+		c.Exchange.EndpointPath, c.Exchange.ConfigurationName = "PowerShell", "Microsoft Exchange"
+	},
+		`exchange.endpoint_path: "PowerShell" is not an absolute URL path (like /PowerShell/)`,
+		`exchange.configuration_name: "Microsoft Exchange" is not a session configuration name (like Microsoft.Exchange)`)
+	f("unknown mode", func(c *Config) { c.Exchange.Mode = "winrs" },
+		`exchange.mode: must be "psrp", "remoting" or "snapin", got "winrs"`)
 	f("snapin over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "snapin" }, plain)
 	f("snapin over loopback http", func(c *Config) {
 		c.Exchange.HTTPS, c.Exchange.Mode, c.Exchange.Servers = false, "snapin", []string{"127.0.0.1"}
@@ -446,7 +465,8 @@ func TestRunspaceOptions(t *testing.T) {
 	}
 	want := runspace.Options{
 		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, CACert: []byte(pem),
-		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
+		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "psrp",
+		EndpointPath: "/PowerShell/", ConfigurationName: "Microsoft.Exchange", SecondHopCredential: true,
 		CASFailover: true, Parallel: true, Size: 12, PowerShellMaxConcurrency: 18, MaxRequestsPerSession: 1000,
 		MaxSessionAge: time.Hour, RequestTimeout: 5 * time.Minute, ConnectTimeout: time.Minute, OperationTimeout: 20 * time.Second,
 	}

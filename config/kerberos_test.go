@@ -37,7 +37,7 @@ func TestKeytabFile(t *testing.T) {
 	}, "")
 	f("keytab, second hop needs the password", func(c *Config) {
 		kerberos(c)
-		c.Exchange.PasswordEnv = ""
+		c.Exchange.PasswordEnv, c.Exchange.Mode = "", "remoting"
 	}, "exchange.password_env: required: set password_env or password_file (secrets are never written in this file)")
 	for _, spn := range []string{"ex1.contoso.com", "HTTP/ex1.contoso.com@CONTOSO.COM", "HTTP/ex1:443", "HTTP/", "/ex1", "HTTP/a/b"} {
 		f("spn "+spn, func(c *Config) { kerberos(c); c.Exchange.SPN = spn },

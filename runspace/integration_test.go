@@ -25,6 +25,13 @@ import (
 
 // Integration tests: sessions and pools against the Exchange simulator.
 
+// forModes runs a test over both session kinds.
+func forModes(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range []string{runspace.ModeRemoting, runspace.ModePSRP} {
+		t.Run(mode, func(t *testing.T) { test(t, mode) })
+	}
+}
+
 func startSim(t testing.TB, o exsim.Options) *exsim.Sim {
 	t.Helper()
 	if o.Population == nil {
@@ -446,10 +453,13 @@ func TestPoolWaitsOutCmdletRateQuota(t *testing.T) {
 // writes: every write completes on the other server, none is lost, and
 // only calls in flight at the kill may run twice (they are idempotent).
 // The preferred server is taken back once it returns.
-func TestPoolFailover(t *testing.T) {
+func TestPoolFailover(t *testing.T) { forModes(t, testPoolFailover) }
+
+func testPoolFailover(t *testing.T, mode string) {
 	sim := startSim(t, exsim.Options{Listeners: 2, Profile: exsim.ProfileLab})
 	const size = 3
 	p := startPool(t, simOptions(t, sim, func(o *runspace.Options) {
+		o.Mode = mode
 		o.Size = size
 		o.CASFailover = true
 		o.MaxRequestsPerSession = 10 // sessions recycle, so new ones reach the preferred server
@@ -564,9 +574,11 @@ func TestPoolFailover(t *testing.T) {
 	}
 }
 
-func TestPoolReplacesDroppedSession(t *testing.T) {
+func TestPoolReplacesDroppedSession(t *testing.T) { forModes(t, testPoolReplacesDroppedSession) }
+
+func testPoolReplacesDroppedSession(t *testing.T, mode string) {
 	sim := startSim(t, exsim.Options{})
-	p := startPool(t, simOptions(t, sim, func(o *runspace.Options) { o.Parallel = false }))
+	p := startPool(t, simOptions(t, sim, func(o *runspace.Options) { o.Parallel, o.Mode = false, mode }))
 	ctx := testCtx(t, 30*time.Second)
 	s, err := p.Acquire(ctx)
 	if err != nil {
@@ -680,10 +692,12 @@ func TestPoolRequestDeadline(t *testing.T) {
 	}
 }
 
-func TestPoolCloseLeavesNoGoroutines(t *testing.T) {
+func TestPoolCloseLeavesNoGoroutines(t *testing.T) { forModes(t, testPoolCloseLeavesNoGoroutines) }
+
+func testPoolCloseLeavesNoGoroutines(t *testing.T, mode string) {
 	sim := startSim(t, exsim.Options{})
 	before := settledGoroutines(0)
-	p, err := runspace.NewPool(simOptions(t, sim, nil))
+	p, err := runspace.NewPool(simOptions(t, sim, func(o *runspace.Options) { o.Mode = mode }))
 	if err != nil {
 		t.Fatal(err)
 	}

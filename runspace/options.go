@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strings"
 	"time"
 
@@ -59,6 +60,20 @@ const DefaultAuth = AuthNTLM
 const (
 	ModeRemoting = "remoting" // New-PSSession to http://<server>/PowerShell/ + Import-PSSession; RBAC applies
 	ModeSnapin   = "snapin"   // Add-PSSnapin on an Exchange server; bypasses RBAC
+	// ModePSRP speaks MS-PSRP to the server's own /PowerShell/ endpoint
+	// (configuration Microsoft.Exchange): RBAC rights only, no WinRM shell
+	// rights, no second hop, no script text (psrpsession.go).
+	ModePSRP = "psrp"
+)
+
+// PSRP endpoint defaults: the Exchange virtual directory every Exchange
+// management tool connects to (New-PSSession -ConfigurationName
+// Microsoft.Exchange -ConnectionUri https://<cas>/PowerShell/).
+const (
+	DefaultEndpointPath      = "/PowerShell/"
+	DefaultConfigurationName = "Microsoft.Exchange"
+	DefaultPSRPHTTPSPort     = 443
+	DefaultPSRPHTTPPort      = 80
 )
 
 // Options configures a Pool (NewPool) or a standalone session (Open). The
@@ -109,8 +124,16 @@ type Options struct {
 	Keytab    string
 
 	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
-	// http://<server>/PowerShell/) or "snapin".
+	// http://<server>/PowerShell/), "snapin" (both WinRS: they need WinRM
+	// shell rights on the target host) or "psrp".
 	Mode string
+	// EndpointPath is the URL path of the PSRP endpoint (psrp mode;
+	// default /PowerShell/). WinRS modes always use /wsman.
+	EndpointPath string
+	// ConfigurationName is the PowerShell session configuration (psrp
+	// mode; default Microsoft.Exchange): the resource URI is
+	// http://schemas.microsoft.com/powershell/<ConfigurationName>.
+	ConfigurationName string
 	// SecondHopCredential passes User/Password to New-PSSession in
 	// remoting mode (see SessionConfig): a shell opened with NTLM or
 	// Kerberos cannot forward its logon to the /PowerShell endpoint.
@@ -184,6 +207,10 @@ func (o Options) resolve() (Options, error) {
 	o.Servers = servers
 
 	switch {
+	case o.Port == 0 && o.Mode == ModePSRP && !o.PlainHTTP:
+		o.Port = DefaultPSRPHTTPSPort
+	case o.Port == 0 && o.Mode == ModePSRP:
+		o.Port = DefaultPSRPHTTPPort
 	case o.Port == 0 && o.PlainHTTP:
 		o.Port = DefaultHTTPPort
 	case o.Port == 0:
@@ -250,8 +277,21 @@ func (o Options) resolve() (Options, error) {
 	case "":
 		o.Mode = ModeRemoting
 	case ModeRemoting, ModeSnapin:
+	case ModePSRP:
+		if o.EndpointPath == "" {
+			o.EndpointPath = DefaultEndpointPath
+		}
+		if !endpointPathRe.MatchString(o.EndpointPath) {
+			return o, fmt.Errorf("runspace: EndpointPath: %q is not an absolute URL path of letters, digits, '-', '_', '.' and '/'", o.EndpointPath)
+		}
+		if o.ConfigurationName == "" {
+			o.ConfigurationName = DefaultConfigurationName
+		}
+		if !configNameRe.MatchString(o.ConfigurationName) {
+			return o, fmt.Errorf("runspace: ConfigurationName: %q is not a session configuration name", o.ConfigurationName)
+		}
 	default:
-		return o, fmt.Errorf("runspace: Mode: must be %q or %q, got %q", ModeRemoting, ModeSnapin, o.Mode)
+		return o, fmt.Errorf("runspace: Mode: must be %q, %q or %q, got %q", ModePSRP, ModeRemoting, ModeSnapin, o.Mode)
 	}
 	if o.SecondHopCredential && o.Mode == ModeRemoting {
 		if o.PlainHTTP {
@@ -341,6 +381,20 @@ func (o *Options) responseHeaderTimeout() time.Duration {
 // wsmanTimeout renders OperationTimeout as an xs:duration.
 func (o *Options) wsmanTimeout() string {
 	return fmt.Sprintf("PT%.3fS", o.OperationTimeout.Seconds())
+}
+
+var (
+	endpointPathRe = regexp.MustCompile(`^/[A-Za-z0-9._/-]{0,200}$`)
+	configNameRe   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+)
+
+// urlPath is the path of the WS-Management endpoint: the PSRP virtual
+// directory in psrp mode, WinRM's /wsman otherwise.
+func (o *Options) urlPath() string {
+	if o.Mode == ModePSRP {
+		return o.EndpointPath
+	}
+	return "/wsman"
 }
 
 // endpoint is the winrm.Endpoint of server. The library only keeps it: our

@@ -43,7 +43,10 @@ func TestOptionsResolve(t *testing.T) {
 		{"password", func(o *Options) { o.Password = secret.New("") }, "Password"},
 		{"kerberos config", func(o *Options) { o.Auth = "kerberos" }, "KrbConfig"},
 		{"kerberos realm", func(o *Options) { o.Auth = "kerberos"; o.KrbConfig = "/etc/krb5.conf" }, "Realm"},
-		{"mode", func(o *Options) { o.Mode = "psrp" }, "Mode"},
+		{"mode", func(o *Options) { o.Mode = "pssession" }, "Mode"},
+		{"psrp", func(o *Options) { o.Mode = ModePSRP }, ""},
+		{"psrp endpoint path", func(o *Options) { o.Mode = ModePSRP; o.EndpointPath = "PowerShell?x=1" }, "EndpointPath"},
+		{"psrp configuration", func(o *Options) { o.Mode = ModePSRP; o.ConfigurationName = "Microsoft.Exchange/../x y" }, "ConfigurationName"},
 		{"size at throttling limit", func(o *Options) { o.Size = 18 }, "Size: must be between 1 and 17"},
 		{"size negative", func(o *Options) { o.Size = -1 }, "Size"},
 		{"size with raised policy", func(o *Options) { o.Size = 24; o.PowerShellMaxConcurrency = 25 }, ""},
@@ -97,5 +100,10 @@ func TestOptionsDefaults(t *testing.T) {
 	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), PlainHTTP: true, Parallel: true}.resolve()
 	if o.Port != DefaultHTTPPort || o.Size != DefaultSize {
 		t.Errorf("Port = %d, Size = %d, want %d and %d", o.Port, o.Size, DefaultHTTPPort, DefaultSize)
+	}
+	// psrp: Exchange's /PowerShell/ virtual directory in IIS, 443.
+	o, err = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), Mode: ModePSRP}.resolve()
+	if err != nil || o.Port != DefaultPSRPHTTPSPort || o.EndpointPath != "/PowerShell/" || o.ConfigurationName != "Microsoft.Exchange" || o.urlPath() != "/PowerShell/" {
+		t.Errorf("psrp defaults: port %d, path %q, configuration %q, %v", o.Port, o.EndpointPath, o.ConfigurationName, err)
 	}
 }

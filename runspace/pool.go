@@ -734,6 +734,15 @@ func (p *Pool) probeLoop(stop <-chan struct{}) {
 func (p *Pool) probe(f *transportFactory, server string) error {
 	ctx, cancel := context.WithTimeout(p.closing, p.opts.ConnectTimeout)
 	defer cancel()
+	if p.opts.Mode == ModePSRP {
+		// The PSRP endpoint serves no cmd shells: a probe is a runspace
+		// pool opened and deleted.
+		s, err := openPSRP(ctx, &p.opts, f, server)
+		if err != nil {
+			return err
+		}
+		return s.Close(ctx)
+	}
 	tr := f.newTransport(server)
 	defer tr.abort()
 	stop := context.AfterFunc(ctx, tr.abort)
