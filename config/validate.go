@@ -216,7 +216,12 @@ func (e *Exchange) validate(v *validator) {
 			v.errorf("exchange.krb5_conf", "required with auth = \"kerberos\"")
 		}
 		if _, realm, _ := strings.Cut(e.User, "@"); e.Realm == "" && realm == "" {
-			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM")
+			hint := ""
+			if e.Mode == runspace.ModePSRP {
+				hint = " (kerberos is the default in psrp mode, as on Exchange's /PowerShell/ virtual directory; " +
+					"set auth = \"basic\" or \"ntlm\" only where the directory has it enabled)"
+			}
+			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM%s", hint)
 		}
 		if e.SPN != "" && !validSPN(e.SPN) {
 			v.errorf("exchange.spn", "must be service/host such as HTTP/ex1.contoso.com (no @REALM, no port), got %q", e.SPN)
