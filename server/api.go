@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/easconnector/easconnector/internal/metricdoc"
 )
 
 // Bounds of list parameters.
@@ -208,14 +210,23 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 
 // writeMetrics writes the server's set, the configured sets and, when
 // enabled, process metrics, in the Prometheus text format with HELP and
-// TYPE lines.
+// TYPE lines. The metrics package writes HELP lines without text, so they
+// are filled in from internal/metricdoc's catalog, which docs/metrics.md
+// is generated from too; a family missing from it is logged once.
 func (s *Server) writeMetrics(w io.Writer) {
-	s.set.WritePrometheus(w)
+	var buf bytes.Buffer
+	s.set.WritePrometheus(&buf)
 	for _, set := range s.opts.Metrics {
-		set.WritePrometheus(w)
+		set.WritePrometheus(&buf)
 	}
 	if s.opts.ProcessMetrics {
-		metrics.WriteProcessMetrics(w)
+		metrics.WriteProcessMetrics(&buf)
+	}
+	missing, _ := metricdoc.Fill(w, buf.Bytes())
+	for _, name := range missing {
+		if _, logged := s.undescribed.LoadOrStore(name, true); !logged {
+			s.log.Warn("metric family without a description in internal/metricdoc", "family", name)
+		}
 	}
 }
 
