@@ -26,7 +26,6 @@ func TestSyncUsage(t *testing.T) {
 	f([]string{"sync", "--full", "--quick"}, exitUsage, "exclude each other")
 	f([]string{"sync", "--approve", "x", "--full"}, exitUsage, "takes no --full")
 	f([]string{"sync", "--full", "--dry-run", "--remote", "http://127.0.0.1:1"}, exitUsage, "--dry-run runs locally")
-	f([]string{"sync", "-h"}, exitOK, "3  a guard stopped the sync")
 	f([]string{"sync", "--full", "--config", t.TempDir() + "/none.toml"}, exitFailed, "no such file")
 	f([]string{"run", "--config", t.TempDir() + "/none.toml"}, exitFailed, "no such file")
 	f([]string{"run", "extra"}, exitUsage, `unexpected argument "extra"`)
