@@ -288,7 +288,7 @@ func TestRunKeptPlanNotDegraded(t *testing.T) {
 	addr := freeAddr(t)
 	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30}, listen: addr})
 	code, out, errOut := runIn(t, t.Context(), "plan", "--config", fl.config)
-	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) kept`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`(?m)^kept_plan: ([0-9a-f]{32})$`).FindStringSubmatch(out)
 	if code != exitOK || m == nil {
 		t.Fatalf("plan = %d\n%s\n%s", code, out, errOut)
 	}

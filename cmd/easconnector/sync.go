@@ -313,11 +313,7 @@ func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	log := cliLogger(cfg, stderr, f.verbose)
-	progOut := stdout
-	if f.json {
-		progOut = stderr
-	}
-	prog := newProgress(progOut, !f.json && isTerminal(stdout))
+	prog := newProgress(stderr, isTerminal(stderr))
 	t := cfg.Sync.ShutdownTimeout.Duration
 	mode := modeOnce
 	if f.dryRun {
@@ -356,8 +352,11 @@ func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	if rep != nil {
+	switch {
+	case rep != nil && humanOutput(stdout):
 		printReport(stdout, rep, syncErr)
+	case rep != nil:
+		printPlain(stdout, rep, syncErr, "")
 	}
 	if syncErr != nil && code == exitFailed {
 		fmt.Fprintf(stderr, "easconnector sync: %s\n", explainSync(ctx, syncErr))
@@ -426,6 +425,59 @@ func explainSync(ctx context.Context, err error) string {
 		return err.Error()
 	}
 	return explain(err)
+}
+
+// humanOutput reports whether a person reads stdout (a terminal): sync and
+// plan then print tables and hints, else a plain summary (printPlain). A
+// test replaces it.
+var humanOutput = isTerminal
+
+// printPlain prints a sync's (or a dry run's) summary for a script: one
+// "name: value" per line, names fixed, counts as bare integers, nothing
+// aligned or wrapped. keptPlan is the plan `plan` kept, if any.
+func printPlain(w io.Writer, rep *pipeline.Report, err error, keptPlan string) {
+	line := func(k string, v any) { fmt.Fprintf(w, "%s: %v\n", k, v) }
+	line("sync", rep.ID)
+	line("kind", rep.Kind)
+	line("dry_run", rep.DryRun)
+	line("result", pipeline.ResultOf(rep, err))
+	line("duration_seconds", fmt.Sprintf("%.3f", rep.Duration().Seconds()))
+	if rep.Escalated != "" {
+		line("escalated", rep.Escalated)
+	}
+	line("devices", rep.Devices)
+	line("mailboxes", rep.Mailboxes)
+	line("mdm_records", rep.MDMRecords)
+	if rep.DryRun {
+		line("would_write_mailboxes", rep.Counts.Writes)
+		line("would_change_entries", rep.Counts.AllowAdds+rep.Counts.AllowRemoves+rep.Counts.BlockAdds+rep.Counts.BlockRemoves)
+		line("would_revoke", rep.Counts.Revocations)
+	} else {
+		line("writes", rep.Writes)
+		line("changes", rep.Changes)
+		line("failures", rep.Failures)
+	}
+	line("conflicts", rep.Conflicts)
+	line("skipped", rep.SkippedTotal())
+	line("guard", rep.Guard.Result)
+	for _, c := range sortedCounts(rep.CountsByDecision) {
+		line("decision "+c.key, c.n)
+	}
+	for _, c := range sortedCounts(rep.CountsByReason) {
+		line("reason "+c.key, c.n)
+	}
+	for _, fl := range rep.Failed {
+		line("failed_mailbox", orDash(fl.Mailbox)+": "+fl.Error)
+	}
+	if rep.Held != nil {
+		line("held_plan", rep.Held.ID)
+	}
+	if keptPlan != "" {
+		line("kept_plan", keptPlan)
+	}
+	if err != nil {
+		line("error", err)
+	}
 }
 
 // printReport prints a sync's summary.
