@@ -18,8 +18,8 @@ import (
 	"github.com/easconnector/easconnector/exchange"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
-	"github.com/easconnector/easconnector/loadtest/kdc"
 	"github.com/easconnector/easconnector/loadtest/graphsim"
+	"github.com/easconnector/easconnector/loadtest/kdc"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/pipeline"
 )
@@ -60,9 +60,9 @@ type fleetOptions struct {
 	// written (psrp's default is kerberos). Without it, auth = "basic".
 	kerberos *kdc.KDC
 	// keytab logs in with the KDC's client keytab instead of the password.
-	keytab bool
-	logLevel    string            // [log] level ("" = info)
-	graphCert   *x509.Certificate // graphsim also accepts assertions signed for it
+	keytab    bool
+	logLevel  string            // [log] level ("" = info)
+	graphCert *x509.Certificate // graphsim also accepts assertions signed for it
 }
 
 // fleetSecrets are a fleet's credentials.

@@ -81,7 +81,6 @@ func TestPSRPEndToEnd(t *testing.T) {
 			}
 			fl.assertConverged(t)
 
-
 			log := fl.sim.CallLog(0, 0)
 			if len(log) == 0 {
 				t.Fatal("exsim received no cmdlet")
