@@ -154,6 +154,10 @@ type Sync struct {
 	// AuditKeep rotated files are kept (0: all).
 	AuditMaxBytes int `toml:"audit_max_bytes"`
 	AuditKeep     int `toml:"audit_keep"`
+	// MemoryLimit is the daemon's soft memory limit (Go's GOMEMLIMIT):
+	// a size ("1536MiB"), "off", or "" to take 90 % of the cgroup's
+	// memory limit when there is one. GOMEMLIMIT in the environment wins.
+	MemoryLimit string `toml:"memory_limit"`
 }
 
 // Server is the [server] section: the admin HTTP endpoint.

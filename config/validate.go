@@ -393,6 +393,9 @@ func (s *Sync) validate(v *validator) {
 	v.durRange("sync.shutdown_timeout", s.ShutdownTimeout, time.Second, 10*time.Minute)
 	v.intRange("sync.audit_max_bytes", s.AuditMaxBytes, 64<<10, 1<<30)
 	v.intRange("sync.audit_keep", s.AuditKeep, 0, 100_000)
+	if _, err := ParseMemoryLimit(s.MemoryLimit); err != nil {
+		v.errorf("sync.memory_limit", "%v", err)
+	}
 }
 
 // FullAtClock returns the hour and minute of FullAt (valid after Validate).
