@@ -381,8 +381,9 @@ func explain(err error) string {
 		return "quota exceeded: the account has too many PowerShell sessions or cmdlets running " +
 			"(Exchange PowerShellMaxConcurrency, WinRM MaxShellsPerUser); close other sessions or raise the quota: " + err.Error()
 	case runspace.ClassInit:
-		return "the bootstrap could not load Exchange (remoting needs http://<server>/PowerShell/ and Exchange " +
-			"permissions for the account; snapin needs the Exchange management tools): " + err.Error()
+		return "the Exchange session did not open (psrp: the /PowerShell/ runspace pool refused the account, which " +
+			"needs an Exchange role assignment, see docs/exchange-rbac.md; remoting: the bootstrap needs " +
+			"http://<server>/PowerShell/ and Exchange permissions; snapin: the Exchange management tools): " + err.Error()
 	case runspace.ClassTimeout:
 		return "timed out (server slow or unreachable; see exchange.connect_timeout and request_timeout): " + err.Error()
 	case runspace.ClassTransport:
