@@ -35,6 +35,14 @@ type serverCheck struct {
 	stage      string // what failed: connect, settings, devices
 	err        error
 	found      []string // Client Access servers it reported (discovery)
+	endpoint   string   // the URL the session opens
+	mech       string   // the auth mechanism (basic, ntlm, kerberos)
+	mode       string   // the session kind (psrp, remoting, snapin)
+	// missing are the cmdlets easconnector runs that the session does not
+	// offer (psrp: the account's RBAC roles do not grant them); rbacErr
+	// says why they could not be listed.
+	missing []string
+	rbacErr error
 }
 
 func (r *serverCheck) ok() bool { return r.err == nil }
@@ -160,7 +168,8 @@ func checkGraph(ctx context.Context, w io.Writer, opts mdm.GraphOptions, include
 // (timing the round trip) and counts devices; with discover it also lists
 // the organization's Client Access servers.
 func checkServer(ctx context.Context, opts runspace.Options, server string, limit int, discover bool) *serverCheck {
-	r := &serverCheck{server: server, reachable: "?", auth: "-", devLimit: limit}
+	r := &serverCheck{server: server, reachable: "?", auth: "-", devLimit: limit, mode: cmp(opts.Mode, runspace.DefaultMode)}
+	r.endpoint, r.mech, _ = opts.EndpointURL(server) // Open reports a bad option
 	s, err := runspace.Open(ctx, opts, server)
 	if err != nil {
 		r.stage, r.err = "connect", err
@@ -186,12 +195,31 @@ func checkServer(ctx context.Context, opts runspace.Options, server string, limi
 	r.exchange, r.host = info.Exchange, info.Host
 
 	c := exchange.New(s)
+	if r.mode == runspace.ModePSRP {
+		// Read only, and first: a cmdlet the roles do not grant explains
+		// every later failure. Nothing is probed by calling it.
+		r.missing, r.rbacErr = c.MissingCmdlets(ctx, exchange.Cmdlets())
+		if len(requiredMissing(r.missing)) > 0 {
+			r.stage, r.err = "RBAC", errRBACGap
+		}
+	}
 	start := time.Now()
 	if _, err := c.OrgSettings(ctx); err != nil {
-		r.stage, r.err = "read ActiveSync organization settings", err
+		if r.err == nil {
+			r.stage, r.err = "read ActiveSync organization settings", err
+		}
 		return r
 	}
 	r.rtt = time.Since(start)
+	if r.exchange == "" {
+		// The PSRP session reports no Exchange version (its
+		// APPLICATION_PRIVATE_DATA has PowerShell's only): the server's
+		// own AdminDisplayVersion, as Get-ExchangeServer shows it.
+		r.exchange = serverVersion(ctx, c, server)
+	}
+	if r.err != nil {
+		return r
+	}
 	if r.devices, err = c.CountMobileDevices(ctx, limit); err != nil {
 		r.stage, r.err = "count mobile devices", err
 		return r
@@ -200,6 +228,38 @@ func checkServer(ctx context.Context, opts runspace.Options, server string, limi
 		r.found = discoverCAS(ctx, c)
 	}
 	return r
+}
+
+// errRBACGap fails a server whose session lacks cmdlets easconnector needs.
+var errRBACGap = errors.New("the account's Exchange roles do not grant every cmdlet easconnector runs")
+
+// optionalCmdlets may be missing without failing the check: CAS discovery
+// falls back from Get-ClientAccessService (Exchange 2016 and later) to
+// Get-ExchangeServer.
+var optionalCmdlets = []string{"Get-ClientAccessService"}
+
+func requiredMissing(missing []string) []string {
+	return slices.DeleteFunc(slices.Clone(missing), func(c string) bool { return slices.Contains(optionalCmdlets, c) })
+}
+
+// serverVersion returns the AdminDisplayVersion of server as
+// Get-ExchangeServer reports it (matched by FQDN, name or the FQDN's first
+// label; else the organization's only server), or "" when it cannot tell.
+func serverVersion(ctx context.Context, c *exchange.Client, server string) string {
+	servers, err := c.ExchangeServers(ctx)
+	if err != nil {
+		return ""
+	}
+	short, _, _ := strings.Cut(server, ".")
+	for _, s := range servers {
+		if strings.EqualFold(s.Fqdn, server) || strings.EqualFold(s.Name, server) || strings.EqualFold(s.Name, short) {
+			return s.AdminDisplayVersion
+		}
+	}
+	if len(servers) == 1 {
+		return servers[0].AdminDisplayVersion
+	}
+	return ""
 }
 
 // discoverCAS lists the organization's Client Access servers, by
@@ -263,6 +323,10 @@ func printChecks(w io.Writer, results []*serverCheck) {
 			cmp(r.exchange, "-"), devices, rtt, result)
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
+	for _, r := range results {
+		printDetails(w, r)
+	}
 	if failed > 0 {
 		fmt.Fprintln(w)
 		for _, r := range results {
@@ -274,13 +338,42 @@ func printChecks(w io.Writer, results []*serverCheck) {
 	fmt.Fprintf(w, "\n%d of %d servers OK\n", len(results)-failed, len(results))
 }
 
+// rbacAdvice is where a missing cmdlet is granted.
+const rbacAdvice = "grant it with deploy/exchange/New-EasConnectorRbac.ps1 -ServiceAccount <account> (see docs/exchange-rbac.md)"
+
+// printDetails writes what a server's session is: endpoint, auth
+// mechanism, Exchange version, and (psrp) the RBAC gap.
+func printDetails(w io.Writer, r *serverCheck) {
+	fmt.Fprintf(w, "%s\n  endpoint  %s (%s, auth %s)\n  exchange  %s\n", r.server, cmp(r.endpoint, "-"), r.mode, cmp(r.mech, "-"), cmp(r.exchange, "-"))
+	switch {
+	case r.mode != runspace.ModePSRP:
+		fmt.Fprintf(w, "  rbac      not listed in %s mode (the WinRS shell needs WinRM shell rights; see docs/exchange-rbac.md)\n", r.mode)
+	case r.auth != "ok":
+		fmt.Fprintln(w, "  rbac      - (no session)")
+	case r.rbacErr != nil:
+		fmt.Fprintf(w, "  rbac      could not list the granted cmdlets: %v\n", r.rbacErr)
+	case len(r.missing) == 0:
+		fmt.Fprintf(w, "  rbac      ok: the account may run all %d cmdlets easconnector runs\n", len(exchange.Cmdlets()))
+	default:
+		for _, c := range r.missing {
+			what := "cannot run"
+			if slices.Contains(optionalCmdlets, c) {
+				what = "cannot run (optional: CAS discovery falls back to Get-ExchangeServer)"
+			}
+			fmt.Fprintf(w, "  rbac      %s %s: %s\n", what, c, rbacAdvice)
+		}
+	}
+}
+
 // explain turns a session or cmdlet error into advice for an administrator.
 func explain(err error) string {
 	var re *runspace.RemoteError
 	switch runspace.Classify(err) {
 	case runspace.ClassAuth:
 		return "authentication failed: the server refused exchange.user and its password (wrong password, " +
-			"locked or expired account, or this auth method is not enabled on the WinRM listener): " + err.Error()
+			"locked or expired account, or this auth method is not enabled: psrp accepts Kerberos on the " +
+			"/PowerShell/ virtual directory by default, Basic and NTLM only where Set-PowerShellVirtualDirectory " +
+			"enabled them; the WinRS modes need it on the WinRM listener): " + err.Error()
 	case runspace.ClassTLS:
 		return "TLS failure: the server's certificate is not trusted or not issued for this name " +
 			"(set exchange.ca_file to the issuing CA; connect by the name in the certificate): " + err.Error()
@@ -288,8 +381,9 @@ func explain(err error) string {
 		return "quota exceeded: the account has too many PowerShell sessions or cmdlets running " +
 			"(Exchange PowerShellMaxConcurrency, WinRM MaxShellsPerUser); close other sessions or raise the quota: " + err.Error()
 	case runspace.ClassInit:
-		return "the bootstrap could not load Exchange (remoting needs http://<server>/PowerShell/ and Exchange " +
-			"permissions for the account; snapin needs the Exchange management tools): " + err.Error()
+		return "the Exchange session did not open (psrp: the /PowerShell/ runspace pool refused the account, which " +
+			"needs an Exchange role assignment, see docs/exchange-rbac.md; remoting: the bootstrap needs " +
+			"http://<server>/PowerShell/ and Exchange permissions; snapin: the Exchange management tools): " + err.Error()
 	case runspace.ClassTimeout:
 		return "timed out (server slow or unreachable; see exchange.connect_timeout and request_timeout): " + err.Error()
 	case runspace.ClassTransport:
@@ -300,6 +394,11 @@ func explain(err error) string {
 		return "protocol error: the server does not speak easconnector's bootstrap protocol: " + err.Error()
 	case runspace.ClassCanceled:
 		return "interrupted"
+	case runspace.ClassOther:
+		if errors.Is(err, errRBACGap) {
+			return err.Error() + " (the rbac lines above name them): run deploy/exchange/New-EasConnectorRbac.ps1 " +
+				"-ServiceAccount <account> to grant them (see docs/exchange-rbac.md)"
+		}
 	case runspace.ClassRemote:
 		if errors.As(err, &re) && strings.Contains(re.Type, "CommandNotFoundException") {
 			return "the account may not run this cmdlet (assign the Exchange role that grants it): " + err.Error()
