@@ -44,7 +44,7 @@ func TestRunShowsTheStateDirectory(t *testing.T) {
 	}
 	d := startRun(t, fl, addr)
 	st := d.waitStatus(t, "an answer", func(*server.Status) bool { return true })
-	if st.LastFull == nil || st.LastFull.ID != cli.Report.ID || st.LastFull.Result != server.ResultOK ||
+	if st.LastFull == nil || st.LastFull.ID != cli.Report.ID || st.LastFull.Result != server.ResultOK || st.LastFull.Trigger != triggerCLI ||
 		st.LastFullSuccess == nil || st.LastFullSuccess.ID != cli.Report.ID || st.LastFull.Counts["Block"] != cli.Report.CountsByDecision["Block"] {
 		t.Errorf("status at start = last full %+v, last success %+v; want the sync --full %s", st.LastFull, st.LastFullSuccess, cli.Report.ID)
 	}
