@@ -59,6 +59,9 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 
 func simOptions(t testing.TB, sim *exsim.Sim, mutate func(*runspace.Options)) runspace.Options {
 	o := runspace.Options{
+		// The WinRS kind, which these tests exercise; psrpOptions picks
+		// psrp, the zero value's mode.
+		Mode:             runspace.ModeRemoting,
 		Servers:          []string{sim.Hosts()[0]},
 		Port:             sim.Port(),
 		PlainHTTP:        !sim.TLS(),
@@ -353,9 +356,14 @@ func TestPoolConcurrencyNeverExceedsSize(t *testing.T) {
 	}
 }
 
-func TestPoolAdaptsToSessionQuota(t *testing.T) {
+// TestPoolAdaptsToSessionQuota: PowerShellMaxConcurrency refuses sessions
+// (WinRS: the bootstrap's New-PSSession; psrp: the quota fault on Create)
+// and the pool's limit shrinks to what the quota allows, then grows back.
+func TestPoolAdaptsToSessionQuota(t *testing.T) { forModes(t, testPoolAdaptsToSessionQuota) }
+
+func testPoolAdaptsToSessionQuota(t *testing.T, mode string) {
 	sim := startSim(t, exsim.Options{Profile: exsim.ProfileLab, PowerShellMaxConcurrency: 2})
-	p := startPool(t, simOptions(t, sim, func(o *runspace.Options) { o.Size = 6 }))
+	p := startPool(t, simOptions(t, sim, func(o *runspace.Options) { o.Size, o.Mode = 6, mode }))
 	ctx := testCtx(t, 60*time.Second)
 	run := func(n int) (failed int) {
 		var wg sync.WaitGroup

@@ -594,7 +594,8 @@ func (p *Pool) Release(s *Session, err error) {
 
 // Do runs c on a pooled session and streams each output object to each as
 // it arrives (on the calling goroutine). A call that failed because its
-// session broke or Exchange throttled it is run again on another session,
+// session broke, Exchange throttled it, or (psrp) its pipeline stalled
+// without output and was stopped is run again on another session,
 // at most twice with a jittered backoff, when c.Idempotent is set and no
 // object of the failed attempt reached each; a call that never reached a
 // session is retried whatever Idempotent says. An error returned by each
@@ -669,7 +670,7 @@ func retryable(ctx context.Context, c Call, err error, delivered bool) bool {
 	case !c.Idempotent:
 		return false
 	}
-	return errors.Is(err, ErrSessionBroken) || errors.Is(err, ErrThrottled)
+	return errors.Is(err, ErrSessionBroken) || errors.Is(err, ErrThrottled) || errors.Is(err, errStalled)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -225,14 +225,33 @@ func TestRunHeldPlan(t *testing.T) {
 		t.Errorf("digest does not say how to approve %s:\n%s", id, digest)
 	}
 
-	code, out, errOut := runIn(t, t.Context(), "sync", "--approve", id, "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token"))
+	// sync --remote --wait exits 3 for a sync the guard holds, and names
+	// the plan (a second one, held beside the first); --approve --wait
+	// follows that plan's approval to its end.
+	defer func(d time.Duration) { waitPoll = d }(waitPoll)
+	waitPoll = 50 * time.Millisecond
+	tok := filepath.Join(fl.dir, "api.token")
+	code, out, errOut := runIn(t, t.Context(), "sync", "--full", "--remote", d.base, "--token-file", tok, "--wait")
+	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) is held`).FindStringSubmatch(out)
+	if code != exitHeld || m == nil || m[1] == id || !strings.Contains(out, "easconnector sync --approve "+m[1]) {
+		t.Fatalf("sync --full --remote --wait held by the guard = %d, want %d and a new plan\n%s%s", code, exitHeld, out, errOut)
+	}
+	code, out, errOut = runIn(t, t.Context(), "sync", "--approve", m[1], "--remote", d.base, "--token-file", tok, "--wait")
+	if code != exitOK || !strings.Contains(errOut, "Plan "+m[1]+" approved; sync ") || !regexp.MustCompile(`Result:\s+ok`).MatchString(out) ||
+		!regexp.MustCompile(`Writes:\s+[1-9]\d* mailboxes written, 0 failed`).MatchString(out) {
+		t.Fatalf("sync --approve --remote --wait = %d\n%s%s", code, out, errOut)
+	}
+
+	code, out, errOut = runIn(t, t.Context(), "sync", "--approve", id, "--remote", d.base, "--token-file", tok)
 	if code != exitOK || !strings.Contains(out, "Plan "+id+" approved; sync ") {
 		t.Fatalf("sync --approve --remote = %d\n%s%s", code, out, errOut)
 	}
 	st = d.waitStatus(t, "the approval applied", func(st *server.Status) bool {
 		return st.HeldPlan == nil && st.LastFull != nil && st.LastFull.Trigger == triggerApproval
 	})
-	if st.Status != server.StatusConnected || st.LastFull.Result != server.ResultOK || st.LastFull.Writes == 0 {
+	// The first plan's changes were applied with the second: its approval
+	// writes nothing, and leaves nothing held.
+	if st.Status != server.StatusConnected || st.LastFull.Result != server.ResultOK {
 		t.Errorf("status after approval = %+v, last full %+v", st, st.LastFull)
 	}
 	// The devices list shows what the approval decided and wrote, though
@@ -304,7 +323,7 @@ func TestRunKeptPlanNotDegraded(t *testing.T) {
 	addr := freeAddr(t)
 	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30}, listen: addr})
 	code, out, errOut := runIn(t, t.Context(), "plan", "--config", fl.config)
-	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) kept`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`(?m)^kept_plan: ([0-9a-f]{32})$`).FindStringSubmatch(out)
 	if code != exitOK || m == nil {
 		t.Fatalf("plan = %d\n%s\n%s", code, out, errOut)
 	}
