@@ -325,7 +325,7 @@ func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 
-	req := pipeline.SyncRequest{Kind: pipeline.SyncQuick, DryRun: f.dryRun, ApproveID: f.approve}
+	req := pipeline.SyncRequest{Kind: pipeline.SyncQuick, DryRun: f.dryRun, ApproveID: f.approve, Trigger: triggerCLI}
 	if f.full {
 		req.Kind = pipeline.SyncFull
 	}
