@@ -234,3 +234,48 @@ func (s *authSession) Auth(string) (sasl.Server, error) {
 func (s *authSession) Mail(string, *smtp.MailOptions) error {
 	return errors.New("a check must not send mail")
 }
+
+// TestRunExplainsStart: run names the cause and the fix of a failed start,
+// as check does: the state directory in use, the admin port taken, a
+// setting that is wrong, a file that is not TOML.
+func TestRunExplainsStart(t *testing.T) {
+	noLeaks(t)
+	f := func(cfg string, want ...string) {
+		t.Helper()
+		code, _, errOut := runIn(t, t.Context(), "run", "--config", cfg)
+		if code != exitFailed {
+			t.Errorf("run = %d, want %d\n%s", code, exitFailed, errOut)
+		}
+		for _, w := range want {
+			if !regexp.MustCompile(w).MatchString(errOut) {
+				t.Errorf("run's error lacks %s:\n%s", w, errOut)
+			}
+		}
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { taken.Close() })
+	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 5}, listen: taken.Addr().String()})
+	f(fl.config, `cannot start: server.listen: .*address already in use`, `cause: another process already listens on the admin address`,
+		`fix:   stop it, or give \[server\] listen another port`)
+
+	fl = startFleet(t, fleetOptions{pop: population.Options{Devices: 5}})
+	if err := config.MkdirPrivate(fl.state); err != nil {
+		t.Fatal(err)
+	}
+	lk, err := lockStateDir(fl.state, "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(fl.config, `cannot start: state directory in use`, `cause: another easconnector process`, `fix:   stop it \(systemctl stop easconnector`)
+	if err := lk.unlock(); err != nil {
+		t.Fatal(err)
+	}
+
+	rewriteConfig(t, fl.config, `quick_interval = "1h"`, `quick_interval = "1s"`)
+	f(fl.config, `cause: the configuration is wrong at sync\.quick_interval`, `fix:   correct sync\.quick_interval in `)
+	rewriteConfig(t, fl.config, `quick_interval = "1s"`, `quick_interval = "1h"`+"\n"+`quick_intervall = "1h"`)
+	f(fl.config, `cause: the configuration file is wrong at line \d+, column \d+`, `check --config`)
+}

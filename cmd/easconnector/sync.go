@@ -309,7 +309,7 @@ func cliLogger(cfg *config.Config, w io.Writer, verbose bool) *slog.Logger {
 func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*f.srv.config)
 	if err != nil {
-		fmt.Fprintf(stderr, "easconnector sync: %v\n", err)
+		printStartFailure(stderr, "sync", *f.srv.config, err)
 		return exitFailed
 	}
 	log := cliLogger(cfg, stderr, f.verbose)
@@ -321,7 +321,7 @@ func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 	}
 	a, err := startApp(ctx, cfg, log, appOptions{mode: mode, progress: prog.event, writeGrace: writeGrace(t), lockCommand: "sync"})
 	if err != nil {
-		fmt.Fprintf(stderr, "easconnector sync: %s\n", explainStart(err))
+		printStartFailure(stderr, "sync", *f.srv.config, err)
 		return exitFailed
 	}
 
@@ -401,15 +401,6 @@ func syncExitCode(rep *pipeline.Report, err error) int {
 		return exitHeld
 	}
 	return exitFailed
-}
-
-// explainStart says what stopped the start-up, in an administrator's terms.
-func explainStart(err error) string {
-	var ce *connectError
-	if errors.As(err, &ce) {
-		return "Exchange: " + explain(ce.err)
-	}
-	return err.Error()
 }
 
 // explainSync says why a sync failed.
