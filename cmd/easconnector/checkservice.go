@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/smtp"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,8 +20,6 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 
 	"github.com/easconnector/easconnector/config"
 	"github.com/easconnector/easconnector/internal/hostaddr"
@@ -251,40 +250,24 @@ func probeSMTP(ctx context.Context, o notify.SMTPOptions, roots *x509.CertPool) 
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	// go-smtp's STARTTLS runs the first EHLO itself (as "localhost"), and
-	// the handshake happens at the next command: NOOP, after our EHLO.
-	var c *smtp.Client
+	c, err := smtp.NewClient(conn, o.Host)
+	if err != nil {
+		conn.Close()
+		return fail("connect "+addr, err, tlsOrNetFix(err, "the relay sent no SMTP greeting: check that "+addr+" is an SMTP server and accepts this host"))
+	}
+	defer c.Close()
+	if err := c.Hello(localName()); err != nil {
+		return fail("connect "+addr, err, "the relay refused EHLO: check that it accepts this host (receive connector remote IP ranges)")
+	}
+	lines = append(lines, checkLine{area: "mail", item: "connect " + addr, result: checkOK, detail: "greeting and EHLO accepted"})
 	if o.Security == notify.SecurityStartTLS {
-		c, err = smtp.NewClientStartTLS(conn, tcfg)
-		switch {
-		case err != nil && strings.Contains(err.Error(), "STARTTLS"):
-			lines = append(lines, checkLine{area: "mail", item: "connect " + addr, result: checkOK, detail: "greeting and EHLO accepted"})
+		if ok, _ := c.Extension("STARTTLS"); !ok {
 			return fail("STARTTLS", errors.New("the relay does not offer STARTTLS"),
 				"enable TLS on the relay's receive connector, or use security = \"tls\" on its implicit-TLS port (465); security = \"none\" only for a relay on this host")
-		case err != nil:
-			conn.Close()
-			return fail("connect "+addr, err, "the relay refused the greeting: check that "+addr+" is an SMTP server and accepts this host")
 		}
-		lines = append(lines, checkLine{area: "mail", item: "connect " + addr, result: checkOK, detail: "greeting and EHLO accepted"})
-		defer c.Close()
-		err := c.Hello(localName())
-		if err == nil {
-			err = c.Noop()
-		}
-		if err != nil {
+		if err := c.StartTLS(tcfg); err != nil {
 			return fail("STARTTLS", err, tlsOrNetFix(err, "the TLS handshake or the EHLO after it failed: check the relay's certificate and TLS settings"))
 		}
-	} else {
-		c = smtp.NewClient(conn)
-		defer c.Close()
-		err := c.Hello(localName())
-		if err == nil {
-			err = c.Noop()
-		}
-		if err != nil {
-			return fail("connect "+addr, err, "the relay refused the greeting: check that "+addr+" is an SMTP server and accepts this host")
-		}
-		lines = append(lines, checkLine{area: "mail", item: "connect " + addr, result: checkOK, detail: "greeting and EHLO accepted"})
 	}
 	if st, ok := c.TLSConnectionState(); ok {
 		lines = append(lines, checkLine{area: "mail", item: string(o.Security), result: checkOK, detail: tls.VersionName(st.Version) + ", certificate verified for " + o.Host})
@@ -293,15 +276,15 @@ func probeSMTP(ctx context.Context, o notify.SMTPOptions, roots *x509.CertPool) 
 		lines = append(lines, checkLine{area: "mail", item: "AUTH", result: checkSkipped, detail: "no [notify] user: the relay must accept this host without AUTH (checked when the first mail is sent)"})
 	} else {
 		ok, mechs := c.Extension("AUTH")
-		var a sasl.Client
+		var a smtp.Auth
 		fields := strings.Fields(strings.ToUpper(mechs))
 		switch {
 		case !ok:
 			return fail("AUTH as "+o.Username, errors.New("the relay offers no AUTH"), "enable authentication on the relay's receive connector, or remove [notify] user if it accepts this host without")
 		case slices.Contains(fields, "PLAIN"):
-			a = sasl.NewPlainClient("", o.Username, o.Password.Reveal())
+			a = smtp.PlainAuth("", o.Username, o.Password.Reveal(), o.Host)
 		case slices.Contains(fields, "LOGIN"):
-			a = sasl.NewLoginClient(o.Username, o.Password.Reveal())
+			a = &checkLoginAuth{user: o.Username, pass: o.Password.Reveal()}
 		default:
 			return fail("AUTH as "+o.Username, fmt.Errorf("the relay offers AUTH %s", mechs), "enable AUTH PLAIN or LOGIN (over TLS) on the relay")
 		}
@@ -312,6 +295,32 @@ func probeSMTP(ctx context.Context, o notify.SMTPOptions, roots *x509.CertPool) 
 	}
 	_ = c.Quit()
 	return lines
+}
+
+// checkLoginAuth is AUTH LOGIN (draft-murchison-sasl-login: the server
+// asks "Username:" then "Password:", base64 both ways), which net/smtp
+// lacks and Exchange receive connectors offer beside PLAIN. Only sent
+// over TLS, as the notifier does.
+type checkLoginAuth struct{ user, pass string }
+
+func (a *checkLoginAuth) Start(server *smtp.ServerInfo) (string, []byte, error) {
+	if !server.TLS {
+		return "", nil, errors.New("refusing AUTH LOGIN without TLS")
+	}
+	return "LOGIN", nil, nil
+}
+
+func (a *checkLoginAuth) Next(challenge []byte, more bool) ([]byte, error) {
+	if !more {
+		return nil, nil
+	}
+	switch strings.ToLower(strings.TrimSpace(string(challenge))) {
+	case "username:", "user name", "username":
+		return []byte(a.user), nil
+	case "password:", "password":
+		return []byte(a.pass), nil
+	}
+	return nil, fmt.Errorf("unexpected AUTH LOGIN challenge %q", challenge)
 }
 
 // tlsOrNetFix is the fix for a connection error: a certificate problem

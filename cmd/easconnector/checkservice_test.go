@@ -97,7 +97,7 @@ func TestCheckService(t *testing.T) {
 // TestProbeSMTP: STARTTLS and AUTH against a relay whose certificate the
 // check trusts: the right password passes, a wrong one fails with the fix.
 func TestProbeSMTP(t *testing.T) {
-	port, roots := startAuthMail(t, "svc-mail@contoso.com", "right")
+	port, roots := startAuthMail(t, authMail{user: "svc-mail@contoso.com", pass: "right"})
 	f := func(o notify.SMTPOptions, want ...string) {
 		t.Helper()
 		var b strings.Builder
@@ -114,6 +114,12 @@ func TestProbeSMTP(t *testing.T) {
 	f(o, `mail\s+AUTH as svc-mail@contoso.com\s+FAILED`, `fix:   check \[notify\] user and its password`)
 	o.Security, o.Username = notify.SecurityTLS, ""
 	f(o, `mail\s+connect 127\.0\.0\.1:\d+\s+FAILED`) // STARTTLS port, implicit TLS: the handshake fails
+
+	port, roots = startAuthMail(t, authMail{user: "svc-mail@contoso.com", pass: "right", login: true})
+	o = notify.SMTPOptions{Host: "127.0.0.1", Port: port, Security: notify.SecurityStartTLS, Username: "svc-mail@contoso.com", Password: secret.New("right")}
+	f(o, `mail\s+AUTH as svc-mail@contoso.com\s+OK`)
+	o.Password = secret.New("wrong")
+	f(o, `mail\s+AUTH as svc-mail@contoso.com\s+FAILED`, `cause: 535 5\.7\.8`)
 }
 
 // TestSecurityWarnings: each setting that weakens security gets a warning
@@ -174,8 +180,8 @@ func freePort(t *testing.T) int {
 }
 
 // startAuthMail is a relay on loopback offering STARTTLS (with a
-// certificate in the returned pool) and AUTH PLAIN for user and pass.
-func startAuthMail(t *testing.T, user, pass string) (int, *x509.CertPool) {
+// certificate in the returned pool) and AUTH for b's account.
+func startAuthMail(t *testing.T, b authMail) (int, *x509.CertPool) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -198,7 +204,7 @@ func startAuthMail(t *testing.T, user, pass string) (int, *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := smtp.NewServer(authMail{user: user, pass: pass})
+	srv := smtp.NewServer(b)
 	srv.Domain = "mail.test"
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
@@ -211,7 +217,10 @@ func startAuthMail(t *testing.T, user, pass string) (int, *x509.CertPool) {
 
 // authMail is an smtp.Backend whose sessions take AUTH PLAIN for one
 // account and refuse every message (a check must send none).
-type authMail struct{ user, pass string }
+type authMail struct {
+	user, pass string
+	login      bool // offer AUTH LOGIN only, as some Exchange receive connectors do
+}
 
 func (b authMail) NewSession(*smtp.Conn) (smtp.Session, error) { return &authSession{b: b}, nil }
 
@@ -222,14 +231,44 @@ type authSession struct {
 
 var _ smtp.AuthSession = (*authSession)(nil)
 
-func (s *authSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *authSession) AuthMechanisms() []string {
+	if s.b.login {
+		return []string{sasl.Login}
+	}
+	return []string{sasl.Plain}
+}
+
 func (s *authSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
+	check := func(user, pass string) error {
 		if user != s.b.user || pass != s.b.pass {
 			return errors.New("535 5.7.8 authentication credentials invalid")
 		}
 		return nil
-	}), nil
+	}
+	if s.b.login {
+		return &loginServer{check: check}, nil
+	}
+	return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
+}
+
+// loginServer is the server side of AUTH LOGIN: "Username:", then
+// "Password:".
+type loginServer struct {
+	check func(user, pass string) error
+	step  int
+	user  string
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	l.step++
+	switch l.step {
+	case 1:
+		return []byte("Username:"), false, nil
+	case 2:
+		l.user = string(resp)
+		return []byte("Password:"), false, nil
+	}
+	return nil, true, l.check(l.user, string(resp))
 }
 func (s *authSession) Mail(string, *smtp.MailOptions) error {
 	return errors.New("a check must not send mail")
