@@ -396,9 +396,11 @@ func checkStateDir(cfg *config.Config) []checkLine {
 	lock := line("lock")
 	switch lk, err := lockStateDir(dir, "check"); {
 	case errors.Is(err, errLocked):
-		lock.detail = "held: " + strings.TrimPrefix(err.Error(), errLocked.Error()+": ")
-		lock.detail, _, _ = strings.Cut(lock.detail, "; stop it")
-		lock.detail += " (the service runs; a local sync or plan must ask it with --remote)"
+		who := "another easconnector process"
+		if b, err := os.ReadFile(filepath.Join(dir, lockFile)); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			who, _, _ = strings.Cut(strings.TrimSpace(string(b)), "\n")
+		}
+		lock.detail = "held by " + who + ": a local sync or plan must ask the service with --remote"
 	case err != nil:
 		lock.result, lock.cause = checkFailed, err.Error()
 		lock.fix = "the lock file " + filepath.Join(dir, lockFile) + " must be creatable and lockable (a local file system, not a network share)"

@@ -68,7 +68,7 @@ func TestCheckService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f(fl, exitOK, `state\s+directory \S+\s+OK\s+writable`, `state\s+lock\s+OK\s+held: pid \d+ \(easconnector run\) .*--remote`)
+	f(fl, exitOK, `state\s+directory \S+\s+OK\s+writable`, `state\s+lock\s+OK\s+held by pid \d+ \(easconnector run\): a local sync or plan must ask the service with --remote`)
 	if err := lk.unlock(); err != nil {
 		t.Fatal(err)
 	}
