@@ -57,6 +57,12 @@ const (
 	FaultQuotaUser        = 2150859175
 	FaultQuotaSystem      = 2150859176
 	FaultMaxShellUsers    = 2150859179 // MaxConcurrentUsers
+	// The per-plugin quota (PPQ) faults, ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ
+	// 2150859236 to ..._MIN_REQUIREMENT_NOT_AVAILABLE_PPQ 2150859242
+	// (wsmerror.h), MaxCommandsPerShell among them. Windows sends them as
+	// w:InternalError, not w:QuotaLimit (pypsrp issue #148).
+	FaultFirstPluginQuota = 2150859236
+	FaultLastPluginQuota  = 2150859242
 )
 
 // FaultError is a WS-Management fault returned by a WinRM server.
@@ -121,6 +127,9 @@ func (e *FaultError) throttle() bool {
 	case FaultQuotaLimit, FaultMaxShells, FaultMaxOperations, FaultQuotaUser, FaultQuotaSystem, FaultMaxShellUsers:
 		return true
 	}
+	if e.Code >= FaultFirstPluginQuota && e.Code <= FaultLastPluginQuota {
+		return true
+	}
 	return strings.HasSuffix(e.Subcode, ":QuotaLimit") || isThrottleText(e.Reason)
 }
 
@@ -179,6 +188,7 @@ var throttlePatterns = []string{
 	"micro delay applied",        // budget micro delay
 	"exceeded your budget",       // budget exhausted
 	"concurrent operations",      // WinRM MaxConcurrentOperationsPerUser
+	"concurrent commands per",    // WinRM MaxCommandsPerShell (pypsrp #148)
 	"maximum number of users",    // WinRM MaxConcurrentUsers
 	"remotely open on the same",  // MS-WSMV wording of MaxShellsPerUser
 	"the request was throttled",  // generic

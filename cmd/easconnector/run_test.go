@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/exchange"
 	"github.com/easconnector/easconnector/loadtest/mailsink"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/server"
@@ -215,6 +217,7 @@ func TestRunHeldPlan(t *testing.T) {
 	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30, EnrolledRate: 1, CompliantRate: -1, ExemptRate: -1, UntargetedRate: -1},
 		maxNewBlocks: 5, listen: addr, smtpPort: mail.Port()})
 	d := startRun(t, fl, addr)
+	// The plan file is kept before the sync that held it has ended.
 	st := d.waitStatus(t, "the held plan", func(st *server.Status) bool { return st.HeldPlan != nil && st.LastFull != nil })
 	if st.Status != server.StatusDegraded || !strings.Contains(st.Reason, "a guard holds plan "+st.HeldPlan.ID) ||
 		st.LastFull == nil || st.LastFull.Result != server.ResultHeld || st.HeldPlan.Limit != 5 || st.HeldPlan.NewBlocks < 6 {
@@ -255,12 +258,44 @@ func TestRunHeldPlan(t *testing.T) {
 	if st.Status != server.StatusConnected || st.LastFull.Result != server.ResultOK {
 		t.Errorf("status after approval = %+v, last full %+v", st, st.LastFull)
 	}
+	// The devices list shows what the approval decided and wrote, though
+	// the sync that held the plan published no list, and so does a
+	// restarted service before its first sync.
+	checkDevices := func(when string, d *daemonUnderTest) {
+		t.Helper()
+		access := fl.accessCounts(t)
+		code, out, _ := runIn(t, t.Context(), "devices", "--server", d.base, "--token-file", d.read, "--json", "--limit", "0")
+		var page server.DevicePage
+		decodeJSON(t, out, &page)
+		got, after := map[string]int{}, map[string]int{}
+		for _, r := range page.Devices {
+			got[r.Decision]++
+			after[r.ExchangeAfter]++
+		}
+		// The lists the approval wrote are what Exchange now applies.
+		if after["Blocked"] != access[exchange.AccessBlocked] || after["Allowed"] != access[exchange.AccessAllowed] {
+			t.Errorf("devices %s: exchangeAfter %v, Exchange now gives %v", when, after, access)
+		}
+		want := map[string]int{"Allow": access[exchange.AccessAllowed], "Block": access[exchange.AccessBlocked], "Default": access[exchange.AccessQuarantined]}
+		maps.DeleteFunc(want, func(_ string, n int) bool { return n == 0 })
+		if code != exitOK || page.Total != 30 || !maps.Equal(got, want) {
+			t.Errorf("devices %s = %d, total %d, decisions %v; want all 30 as Exchange now treats them, %v", when, code, page.Total, got, want)
+		}
+	}
+	checkDevices("after the approval", d)
 	code, _, errOut = runIn(t, t.Context(), "sync", "--approve", id, "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token"))
 	if code != exitFailed || !strings.Contains(errOut, "HTTP 404") {
 		t.Errorf("approving an applied plan again = %d\n%s", code, errOut)
 	}
 	d.stop(t)
 	fl.assertConverged(t)
+	d = startRun(t, fl, addr)
+	st = d.waitStatus(t, "an answer", func(*server.Status) bool { return true })
+	if st.LastFull == nil || st.LastFull.Result != server.ResultOK || st.HeldPlan != nil || st.Status != server.StatusConnected {
+		t.Errorf("status of a restarted service = %s (%s), last full %+v", st.Status, st.Reason, st.LastFull)
+	}
+	checkDevices("after a restart", d)
+	d.stop(t)
 	// The service's writes left one whole hash chain.
 	if code, out, errOut := runIn(t, t.Context(), "audit", "verify", "--config", fl.config); code != exitOK || !strings.Contains(out, "audit log chain OK") {
 		t.Errorf("audit verify after the service ran = %d\n%s%s", code, out, errOut)
