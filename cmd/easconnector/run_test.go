@@ -234,6 +234,7 @@ func TestRunHeldPlan(t *testing.T) {
 	// follows that plan's approval to its end.
 	defer func(d time.Duration) { waitPoll = d }(waitPoll)
 	waitPoll = 50 * time.Millisecond
+	humanStdout(t)
 	tok := filepath.Join(fl.dir, "api.token")
 	code, out, errOut := runIn(t, t.Context(), "sync", "--full", "--remote", d.base, "--token-file", tok, "--wait")
 	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) is held`).FindStringSubmatch(out)

@@ -258,6 +258,31 @@ func printRemoteResult(ctx context.Context, c *apiClient, r server.SyncResult, f
 		}
 		return code
 	}
+	if !humanOutput(stdout) {
+		// The same names as a local sync's plain summary.
+		line := func(k string, v any) { fmt.Fprintf(stdout, "%s: %v\n", k, v) }
+		line("sync", r.ID)
+		line("kind", r.Kind)
+		if r.Trigger != "" {
+			line("trigger", r.Trigger)
+		}
+		line("result", r.Result)
+		if !r.End.IsZero() {
+			line("duration_seconds", fmt.Sprintf("%.3f", r.End.Sub(r.Start).Seconds()))
+		}
+		line("writes", r.Writes)
+		line("failures", r.Failures)
+		for _, c := range sortedCounts(r.Counts) {
+			line("decision "+c.key, c.n)
+		}
+		if held != "" {
+			line("held_plan", held)
+		}
+		if r.Error != "" {
+			line("error", r.Error)
+		}
+		return code
+	}
 	took := "-"
 	if !r.End.IsZero() {
 		took = r.End.Sub(r.Start).Round(10 * time.Millisecond).String()
