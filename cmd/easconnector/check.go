@@ -43,8 +43,9 @@ Exchange server (reachable, login, the ActiveSync settings, a device count;
 discovered Client Access servers too), then in one table the MDM (the token,
 a page of devices, each group's members, the application permissions), the
 mail relay when [notify] is on (connect, STARTTLS or TLS, AUTH; nothing is
-sent), the state directory (writable, owner-only, the lock, free space), and
-the settings that weaken security (insecure_skip_verify, plain HTTP to
+sent), the state directory (writable, owner-only, the lock, free space), the
+admin server (tokens, certificate, listen address), and the settings that
+weaken security (insecure_skip_verify, plain HTTP to
 Exchange, Graph or the admin API, unencrypted mail). Each failed or warned
 line is followed by its cause and the fix.
 

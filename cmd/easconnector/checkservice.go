@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -64,7 +65,10 @@ func checkService(ctx context.Context, cfg *config.Config, results []*serverChec
 	lines = append(lines, exchangeSummary(results))
 	lines = append(lines, checkMDM(ctx, cfg)...)
 	lines = append(lines, checkMail(ctx, cfg)...)
-	lines = append(lines, checkStateDir(cfg)...)
+	state := checkStateDir(cfg)
+	lines = append(lines, state...)
+	serviceRuns := slices.ContainsFunc(state, func(l checkLine) bool { return l.item == "lock" && strings.HasPrefix(l.detail, "held by ") })
+	lines = append(lines, checkAdminServer(cfg, serviceRuns)...)
 	lines = append(lines, securityWarnings(cfg)...)
 	return lines
 }
@@ -411,6 +415,84 @@ func checkStateDir(cfg *config.Config) []checkLine {
 		}
 	}
 	return []checkLine{l, lock, freeSpace(cfg, dir)}
+}
+
+// certWarnDays is how long before its expiry the admin certificate is
+// warned about.
+const certWarnDays = 30
+
+// checkAdminServer checks the admin server's settings: the tokens, the
+// certificate and key, and that the listen address is free (or held by
+// the running service, when serviceRuns).
+func checkAdminServer(cfg *config.Config, serviceRuns bool) []checkLine {
+	s := &cfg.Server
+	if s.Listen == "" {
+		return []checkLine{{area: "server", item: "listen", result: checkSkipped, detail: "[server] listen is empty: no admin API, metrics or status page"}}
+	}
+	var lines []checkLine
+	opts, err := cfg.ServerOptions()
+	if err != nil {
+		return append(lines, checkLine{area: "server", item: "tokens", result: checkFailed, cause: err.Error(),
+			fix: "correct the token setting it names (at least 16 characters, e.g. openssl rand -hex 32; the two tokens must differ)"})
+	}
+	tok := checkLine{area: "server", item: "tokens", result: checkOK, detail: "admin and read-only"}
+	switch {
+	case opts.Token.IsZero() && opts.ReadToken.IsZero():
+		tok.result, tok.detail = checkWarn, "none"
+		tok.cause = "with no token the API and the status page answer 403 to everyone"
+		tok.fix = "set [server] token_file (admin) and read_token_file (read-only)"
+	case opts.Token.IsZero():
+		tok.detail = "read-only only: syncs and approvals cannot be asked for over the API"
+	case opts.ReadToken.IsZero():
+		tok.detail = "admin only (status and devices use it too)"
+	}
+	lines = append(lines, tok)
+	if s.TLSCert != "" || s.TLSKey != "" {
+		l := checkLine{area: "server", item: "certificate " + s.TLSCert, result: checkOK}
+		pair, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey)
+		var leaf *x509.Certificate
+		if err == nil {
+			leaf, err = x509.ParseCertificate(pair.Certificate[0])
+		}
+		if err != nil {
+			l.result, l.cause = checkFailed, err.Error()
+			l.fix = "set [server] tls_cert and tls_key to a PEM certificate and its private key that belong together"
+		} else {
+			switch left := time.Until(leaf.NotAfter); {
+			case left <= 0:
+				l.result, l.detail = checkFailed, "expired "+leaf.NotAfter.UTC().Format(time.DateOnly)
+				l.cause, l.fix = "the certificate has expired: clients refuse it", "renew it and restart the service"
+			case left < certWarnDays*24*time.Hour:
+				l.result, l.detail = checkWarn, "expires "+leaf.NotAfter.UTC().Format(time.DateOnly)
+				l.cause, l.fix = fmt.Sprintf("the certificate expires in %d days", int(left.Hours()/24)), "renew it before then"
+			default:
+				l.detail = "valid until " + leaf.NotAfter.UTC().Format(time.DateOnly)
+			}
+		}
+		lines = append(lines, l)
+	}
+	l := checkLine{area: "server", item: "listen " + s.Listen, result: checkOK, detail: "free"}
+	ln, err := net.Listen("tcp", s.Listen)
+	switch {
+	case err == nil:
+		ln.Close()
+	case serviceRuns && addrInUse(err):
+		l.detail = "in use (by the running service, which holds the state directory)"
+	case addrInUse(err):
+		l.result, l.cause = checkFailed, "another process listens on "+s.Listen
+		l.fix = "stop it, or give [server] listen another port (ss -ltnp or netstat -abno shows who listens)"
+	default:
+		l.result, l.cause = checkFailed, err.Error()
+		l.fix = "give [server] listen an address of this host (host:port; a port above 1023 unless the account may bind below)"
+	}
+	return append(lines, l)
+}
+
+// addrInUse reports whether a listen failed because the address is taken
+// (EADDRINUSE; Windows' WSAEADDRINUSE says "Only one usage of each socket
+// address").
+func addrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "Only one usage of each socket address")
 }
 
 // writable creates and removes a file in dir.

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log"
@@ -317,4 +318,70 @@ func TestRunExplainsStart(t *testing.T) {
 	f(fl.config, `cause: the configuration is wrong at sync\.quick_interval`, `fix:   correct sync\.quick_interval in `)
 	rewriteConfig(t, fl.config, `quick_interval = "1s"`, `quick_interval = "1h"`+"\n"+`quick_intervall = "1h"`)
 	f(fl.config, `cause: the configuration file is wrong at line \d+, column \d+`, `check --config`)
+}
+
+// TestCheckAdminServer: the listen address free, taken by another process
+// (a failure) or by the running service (not one); the certificate
+// valid, near its expiry, expired, or not matching its key.
+func TestCheckAdminServer(t *testing.T) {
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "api.token")
+	if err := os.WriteFile(tokFile, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { taken.Close() })
+	writeCert := func(name string, notAfter time.Time) (string, string) {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "easc01"}, NotBefore: notAfter.Add(-48 * time.Hour), NotAfter: notAfter}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, keyFile := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+		if err := os.WriteFile(cert, pemBlock("CERTIFICATE", der), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return cert, keyFile
+	}
+	f := func(srv config.Server, serviceRuns bool, want ...string) {
+		t.Helper()
+		var cfg config.Config
+		cfg.Server = srv
+		var b strings.Builder
+		printServiceChecks(&b, checkAdminServer(&cfg, serviceRuns))
+		for _, w := range want {
+			if !regexp.MustCompile(w).MatchString(b.String()) {
+				t.Errorf("checkAdminServer(%+v, %v) lacks %s:\n%s", srv, serviceRuns, w, b.String())
+			}
+		}
+	}
+	f(config.Server{}, false, `server\s+listen\s+SKIPPED`)
+	f(config.Server{Listen: freeAddr(t), TokenFile: tokFile}, false, `server\s+tokens\s+OK\s+admin only`, `server\s+listen \S+\s+OK\s+free`)
+	f(config.Server{Listen: taken.Addr().String(), TokenFile: tokFile}, false, `server\s+listen \S+\s+FAILED`,
+		`cause: another process listens on `+regexp.QuoteMeta(taken.Addr().String())+`\n  fix:   stop it, or give \[server\] listen another port`)
+	f(config.Server{Listen: taken.Addr().String(), TokenFile: tokFile}, true, `server\s+listen \S+\s+OK\s+in use \(by the running service`)
+	f(config.Server{Listen: freeAddr(t)}, false, `server\s+tokens\s+WARN\s+none`, `answer 403 to everyone`)
+
+	cert, key := writeCert("good", time.Now().Add(365*24*time.Hour))
+	f(config.Server{Listen: freeAddr(t), TokenFile: tokFile, TLSCert: cert, TLSKey: key}, false, `server\s+certificate \S+\s+OK\s+valid until \d{4}-`)
+	cert, key = writeCert("soon", time.Now().Add(10*24*time.Hour))
+	f(config.Server{Listen: freeAddr(t), TokenFile: tokFile, TLSCert: cert, TLSKey: key}, false, `server\s+certificate \S+\s+WARN\s+expires`, `cause: the certificate expires in (9|10) days`)
+	cert, key = writeCert("old", time.Now().Add(-time.Hour))
+	f(config.Server{Listen: freeAddr(t), TokenFile: tokFile, TLSCert: cert, TLSKey: key}, false, `server\s+certificate \S+\s+FAILED\s+expired`, `fix:   renew it`)
+	_, otherKey := writeCert("other", time.Now().Add(365*24*time.Hour))
+	f(config.Server{Listen: freeAddr(t), TokenFile: tokFile, TLSCert: cert, TLSKey: otherKey}, false, `server\s+certificate \S+\s+FAILED`, `fix:   set \[server\] tls_cert and tls_key`)
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"strings"
-	"syscall"
 
 	"github.com/easconnector/easconnector/config"
 	"github.com/easconnector/easconnector/pipeline"
@@ -80,7 +79,7 @@ func diagnoseStart(err error, cfgPath string) (cause, fix string) {
 		return "another easconnector process (the service, or a sync or plan started by hand) uses [sync] state_dir",
 			"stop it (systemctl stop easconnector, or Stop-Service easconnector), or ask the running service with --remote; " +
 				"two services need two state directories"
-	case strings.HasPrefix(err.Error(), "server.listen: ") && errors.Is(err, syscall.EADDRINUSE):
+	case strings.HasPrefix(err.Error(), "server.listen: ") && addrInUse(err):
 		return "another process already listens on the admin address",
 			"stop it, or give [server] listen another port (ss -ltnp shows who listens)"
 	case strings.HasPrefix(err.Error(), "server.listen: ") && errors.Is(err, fs.ErrPermission):
