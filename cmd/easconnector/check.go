@@ -14,7 +14,6 @@ import (
 
 	"github.com/easconnector/easconnector/config"
 	"github.com/easconnector/easconnector/exchange"
-	"github.com/easconnector/easconnector/mdm"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -47,8 +46,23 @@ type serverCheck struct {
 
 func (r *serverCheck) ok() bool { return r.err == nil }
 
+const checkHelp = `Checks everything the service needs, without changing anything: each
+Exchange server (reachable, login, the ActiveSync settings, a device count;
+discovered Client Access servers too), then in one table the MDM (the token,
+a page of devices, each group's members, the application permissions), the
+mail relay when [notify] is on (connect, STARTTLS or TLS, AUTH; nothing is
+sent), the state directory (writable, owner-only, the lock, free space), the
+admin server (tokens, certificate, listen address), and the settings that
+weaken security (insecure_skip_verify, plain HTTP to
+Exchange, Graph or the admin API, unencrypted mail). Each failed or warned
+line is followed by its cause and the fix.
+
+Exit codes: 0 nothing failed (warnings allowed), 1 a check failed, 2 usage
+or a configuration that does not load.`
+
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", "[--config file] [--device-limit n]", stderr)
+	withHelp(fs, checkHelp)
 	cfgPath := fs.String("config", defaultConfig, "configuration file")
 	limit := fs.Int("device-limit", 1000, "count at most this many devices per server (0: count all, which can take minutes)")
 	if code := parseFlags(fs, args); code >= 0 {
@@ -92,76 +106,13 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	printChecks(stdout, results)
-	mdmOK := true
-	if cfg.MDM.Source == "graph" {
-		gopts, err := cfg.GraphOptions()
-		if err != nil {
-			fmt.Fprintf(stderr, "easconnector check: %v\n", err)
-			return exitUsage
-		}
-		gopts.MaxRetries, gopts.MaxRetryWait = 2, 30*time.Second // a check reports, it does not wait out an outage
-		mdmOK = checkGraph(ctx, stdout, gopts, cfg.MDM.IncludedGroups, cfg.MDM.ExcludedGroups)
-	}
-	for _, r := range results {
-		if !r.ok() {
-			return exitFailed
-		}
-	}
-	if !mdmOK || ctx.Err() != nil {
+	// Everything else the service needs, in one table with the cause and
+	// the fix of each failure (the Exchange servers sum up in its first
+	// line).
+	if printServiceChecks(stdout, checkService(ctx, cfg, results)) > 0 || ctx.Err() != nil {
 		return exitFailed
 	}
 	return exitOK
-}
-
-// checkGraph reads a page of managed devices and of each configured
-// group's members with the configured app registration and prints what
-// came back and which application permission is missing, if any: a 403,
-// members without ids (fatal: the sync would stop), members whose UPN and
-// mail come back null (the app cannot read users; the sync works by
-// object id, see docs/operations.md). It reports whether nothing fatal
-// was found.
-func checkGraph(ctx context.Context, w io.Writer, opts mdm.GraphOptions, included, excluded []string) bool {
-	fmt.Fprintf(w, "\nMicrosoft Graph (tenant %s, app %s)\n", opts.TenantID, opts.ClientID)
-	g, err := mdm.NewGraph(opts)
-	if err != nil {
-		fmt.Fprintf(w, "  %v\n", err)
-		return false
-	}
-	res, err := g.Probe(ctx, slices.Concat(included, excluded))
-	if err != nil {
-		fmt.Fprintf(w, "  %v\n", err)
-		return false
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  READ\tITEMS\tWITHOUT NAME OR USERID\tRESULT")
-	result := func(err error) string {
-		if err != nil {
-			return "FAILED"
-		}
-		return "OK"
-	}
-	fmt.Fprintf(tw, "  managedDevices\t%d\t%d without userId\t%s\n", res.Devices, res.DevicesWithoutUserID, result(res.DevicesErr))
-	for _, gp := range res.Groups {
-		kind := "excluded"
-		if slices.ContainsFunc(included, func(id string) bool { return strings.EqualFold(id, gp.ID) }) {
-			kind = "included"
-		}
-		fmt.Fprintf(tw, "  %s group %s\t%d users\t%d without UPN and mail\t%s\n", kind, gp.ID, gp.Users, gp.Unnamed, result(gp.Err))
-	}
-	tw.Flush()
-	ok := true
-	findings := res.Findings()
-	for _, f := range findings {
-		level := "warning"
-		if f.Fatal {
-			level, ok = "error", false
-		}
-		fmt.Fprintf(w, "  %s: %s\n", level, f.Text)
-	}
-	if len(findings) == 0 {
-		fmt.Fprintf(w, "  the application has the permissions the connector needs (%s, %s, %s)\n", mdm.PermDevices, mdm.PermMembers, mdm.PermUsers)
-	}
-	return ok
 }
 
 // checkServer opens one session on server, reads the organization settings
