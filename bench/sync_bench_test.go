@@ -339,6 +339,10 @@ func (s *totals) report(b *testing.B, fleet int, lab bool) {
 	b.ReportMetric(float64(s.syncLive)/(1<<20), "sync-live-MB")
 	b.ReportMetric(float64(s.cmdlets)/n, "cmdlets/sync")
 	b.ReportMetric(float64(s.writes)/n, "writes/sync")
+	if s.writes > 0 {
+		// What one mailbox write costs end to end, intent commits included.
+		b.ReportMetric(float64(s.elapsed.Nanoseconds())/float64(s.writes), "ns/write")
+	}
 	b.ReportMetric(float64(s.mailboxesRead)/n, "mailboxes-read/sync")
 	if lab && s.bound > 0 {
 		b.ReportMetric(s.elapsed.Seconds()/s.bound.Seconds(), "x-bound")

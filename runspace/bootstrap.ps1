@@ -22,7 +22,7 @@ $tag = 'EASC1 '
 # an explicit clear {clear: true}, never a bare null (which would empty the
 # whole list). bootstrap.go parses this block: it is the one allowlist.
 $allowed = @{
-    'Get-MobileDevice'                   = @('Identity', 'Mailbox', 'Filter', 'ResultSize')
+    'Get-MobileDevice'                   = @('Mailbox', 'Filter', 'ResultSize')
     'Get-CASMailbox'                     = @('Identity', 'Filter', 'ResultSize')
     'Set-CASMailbox'                     = @('Identity', 'ActiveSyncAllowedDeviceIDs[]', 'ActiveSyncBlockedDeviceIDs[]')
     'Get-ActiveSyncOrganizationSettings' = @()
@@ -33,6 +33,9 @@ $allowed = @{
     'Remove-ActiveSyncDeviceAccessRule'  = @('Identity', 'Confirm')
     'Get-ExchangeServer'                 = @()
     'Get-ClientAccessService'            = @()
+    # Read only: easconnector check lists which of these cmdlets the
+    # account's roles grant (an Exchange session exposes only those).
+    'Get-Command'                        = @('Name[]')
 }
 # allowlist:end
 
@@ -105,10 +108,10 @@ function ConvertTo-Arg($cmdlet, $pname, $isList, $v) {
         $edit[$n] = ConvertTo-List $v.$n $what
     }
     if ($edit.Count -eq 0) { throw "${what}: empty edit" }
-    $out = @{}
-    if ($edit.ContainsKey('add')) { $out['Add'] = $edit['add'] }
-    if ($edit.ContainsKey('remove')) { $out['Remove'] = $edit['remove'] }
-    return $out
+    $bound = @{}
+    if ($edit.ContainsKey('add')) { $bound['Add'] = $edit['add'] }
+    if ($edit.ContainsKey('remove')) { $bound['Remove'] = $edit['remove'] }
+    return $bound
 }
 
 function Get-ErrorInfo($e) {

@@ -128,6 +128,10 @@ func TestBootstrapGrammar(t *testing.T) {
 		{"ForEach-Object -MemberName", insert("$req | ForEach-Object $name"), "ForEach-Object with something other than a script block"},
 		{"powershell -Command", insert("powershell.exe -Command $name"), "command powershell"},
 		{"Assembly.Load", insert("[System.Reflection.Assembly]::Load($bytes)"), "assembly Load"},
+		{"inside a string", insert(`$x = "$(iex $name)"`), "command Invoke-Expression"},
+		{"quoted method name", insert(`$host.Runspace.SessionStateProxy.InvokeCommand.'InvokeScript'($name)`), "method InvokeScript"},
+		{"quoted Create", insert(`$sb = [scriptblock]::"Create"($name)`), "[scriptblock]::Create"},
+		{"computed method name", insert(`$null = $req.$name()`), "method called by a computed name"},
 		{"syntax error", strings.Replace(script, "function Send-Frame($frame) {", "function Send-Frame($frame) ", 1), "syntax error"},
 		{"unclosed string", insert("$x = 'unclosed"), "syntax error"},
 	}

@@ -5,18 +5,20 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
-	"github.com/easconnector/easconnector/internal/secret"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim"
+	"github.com/easconnector/easconnector/loadtest/kdc"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -82,7 +84,7 @@ func TestNTLMMalformedChallenge(t *testing.T) {
 	host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
 	opts := runspace.Options{
-		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true,
+		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true, Mode: runspace.ModeRemoting,
 		User: `CONTOSO\` + exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: 2, OperationTimeout: time.Second, ConnectTimeout: 5 * time.Second,
 		FailoverBackoff: time.Millisecond,
@@ -142,37 +144,66 @@ func (b *basicOnly) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the recorder works.
 func TestNoBasicUnlessConfigured(t *testing.T) {
 	const password = "S3cret-pa55word"
-	f := func(auth string, wantBasic bool) {
-		t.Helper()
-		rec := &basicOnly{}
-		ts := httptest.NewServer(rec)
-		defer ts.Close()
-		host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
-		p, _ := strconv.Atoi(port)
-		ctx := testCtx(t, 10*time.Second)
-		_, err := runspace.Open(ctx, runspace.Options{Servers: []string{host}, Port: p, PlainHTTP: true, Auth: auth,
-			User: `CONTOSO\svc`, Password: secret.New(password), ConnectTimeout: 5 * time.Second}, host)
-		if !errors.Is(err, runspace.ErrAuth) {
-			t.Errorf("auth %q: Open() error = %v, want ErrAuth", auth, err)
-		}
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		leaked := false
-		for _, h := range rec.seen {
-			scheme, tok, _ := strings.Cut(h, " ")
-			raw, _ := base64.StdEncoding.DecodeString(tok)
-			if strings.EqualFold(scheme, "Basic") || strings.Contains(h, password) ||
-				bytes.Contains(raw, []byte(password)) || bytes.Contains(raw, utf16le(password)) {
-				leaked = true
-			}
-		}
-		if leaked != wantBasic {
-			t.Errorf("auth %q: server saw the password = %v, want %v (headers %q)", auth, leaked, wantBasic, rec.seen)
+	for _, auth := range []string{runspace.AuthNTLM, "", runspace.AuthBasic} { // "": the zero value is NTLM
+		seen := basicOnlyOpen(t, func(host string, port int) runspace.Options {
+			return runspace.Options{Servers: []string{host}, Port: port, PlainHTTP: true, Auth: auth,
+				User: `CONTOSO\svc`, Password: secret.New(password), ConnectTimeout: 5 * time.Second}
+		})
+		if leaked, want := sawPassword(seen, password), auth == runspace.AuthBasic; leaked != want {
+			t.Errorf("auth %q: server saw the password = %v, want %v (headers %q)", auth, leaked, want, seen)
 		}
 	}
-	f(runspace.AuthNTLM, false)
-	f("", false) // the zero value is NTLM
-	f(runspace.AuthBasic, true)
+}
+
+// TestKerberosNeverSendsBasic: with Kerberos the client logs in at the KDC
+// and sends SPNEGO only; a server that asks for Basic gets nothing.
+func TestKerberosNeverSendsBasic(t *testing.T) {
+	k := kdc.StartT(t, kdc.Options{Services: []string{"HTTP/localhost"}})
+	seen := basicOnlyOpen(t, func(_ string, port int) runspace.Options {
+		return kerberosOptions(t, k, "localhost", port, nil)
+	})
+	if sawPassword(seen, k.Password) {
+		t.Errorf("server saw the password: headers %q", seen)
+	}
+}
+
+// basicOnlyOpen opens a session against a basicOnly server with the
+// options opts builds, expects ErrAuth, and returns every Authorization
+// header the server received.
+func basicOnlyOpen(t *testing.T, opts func(host string, port int) runspace.Options) []string {
+	t.Helper()
+	rec := &basicOnly{}
+	ts := httptest.NewServer(rec)
+	defer ts.Close()
+	host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	ctx := testCtx(t, 10*time.Second)
+	o := opts(host, p)
+	if _, err := runspace.Open(ctx, o, o.Servers[0]); !errors.Is(err, runspace.ErrAuth) {
+		t.Errorf("auth %q: Open() error = %v, want ErrAuth", o.Auth, err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.seen) == 0 && o.Auth != "" && o.Auth != runspace.AuthNTLM {
+		// NTLM's first request is anonymous by design; the others
+		// authenticate at once.
+		t.Errorf("auth %q: no Authorization header reached the server", o.Auth)
+	}
+	return slices.Clone(rec.seen)
+}
+
+// sawPassword reports a Basic header, or the password in any header, raw,
+// base64-decoded or as UTF-16LE.
+func sawPassword(headers []string, password string) bool {
+	for _, h := range headers {
+		scheme, tok, _ := strings.Cut(h, " ")
+		raw, _ := base64.StdEncoding.DecodeString(tok)
+		if strings.EqualFold(scheme, "Basic") || strings.Contains(h, password) ||
+			bytes.Contains(raw, []byte(password)) || bytes.Contains(raw, utf16le(password)) {
+			return true
+		}
+	}
+	return false
 }
 
 func utf16le(s string) []byte {

@@ -39,7 +39,28 @@ const (
 func chromiumFlags(t *testing.T) []string {
 	return []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-		"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--user-data-dir=" + t.TempDir()}
+		"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--user-data-dir=" + browserDataDir(t)}
+}
+
+// browserDataDir is a profile directory for one chromium run. It is not
+// t.TempDir: chromium's helper processes may still write to it for a
+// moment after the browser has gone, which fails TempDir's cleanup, so it
+// is removed with retries.
+func browserDataDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "easconnector-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 50 {
+			if err = os.RemoveAll(dir); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("chromium profile %s not removed: %v", dir, err)
+	})
+	return dir
 }
 
 func needBinary(t *testing.T, path string) {
@@ -273,6 +294,7 @@ func freePort(t *testing.T) int {
 // with a new headless chromium session; both end at cleanup.
 func startChromedriver(t *testing.T) *webDriver {
 	t.Helper()
+	flags := chromiumFlags(t) // first, so that its profile is removed after chromedriver has stopped
 	ctx, cancel := context.WithTimeout(context.Background(), browserTimeout)
 	port := freePort(t)
 	var logs bytes.Buffer
@@ -313,7 +335,7 @@ func startChromedriver(t *testing.T) *webDriver {
 	}
 	caps := map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
 		"browserName":        "chrome",
-		"goog:chromeOptions": map[string]any{"binary": chromiumPath, "args": chromiumFlags(t)},
+		"goog:chromeOptions": map[string]any{"binary": chromiumPath, "args": flags},
 	}}}
 	var sess struct {
 		SessionID string `json:"sessionId"`

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -36,8 +37,8 @@ const (
 // AdminOverride. Options.Decisions and Options.Reasons replace them.
 var (
 	DefaultDecisions = []string{"Allow", "Block", "Default"}
-	DefaultReasons   = []string{"Disabled", "Exempt", "NotTargeted", "InvalidDeviceId", "Compliant", "PlatformRule",
-		"NotCompliant", "PendingEvaluation", "Stale", "UserMismatch", "NotEnrolled", "AdminOverride"}
+	DefaultReasons   = []string{"Disabled", "Exempt", "NotTargeted", "ScopeUnknown", "InvalidDeviceId", "Compliant", "PlatformRule",
+		"NotCompliant", "PendingEvaluation", "Stale", "UserMismatch", "NotEnrolled", "AdminOverride", "PartnershipGone"}
 )
 
 // Options configure a Server.
@@ -106,6 +107,7 @@ type Server struct {
 	set          *metrics.Set
 	requests     map[string]map[string]*metrics.Counter // handler → code class
 	authFailures *metrics.Counter
+	undescribed  sync.Map // metric families logged as missing from metricdoc
 }
 
 // constantTimeCompare compares token digests; a variable so that a test can

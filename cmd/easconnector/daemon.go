@@ -69,6 +69,11 @@ func startDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, o da
 			return nil, err
 		}
 	}
+	// The devices filter accepts exactly the engine's reasons.
+	vopts.Reasons = make([]string, len(pipeline.Reasons))
+	for i, r := range pipeline.Reasons {
+		vopts.Reasons[i] = string(r)
+	}
 	a, err := startApp(ctx, cfg, log, appOptions{mode: modeDaemon, writeGrace: writeGrace(t), lockCommand: o.lockCommand})
 	if err != nil {
 		return nil, err

@@ -17,22 +17,30 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/easconnector/easconnector/loadtest/exsim"
+	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/loadtest/population"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "exsim:", err)
-		}
-		os.Exit(2)
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitCode maps run's error to the exit status: 0 when it ran (or printed
+// the help that -h asked for), 2 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
 	}
+	fmt.Fprintln(stderr, "exsim:", err)
+	return 2
 }
 
 // config is the command line.
@@ -54,12 +62,25 @@ type config struct {
 	maxShells      int
 	quiet          bool
 	verbose        bool
+	keytab         string
+	spn            string
+	roles          string
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("exsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout) // asked-for help is the output
+			break
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: exsim [flags]\n\nRuns a simulated Exchange organization (WS-Management/PSRP listeners and a control API) until SIGINT or SIGTERM.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	fs.IntVar(&c.listeners, "listeners", 1, "number of Client Access listeners (127.0.0.1 … 127.0.0.N, same port)")
 	fs.IntVar(&c.port, "port", 5985, "WS-Management port of every listener (0 picks a free one)")
 	fs.StringVar(&c.control, "control", "127.0.0.1:8990", "control API address (loopback only)")
@@ -77,6 +98,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.maxShells, "max-shells-per-user", 30, "WinRM MaxShellsPerUser")
 	fs.BoolVar(&c.quiet, "quiet", false, "suppress the banner and CLIXML noise a real powershell.exe prints")
 	fs.BoolVar(&c.verbose, "v", false, "log WS-Management events")
+	fs.StringVar(&c.keytab, "keytab", "", "service keytab: also accept Negotiate/Kerberos (HTTP/<host> principals)")
+	fs.StringVar(&c.spn, "spn", "", "with -keytab, the SPN tickets must name (default HTTP/<host the client addressed>)")
+	fs.StringVar(&c.roles, "roles", "", "comma-separated cmdlets the -user's roles grant in Exchange sessions (default: all)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -95,6 +119,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-ca-out: needs -tls")
 	case c.maxConcurrency == 0:
 		return c, errors.New("-max-concurrency: must be positive or -1 (unlimited), got 0")
+	case c.spn != "" && c.keytab == "":
+		return c, errors.New("-spn: needs -keytab")
 	}
 	host, _, err := net.SplitHostPort(c.control)
 	if err != nil {
@@ -115,7 +141,7 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 // run starts the simulator and its control API, reports what it listens
 // on, and stops both when ctx ends.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c, err := parseFlags(args, stderr)
+	c, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -127,6 +153,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Listeners: c.listeners, Port: c.port, Profile: c.profile, Users: map[string]string{c.user: c.password}, TLS: c.tls,
 		PowerShellMaxConcurrency: c.maxConcurrency, PowerShellMaxCmdlets: c.maxCmdlets, PowerShellMaxCmdletsTimePeriod: c.cmdletsPeriod,
 		MaxShellsPerUser: c.maxShells, Seed: c.seed, Quiet: c.quiet, Logger: logger,
+	}
+	if c.keytab != "" {
+		k, err := wsman.NewKerberos(c.keytab, c.spn)
+		if err != nil {
+			return fmt.Errorf("-keytab: %w", err)
+		}
+		opts.Kerberos = k
+	}
+	if c.roles != "" {
+		var cmdlets []string
+		for _, r := range strings.Split(c.roles, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				cmdlets = append(cmdlets, r)
+			}
+		}
+		opts.Roles = map[string][]string{c.user: cmdlets}
 	}
 	if c.devices > 0 {
 		opts.Population = population.Generate(population.Options{Seed: c.seed, Devices: c.devices, Domain: c.domain})

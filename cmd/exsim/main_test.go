@@ -96,10 +96,28 @@ func TestFlagErrors(t *testing.T) {
 		{"extra"},
 		{"-profile", "warp", "-port", "0", "-control", "127.0.0.1:0"},
 		{"-listeners", "300", "-port", "0", "-control", "127.0.0.1:0"},
+		{"-spn", "HTTP/cas01.contoso.com"},
+		{"-keytab", "/nonexistent/exsim.keytab", "-port", "0", "-control", "127.0.0.1:0"},
+		{"-roles", "Get-MobileDevice,Remove-Mailbox", "-port", "0", "-control", "127.0.0.1:0"},
 	} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if err == nil {
 			t.Errorf("run(%q) succeeded", args)
 		}
+	}
+}
+
+// TestHelp: -h prints the flags on stdout and exits 0; a bad flag exits 2.
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		var out, errOut strings.Builder
+		if code := exitCode(run(context.Background(), []string{arg}, &out, &errOut), &errOut); code != 0 ||
+			!strings.Contains(out.String(), "Usage: exsim") || !strings.Contains(out.String(), "-listeners") {
+			t.Errorf("exsim %s = %d\nstdout: %s\nstderr: %s", arg, code, out.String(), errOut.String())
+		}
+	}
+	var errOut strings.Builder
+	if code := exitCode(run(context.Background(), []string{"--bogus"}, io.Discard, &errOut), &errOut); code != 2 {
+		t.Errorf("exsim --bogus = %d, want 2\n%s", code, errOut.String())
 	}
 }

@@ -109,7 +109,7 @@ func (n *xnode) prop(name string) *xnode {
 	return nil
 }
 
-// decodeCLIXMLString reverses the _xHHHH_ escaping of MS-PSRP 2.2.5.1.15,
+// decodeCLIXMLString reverses the _xHHHH_ escaping of MS-PSRP 2.2.5.1, String,
 // as .NET's XmlConvert.DecodeName does (pattern _[Xx]([0-9a-fA-F]{4}|
 // [0-9a-fA-F]{8})_): a 4-digit escape is one UTF-16 code unit, an 8-digit
 // one a code point; surrogate pairs join, and a lone surrogate becomes
@@ -163,7 +163,7 @@ func clixmlValue(n *xnode, refs map[string]*xnode, depth int) (any, error) {
 	case "Nil":
 		return nil, nil
 	case "S", "C", "URI", "Version", "G", "XD", "SBK":
-		// A deserialized ScriptBlock is only its text (MS-PSRP 2.2.5.1.23):
+		// A deserialized ScriptBlock is only its text (MS-PSRP 2.2.5):
 		// it never becomes code on the server.
 		if n.name == "C" {
 			v, err := strconv.ParseUint(strings.TrimSpace(n.text), 10, 16)
@@ -390,7 +390,7 @@ func (w *clixmlWriter) version(n, v string) {
 }
 
 // enum writes an enum value: its type names, ToString and the number
-// (MS-PSRP 2.2.5.2.3; the PSThreadOptions object of every INIT_RUNSPACEPOOL).
+// (MS-PSRP 2.2.5; the PSThreadOptions object of every INIT_RUNSPACEPOOL).
 func (w *clixmlWriter) enum(n, typ, name string, value int64) {
 	w.openObj(n, []string{typ, "System.Enum", "System.ValueType", "System.Object"})
 	w.raw(`<ToString>`)
@@ -416,7 +416,7 @@ func (w *clixmlWriter) stringList(n string, types []string, vs []string) {
 }
 
 // appendCLIXMLText appends s as XML text escaped as PowerShell's serializer
-// escapes strings (MS-PSRP 2.2.5.1.15): the XML specials as entities;
+// escapes strings (MS-PSRP 2.2.5.1, String): the XML specials as entities;
 // control characters, U+FFFE, U+FFFF and each half of a character outside
 // the BMP as _xHHHH_; and the "_" of a literal "_xHHHH_" as _x005F_ so it
 // survives the round trip (pypsrp test_psrp_multiple_commands.yml:

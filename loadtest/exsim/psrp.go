@@ -38,7 +38,7 @@ const serverProtocolVersion = "2.3"
 var _ wsman.PowerShellHost = (*worker)(nil)
 
 // OpenPool accepts a runspace pool: it checks creationXml (SESSION_CAPABILITY
-// and INIT_RUNSPACEPOOL, MS-PSRP 3.1.5.3.3) and takes one of the user's
+// and INIT_RUNSPACEPOOL, MS-PSRP 3.1.5.3, the rules for wxf:Create) and takes one of the user's
 // PowerShellMaxConcurrency slots, refusing the Create with Exchange's quota
 // fault when none is left (reference/exchange.md §3.4 [E8]).
 func (w *worker) OpenPool(info wsman.PoolInfo) (wsman.Pool, error) {
@@ -86,6 +86,7 @@ func (w *worker) OpenPool(info wsman.PoolInfo) (wsman.Pool, error) {
 		return nil, wsman.FaultShellQuota(fmt.Sprintf("The WS-Management service cannot process the request. This user is allowed a maximum of %d concurrent shells, which has been exceeded. Close existing shells or raise the quota for this user.", q.PowerShellMaxConcurrency))
 	}
 	p.slot = true
+	p.noisy = !w.sim.opts.Quiet
 	return p, nil
 }
 
@@ -101,6 +102,7 @@ type psPool struct {
 	slot      bool
 	seq       uint64 // calls in this session
 	opened    bool
+	noisy     bool // the first pipeline's progress record is still due
 	closeOnce sync.Once
 }
 
@@ -181,7 +183,7 @@ func (p *psPool) poolMessage(out io.Writer, b []byte) error {
 	}
 	switch m.typ {
 	case msgSetMaxRunspaces, msgSetMinRunspaces, msgGetAvailableRunspaces:
-		// RUNSPACE_AVAILABILITY (MS-PSRP 2.2.2.8): the call id echoed, a
+		// RUNSPACE_AVAILABILITY (MS-PSRP 2.2.2): the call id echoed, a
 		// boolean for Set*, the count for GET_AVAILABLE_RUNSPACES.
 		root, err := parseCLIXML(m.data)
 		if err != nil {
@@ -299,12 +301,24 @@ func (p *psPool) newEntry(cmd wsman.Command) Call {
 func (p *psPool) RunPipeline(ctx context.Context, cmd wsman.Command, args []byte, interrupt <-chan struct{}, in io.Reader, out io.Writer) {
 	msg, err := readCreatePipeline(args, in)
 	if err != nil {
-		// A pipeline that cannot be read cannot be answered either: its
-		// id is unknown. Windows drops such a command; so does exsim.
-		p.w.sim.counters.add(func(c *Counters) { c.Errors++ })
+		// A pipeline whose CREATE_PIPELINE cannot be reassembled has no
+		// PSRP identity to answer with: the command just ends (exsim's
+		// choice; no recording shows this case). The call log says why.
+		if ctx.Err() == nil {
+			entry := p.newEntry(cmd)
+			entry.Result, entry.Error = "error", err.Error()
+			p.w.sim.counters.logCall(entry)
+		}
 		return
 	}
 	pl := &pipeline{pool: p, pid: msg.pid, out: out}
+	p.mu.Lock()
+	noisy := p.noisy
+	p.noisy = false
+	p.mu.Unlock()
+	if noisy {
+		pl.progressFirstUse()
+	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

@@ -44,6 +44,11 @@ func readCreatePipeline(args []byte, in io.Reader) (psMessage, error) {
 	var asm assembler
 	var got *psMessage
 	emit := func(b []byte) error {
+		if got != nil {
+			// PIPELINE_INPUT that arrived with the last fragments; the
+			// simulated cmdlets take no pipeline input.
+			return nil
+		}
 		m, err := parseMessage(b)
 		if err != nil {
 			return err
@@ -401,7 +406,7 @@ func psEmit[T any](c *call, sel selection[T], rec *T) error {
 	return nil
 }
 
-// warning writes a WARNING_RECORD (MS-PSRP 2.2.2.22: an InformationalRecord,
+// warning writes a WARNING_RECORD (MS-PSRP 2.2.2: an InformationalRecord,
 // the shape of the DEBUG_RECORD in pypsrp test_psrp_with_input.yml).
 func (pl *pipeline) warning(msg string) {
 	var w clixmlWriter
@@ -607,4 +612,23 @@ func runGetCommand(c *call) error {
 		}
 	}
 	return nil
+}
+
+// progressFirstUse is the PROGRESS_RECORD Windows PowerShell sends in a
+// session's first pipeline (pypsrp test_psrp_error_failed.yml), which a
+// client must tolerate; Options.Quiet leaves it out, as it leaves out the
+// WinRS path's console noise.
+func (pl *pipeline) progressFirstUse() {
+	var w clixmlWriter
+	w.raw(`<Obj RefId="0"><MS>`)
+	w.str("Activity", "Preparing modules for first use.")
+	w.i32("ActivityId", 0)
+	w.str("StatusDescription", " ")
+	w.nilv("CurrentOperation")
+	w.i32("ParentActivityId", -1)
+	w.i32("PercentComplete", -1)
+	w.enum("Type", "System.Management.Automation.ProgressRecordType", "Completed", 1)
+	w.i32("SecondsRemaining", -1)
+	w.raw(`</MS></Obj>`)
+	_ = pl.send(msgProgressRecord, w.b)
 }

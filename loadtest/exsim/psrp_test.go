@@ -1,12 +1,16 @@
 package exsim
 
 import (
+	"bytes"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
+	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/runspace/psrp"
 )
 
@@ -33,6 +37,13 @@ func TestPSRPHandshake(t *testing.T) {
 	}
 	if got := s.Counters().Sessions; got != 1 {
 		t.Errorf("Sessions = %d, want 1", got)
+	}
+	// The session's first pipeline starts with Windows PowerShell's
+	// "Preparing modules for first use." progress record, the next do not.
+	for i, want := range []psrp.MessageType{psrp.ProgressRecord, psrp.PipelineOutput} {
+		if got := c.run(psrp.Command{Name: "Get-ActiveSyncOrganizationSettings"}); got[0].Type != want {
+			t.Errorf("pipeline %d starts with %v, want %v", i, got[0].Type, want)
+		}
 	}
 	c.close()
 	deadline := time.Now().Add(5 * time.Second)
@@ -166,7 +177,7 @@ func TestPSRPSetCASMailboxHostileValues(t *testing.T) {
 }
 
 func TestPSRPErrors(t *testing.T) {
-	s := startSim(t, Options{})
+	s := startSim(t, Options{Quiet: true})
 	smallOrg(t, s)
 	c := newPSClient(t, s, 0)
 	c.open()
@@ -275,7 +286,7 @@ func TestPSRPStopByCtrlC(t *testing.T) {
 }
 
 func TestPSRPMicroDelayWarning(t *testing.T) {
-	s := startSim(t, Options{})
+	s := startSim(t, Options{Quiet: true})
 	if err := s.SetQuotas(Quotas{MicroDelay: time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +324,7 @@ func TestPSRPScriptRefused(t *testing.T) {
 }
 
 func TestPSRPGetCommandShowsGrants(t *testing.T) {
-	s := startSim(t, Options{Roles: map[string][]string{DefaultUser: {"Get-MobileDevice"}}})
+	s := startSim(t, Options{Quiet: true, Roles: map[string][]string{DefaultUser: {"Get-MobileDevice"}}})
 	c := newPSClient(t, s, 0)
 	c.open()
 	defer c.close()
@@ -334,7 +345,7 @@ func TestPSRPGetCommandShowsGrants(t *testing.T) {
 // A parameter far larger than one envelope arrives over several Sends and
 // is logged intact.
 func TestPSRPMegabyteParameter(t *testing.T) {
-	s := startSim(t, Options{})
+	s := startSim(t, Options{Quiet: true})
 	c := newPSClient(t, s, 0)
 	c.open()
 	defer c.close()
@@ -358,7 +369,7 @@ func TestRolesInRemotingMode(t *testing.T) {
 		t.Fatalf("open: %+v", f)
 	}
 	defer p.close()
-	r := p.do("Set-CASMailbox", map[string]any{"Identity": "bob", "ActiveSyncEnabled": false})
+	r := p.do("Set-CASMailbox", map[string]any{"Identity": "bob", "ActiveSyncBlockedDeviceIDs": []any{"ApplX"}})
 	if r.err == nil || r.err.FQID != "CommandNotFoundException" || !strings.Contains(r.err.Msg, "'Set-CASMailbox' is not recognized") {
 		t.Fatalf("Set-CASMailbox without the role = %+v", r.err)
 	}
@@ -421,4 +432,39 @@ func TestPSRPDroppedShellFreesSlot(t *testing.T) {
 	b := newPSClient(t, s, 0)
 	b.open()
 	b.close()
+}
+
+// Pipeline input that reaches the server in the same Send as the last
+// fragments of CREATE_PIPELINE does not break the pipeline (pypsrp's
+// test_psrp_small_msg_size.yml sends both back to back).
+func TestReadCreatePipelineWithInputBehind(t *testing.T) {
+	data, err := psrp.BuildCreatePipeline([]psrp.Command{{Name: "Get-ExchangeServer"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid [16]byte
+	pid[0] = 7
+	fr := fragmenter{max: 64}
+	create := fr.fragment(nil, appendMessage(nil, psMessage{dest: destServer, typ: msgCreatePipeline, pid: pid, data: data}))
+	input := fr.fragment(nil, appendMessage(nil, psMessage{dest: destServer, typ: msgPipelineInput, pid: pid, data: []byte("<S>x</S>")}))
+	// The first fragment in Arguments, everything else in one read.
+	first := fragHeader + 64
+	m, err := readCreatePipeline(create[:first], bytes.NewReader(append(create[first:], input...)))
+	if err != nil || m.typ != msgCreatePipeline || m.pid != pid {
+		t.Fatalf("readCreatePipeline = %x %v, %v", m.typ, m.pid, err)
+	}
+}
+
+// With Options.Kerberos the endpoint offers Negotiate beside Basic, as the
+// /PowerShell virtual directory does.
+func TestPSRPOffersNegotiate(t *testing.T) {
+	s := startSim(t, Options{Kerberos: &wsman.Kerberos{Keytab: keytab.New()}})
+	resp, err := http.Post(s.PowerShellURL(0), "application/soap+xml;charset=UTF-8", strings.NewReader("<x/>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !slices.Contains(got, "Negotiate") {
+		t.Errorf("unauthenticated POST: %d %v, want 401 offering Negotiate", resp.StatusCode, got)
+	}
 }

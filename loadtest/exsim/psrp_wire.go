@@ -30,6 +30,7 @@ const (
 	msgErrorRecord            uint32 = 0x00041005
 	msgPipelineState          uint32 = 0x00041006
 	msgWarningRecord          uint32 = 0x00041009
+	msgProgressRecord         uint32 = 0x00041010
 )
 
 // Destinations (MS-PSRP 2.2.1).

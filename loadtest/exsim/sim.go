@@ -71,6 +71,11 @@ type Options struct {
 	CallLogSize int
 	// Logger receives the WS-Man servers' debug events; nil discards them.
 	Logger *slog.Logger
+	// Kerberos, when set, makes every listener also accept Negotiate and
+	// Kerberos authentication (on /wsman and /PowerShell/) verified with
+	// its keytab, as Exchange's virtual directory does by default; Users
+	// then map principals to accounts (wsman.Kerberos).
+	Kerberos *wsman.Kerberos
 	// Roles grants users (matched case-insensitively) only the listed
 	// cmdlets in Exchange sessions (PSRP, and the bootstrap's remoting
 	// mode), as Exchange's RBAC does: a cmdlet the roles do not grant does
@@ -256,7 +261,7 @@ func (l *listener) serve(s *Sim, ln net.Listener) {
 	ws := wsman.NewServer(wsman.Options{
 		Machine: l.worker.server.Name, Users: s.opts.Users, MaxShellsPerUser: s.opts.MaxShellsPerUser,
 		MaxEnvelopeKB: s.opts.MaxEnvelopeKB, IdleTimeout: s.opts.IdleTimeout, MaxTimeout: s.opts.MaxTimeout, Logger: s.opts.Logger,
-		PowerShell: l.worker, PowerShellConfigurations: []string{ConfigurationName},
+		PowerShell: l.worker, PowerShellConfigurations: []string{ConfigurationName}, Kerberos: s.opts.Kerberos,
 	}, l.worker)
 	errLog := log.New(io.Discard, "", 0)
 	if s.opts.Logger != nil {
@@ -338,7 +343,7 @@ func (s *Sim) PowerShellURL(i int) string {
 }
 
 // ResourceURI is the WS-Management resource of the Exchange PowerShell
-// endpoint (MS-PSRP 2.2.1).
+// endpoint (MS-PSRP 3.1.5.3: the ResourceURI of a RunspacePool).
 const ResourceURI = "http://schemas.microsoft.com/powershell/" + ConfigurationName
 
 // SetRoles limits the cmdlets user may run in Exchange sessions to cmdlets (a
@@ -639,7 +644,9 @@ func (s *Sim) ApplyChanges(changes []population.Change) (int, error) {
 }
 
 // ApplyChurn runs Churn on the Sim's population and applies the result,
-// returning the changes (for the MDM simulator to mirror).
+// returning the changes (for the MDM simulator to mirror). A churn step
+// stands for at least one heartbeat of the fleet, so afterwards every phone
+// has made a request and stores its current access state (Org.ContactAll).
 func (s *Sim) ApplyChurn(fraction float64, step time.Duration) ([]population.Change, error) {
 	if fraction <= 0 || fraction > 1 {
 		return nil, fmt.Errorf("churn: fraction: must be in (0,1], got %v", fraction)
@@ -653,6 +660,7 @@ func (s *Sim) ApplyChurn(fraction float64, step time.Duration) ([]population.Cha
 	if _, err := s.org.ApplyChanges(s.pop, changes); err != nil {
 		return changes, err
 	}
+	s.org.ContactAll()
 	return changes, nil
 }
 

@@ -200,7 +200,8 @@ func (s *session) run() int {
 			return s.initErr(errBootstrap("the second-hop password line is missing"))
 		}
 		if cfg.Password, err = runspace.DecodePasswordLine(pwLine); err != nil {
-			return s.initErr(errBootstrap("Exception calling \"FromBase64String\" with \"1\" argument(s): \"The input is not a valid Base-64 string.\""))
+			// .NET's FormatException text, as PowerShell wraps a method's exception.
+			return s.initErr(errBootstrap(`Exception calling "FromBase64String" with "1" argument(s): "The input is not a valid Base-64 string as it contains a non-base 64 character, more than two padding characters, or an illegal character among the padding characters. "`))
 		}
 	}
 	if code, ok := s.open(cfg); !ok {
@@ -252,12 +253,12 @@ func (s *session) open(cfg runspace.SessionConfig) (int, bool) {
 // the listeners' accounts are the directory. Without a credential the
 // session is accepted: exsim does not model Kerberos delegation.
 func (s *session) checkCredential(cfg runspace.SessionConfig) *runspace.RemoteError {
-	if cfg.User == "" && cfg.Password == "" {
+	if cfg.User == "" && cfg.Password.IsZero() {
 		return nil
 	}
 	s.w.sim.counters.add(func(c *Counters) { c.SecondHopCredentials++ })
 	want, ok := s.w.sim.opts.Users[cfg.User]
-	if ok && subtle.ConstantTimeCompare([]byte(want), []byte(cfg.Password)) == 1 {
+	if ok && subtle.ConstantTimeCompare([]byte(want), []byte(cfg.Password.Reveal())) == 1 {
 		return nil
 	}
 	return &runspace.RemoteError{Type: typeRemoting, Category: "OpenError", FQID: "AccessDenied,PSSessionOpenFailed",

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/runspace"
 )
@@ -139,9 +140,9 @@ func TestSessionStartEdges(t *testing.T) {
 		{"wrong path", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/wsman"}, "HTTP status code of 404"},
 		{"relative uri", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "127.0.0.1/PowerShell/"}, "connection URI"},
 		{"unknown mode is remoting", runspace.SessionConfig{Mode: "other"}, "'ConnectionUri'"},
-		{"second-hop credential", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: DefaultPassword}, ""},
-		{"wrong second-hop password", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: "nope"}, "Access is denied"},
-		{"unknown second-hop user", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: "mallory", Password: DefaultPassword}, "Access is denied"},
+		{"second-hop credential", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: secret.New(DefaultPassword)}, ""},
+		{"wrong second-hop password", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: secret.New("nope")}, "Access is denied"},
+		{"unknown second-hop user", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: "mallory", Password: secret.New(DefaultPassword)}, "Access is denied"},
 	}
 	for _, tc := range cases {
 		code, out, _ := runRaw(t, s, stage1+"noise line the bootstrap skips\n"+line(t, tc.cfg))
@@ -162,6 +163,18 @@ func TestSessionStartEdges(t *testing.T) {
 	}
 	if got := s.Counters().SecondHopCredentials; got != 3 {
 		t.Errorf("second-hop credentials = %d, want 3", got)
+	}
+	// A user without the password line that must follow the config.
+	cfgOnly, err := runspace.EncodeLine(runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tail := range []string{"", line(t, runspace.Request{ID: 1, Cmd: "Get-ExchangeServer"})[len(runspace.FrameTag):]} {
+		code, out, _ := runRaw(t, s, stage1+string(cfgOnly)+tail)
+		if fs := frames(t, out); code != exitInitError || len(fs) != 1 || fs[0].InitErr == nil ||
+			!strings.Contains(fs[0].InitErr.Msg, "password line is missing") {
+			t.Errorf("config with a user, then %q: exit %d frames %+v, want the missing-password initerr", tail, code, fs)
+		}
 	}
 	// A bad request line is answered like the bootstrap's catch block: an
 	// err frame with id 0; the session goes on.

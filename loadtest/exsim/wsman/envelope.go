@@ -25,7 +25,7 @@ const (
 	nsShell      = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 	nsWSManFault = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
 	// nsPowerShell prefixes the resource URIs of PowerShell endpoints
-	// (MS-PSRP 2.2.1: http://schemas.microsoft.com/powershell/<configuration>)
+	// (MS-PSRP 3.1.5.3: http://schemas.microsoft.com/powershell/<configuration>)
 	// and is the namespace of creationXml.
 	nsPowerShell = "http://schemas.microsoft.com/powershell"
 )
@@ -49,9 +49,10 @@ const (
 	signalCtrlC     = nsShell + "/signal/ctrl_c"
 	signalCtrlBreak = nsShell + "/signal/ctrl_break"
 	signalPSCtrlC   = "http://schemas.microsoft.com/powershell/signal/ctrl_c"
-	// signalPSCrtlC is the stop signal as MS-PSRP spells it (3.1.5.3.14,
-	// "http://schemas.microsoft.com/powershell/signal/crtl_c"); pypsrp sends
-	// "powershell/signal/ctrl_c" (src/pypsrp/shell.py SignalCode.PS_CTRL_C).
+	// The stop signal: MS-PSRP 3.1.5.3.9 says the code "MUST be
+	// powershell/signal/crtl_c"; pypsrp sends "powershell/signal/ctrl_c"
+	// (src/pypsrp/shell.py SignalCode.PS_CTRL_C); both are taken, bare
+	// or under http://schemas.microsoft.com/.
 	signalPSCrtlC         = "http://schemas.microsoft.com/powershell/signal/crtl_c"
 	signalPSCtrlCRelative = "powershell/signal/ctrl_c"
 	signalPSCrtlCRelative = "powershell/signal/crtl_c"
@@ -92,7 +93,7 @@ type request struct {
 }
 
 // shellBody is a Create's rsp:Shell. PowerShell clients choose the ShellId
-// and send creationXml (MS-PSRP 3.1.5.3.3; pypsrp
+// and send creationXml (MS-PSRP 3.1.5.3, wxf:Create; pypsrp
 // tests/tests_pypsrp/responses/test_psrp_open_runspace.yml).
 type shellBody struct {
 	id          string // ShellId attribute, upper-cased; "" when absent
@@ -404,7 +405,7 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 		switch {
 		case req.ps:
 			// A pipeline's rsp:Command is empty and its first fragments
-			// travel base64 in rsp:Arguments (MS-PSRP 3.1.5.3.8; pypsrp
+			// travel base64 in rsp:Arguments (MS-PSRP 3.1.5.3, wxf:Command; pypsrp
 			// test_psrp_multiple_commands.yml).
 			if len(cl.Command) > 1 || len(cl.Arguments) == 0 {
 				return faultInvalidBody("A PowerShell rsp:CommandLine needs one rsp:Command and the pipeline in rsp:Arguments.")
@@ -437,11 +438,10 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 		}
 		ds := b.Receive[0].DesiredStream[0]
 		rb := &receiveBody{commandID: strings.ToUpper(strings.TrimSpace(ds.CommandID))}
-		if rb.commandID == "" && !req.ps {
-			// PowerShell shells also answer shell-level Receives, which carry
-			// the runspace pool's messages (MS-PSRP 3.1.5.3.7).
-			return faultInvalidParameter("rsp:DesiredStream has no CommandId (shell-level Receive is not supported).")
-		}
+		// No CommandId: a shell-level Receive. PowerShell shells answer it
+		// with the runspace pool's messages (MS-PSRP 3.1.5.3.7); a cmd
+		// shell has no output of its own, and its shell's lookup answers
+		// with faultUnknownCommand once the ShellId is known to be good.
 		for _, name := range strings.Fields(ds.Streams) {
 			if name != "stdout" && (name != "stderr" || req.ps) {
 				return faultInvalidParameter(fmt.Sprintf("Stream %q is not an output stream of this shell.", name))
@@ -471,7 +471,7 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 }
 
 // parseShell reads a Create's rsp:Shell. A cmd shell has the streams stdin
-// / stdout stderr; a PowerShell shell stdin pr / stdout (MS-PSRP 3.1.5.3.3).
+// / stdout stderr; a PowerShell shell stdin pr / stdout (MS-PSRP 3.1.5.3, wxf:Create).
 func (req *request) parseShell(s xmlShell) *Fault {
 	sb := &shellBody{id: strings.ToUpper(strings.TrimSpace(s.ShellID))}
 	kind, outs := "cmd shell", []string{"stdout", "stderr"}

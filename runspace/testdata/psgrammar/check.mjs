@@ -56,9 +56,32 @@ function unwrap(node) {
   return node;
 }
 
+// memberOf returns the member node of an invokation_expression: the named
+// child between the target and the argument list.
+function memberOf(node) {
+  return node.namedChildren.slice(1).find((c) => c.type !== 'argument_list') ?? null;
+}
+
+// memberName returns a method name, lowercased and unquoted ($x.'Name'()
+// is the same call), or null when the name is computed ($x.$name()).
+function memberName(member) {
+  if (!member) return '';
+  let x = member; // member_name > simple_name | string_literal > ... | variable
+  while (x.namedChildCount === 1) x = x.namedChild(0);
+  switch (x.type) {
+    case 'simple_name':
+      return x.text.toLowerCase();
+    case 'verbatim_string_characters':
+    case 'expandable_string_literal':
+      if (/^(['"])[A-Za-z_][A-Za-z0-9_]*\1$/.test(x.text)) return x.text.slice(1, -1).toLowerCase();
+      return null;
+    default:
+      return null;
+  }
+}
+
 function isScriptBlockCreate(node) {
-  const member = node.children.find((c) => c.type === 'simple_name' || c.type === 'member_name');
-  return (member?.text ?? '').toLowerCase() === 'create' && scriptBlockTypes.has(typeName(node.namedChild(0)));
+  return memberName(memberOf(node)) === 'create' && scriptBlockTypes.has(typeName(node.namedChild(0)));
 }
 
 function commandName(text) {
@@ -111,10 +134,11 @@ function check(root, mode) {
         break;
       }
       case 'invokation_expression': {
-        const member = node.children.find((c) => c.type === 'simple_name' || c.type === 'member_name');
         const target = node.namedChild(0);
-        const m = (member?.text ?? '').toLowerCase();
-        if (bannedMethods.has(m)) add(node, `method ${member.text} evaluates code`);
+        const member = memberOf(node);
+        const m = memberName(member);
+        if (m === null) add(node, `method called by a computed name ${member?.text ?? ''}`);
+        else if (bannedMethods.has(m)) add(node, `method ${member.text.replace(/^['"]|['"]$/g, '')} evaluates code`);
         if (isScriptBlockCreate(node) && !allowed.has(node.id)) add(node, '[scriptblock]::Create compiles a string');
         if (assemblyLoads.has(m) && typeName(target).endsWith('assembly')) add(node, `assembly ${member.text} loads code`);
         break;
