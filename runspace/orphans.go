@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -238,7 +237,7 @@ func (b *orphanBook) gate(t *transport) error {
 	if wait <= 0 {
 		return nil
 	}
-	b.met.held.Add(1)
+	b.met.held.Inc()
 	if wait > b.opts.ConnectTimeout {
 		return &TransportError{Action: "Create", URL: t.url,
 			Err: fmt.Errorf("%w (%d in a row), for another %s", errCreateHeld, n, wait.Round(time.Millisecond))}
@@ -297,7 +296,7 @@ func (b *orphanBook) settle(t *transport, action string, rec lostShell, err erro
 			b.log.Warn("runspace: too many unanswered shell requests remembered; forgetting the oldest",
 				"server", t.server, "shell", st.lost[0].id)
 			st.lost = st.lost[1:]
-			b.met.forgotten.Add(1)
+			b.met.forgotten.Inc()
 		}
 		st.lost = append(st.lost, rec)
 		b.log.Warn("runspace: no answer to a shell request; the shell is deleted once the server answers again",
@@ -401,8 +400,8 @@ func (b *orphanBook) sweep(ctx context.Context, f *transportFactory, server stri
 	}
 	left := len(st.lost)
 	b.mu.Unlock()
-	b.met.deleted.Add(uint64(deleted))
-	b.met.gone.Add(uint64(gone))
+	b.met.deleted.Add(deleted)
+	b.met.gone.Add(gone)
 	if deleted > 0 || gone > 0 || len(errs) > 0 {
 		b.log.Info("runspace: orphaned shells swept", "server", server, "deleted", deleted, "gone", gone,
 			"pending", left, "err", errors.Join(errs...))
@@ -756,32 +755,21 @@ func parseXSDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// orphanMetrics are the book's counters, written with HELP text (the
-// metrics package writes HELP lines without any).
+// orphanMetrics are the book's counters; their HELP texts are in
+// internal/metricdoc's catalog, like every other series.
 type orphanMetrics struct {
-	deleted, gone, forgotten, held atomic.Uint64
+	deleted, gone, forgotten, held *metrics.Counter
 }
 
 func newOrphanMetrics(set *metrics.Set, b *orphanBook) *orphanMetrics {
-	m := &orphanMetrics{}
 	if set == nil {
-		return m
+		set = metrics.NewSet() // counted, never exposed
 	}
-	set.RegisterMetricsWriter(func(w io.Writer) {
-		write := func(name, typ, help string, v uint64) {
-			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", name, help, name, typ, name, v)
-		}
-		write("easconnector_runspace_orphan_shells_pending", "gauge",
-			"Shells the client asked a server to create or delete without getting an answer, not yet deleted (each may hold one of the account's MaxShellsPerUser / PowerShellMaxConcurrency slots).",
-			uint64(b.pending()))
-		write("easconnector_runspace_orphan_shells_deleted_total", "counter",
-			"Orphaned shells deleted once their server answered again.", m.deleted.Load())
-		write("easconnector_runspace_orphan_shells_gone_total", "counter",
-			"Remembered shells found absent when swept (never created, or already deleted or reaped).", m.gone.Load())
-		write("easconnector_runspace_orphan_shells_forgotten_total", "counter",
-			"Remembered shells dropped because too many were pending on one server.", m.forgotten.Load())
-		write("easconnector_runspace_shell_creations_held_total", "counter",
-			"Shell creations delayed or refused by the backoff against a server whose creations go unanswered.", m.held.Load())
-	})
-	return m
+	set.NewGauge("easconnector_runspace_orphan_shells_pending", func() float64 { return float64(b.pending()) })
+	return &orphanMetrics{
+		deleted:   set.NewCounter("easconnector_runspace_orphan_shells_deleted_total"),
+		gone:      set.NewCounter("easconnector_runspace_orphan_shells_gone_total"),
+		forgotten: set.NewCounter("easconnector_runspace_orphan_shells_forgotten_total"),
+		held:      set.NewCounter("easconnector_runspace_shell_creations_held_total"),
+	}
 }

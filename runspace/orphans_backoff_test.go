@@ -55,7 +55,7 @@ func TestCreateBackoff(t *testing.T) {
 	if err := b.gate(tr); err != nil {
 		t.Errorf("gate() after an answer = %v", err)
 	}
-	if got := b.met.held.Load(); got != 2 {
+	if got := b.met.held.Get(); got != 2 {
 		t.Errorf("creations held = %d, want 2", got)
 	}
 }
