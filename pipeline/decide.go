@@ -90,6 +90,10 @@ type row struct {
 	d, r           uint8 // indexes into decisionList, reasonList
 	st, sr, c      uint8 // indexes into accessStates, accessReasons, compliances
 	enrolled       bool  // an MDM record joined
+	// mdmSync is the joined record's last check-in (Graph
+	// lastSyncDateTime) in Unix seconds, 0 when unknown: the status page
+	// measures the change-to-enforcement lag from it.
+	mdmSync int64
 }
 
 // The value lists of the packed fields; index 0 is the unknown value.
@@ -127,10 +131,14 @@ func (rw *row) accessReason() exchange.AccessReason { return accessReasons[rw.sr
 func (rw *row) complianceState() mdm.Compliance     { return compliances[rw.c] }
 
 func (rw *row) export(mb *mbox) DeviceRow {
-	return DeviceRow{
+	out := DeviceRow{
 		Mailbox: mb.smtp, User: mb.name, UPN: mb.upn, DeviceID: rw.id, DeviceType: rw.typ, DeviceModel: rw.model,
 		Decision: rw.decision(), Reason: rw.reason(), ExchangeState: rw.accessState(), Compliance: rw.complianceState(),
 	}
+	if rw.mdmSync != 0 {
+		out.MDMLastSync = time.Unix(rw.mdmSync, 0).UTC()
+	}
+	return out
 }
 
 // dnKey is the case-insensitive key of a distinguished name.
@@ -262,6 +270,9 @@ func (d *decider) decide(mb *mbox, dev *exchange.MobileDevice) {
 	}
 	if rec != nil {
 		rw.enrolled, rw.c = true, pack(compliances, rec.Compliance)
+		if !rec.LastSyncAt.IsZero() {
+			rw.mdmSync = rec.LastSyncAt.Unix()
+		}
 		if same && mb.upn == "" {
 			mb.upn = rec.UserPrincipalName
 		}

@@ -16,8 +16,13 @@ import (
 
 const devicesHelp = `Lists device partnerships with the connector's decision, as the last sync
 of a running service saw them, from its admin API. Filters combine.
-EXCHANGE WAS is the access state Exchange reported when the sync read the
-device, before the sync wrote; MDM is the device's compliance state.`
+DECISION "Default (Quarantine)" means the connector keeps the device in
+neither list, so Exchange's device access rules decide, else the
+organization's DefaultAccessLevel (here Quarantine). EXCHANGE WAS is the
+access state Exchange reported when the sync read the device, before the
+sync wrote; MDM is the device's compliance state. Every decision, reason and
+compliance value is explained in the README's glossary and at /glossary on
+the status page.`
 
 func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("devices", "[--decision D] [--reason R] [--user U] [--limit N] [--json] [--server URL] [--config file]", stderr)
@@ -75,8 +80,15 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MAILBOX\tDEVICE ID\tTYPE\tMODEL\tDECISION\tREASON\tEXCHANGE WAS\tMDM")
 	for _, r := range rows {
+		decision, before := r.DecisionText, r.ExchangeStateBefore
+		if decision == "" { // a server from before decisionText
+			decision = r.Decision
+		}
+		if before == "" { // or from before the rename of exchangeState
+			before = r.ExchangeState
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(r.Mailbox, 80), clean(r.DeviceID, 64), clean(r.DeviceType, 40), clean(r.DeviceModel, 40),
-			r.Decision, r.Reason, orDash(r.ExchangeState), orDash(r.Compliance))
+			clean(decision, 40), clean(r.Reason, 40), orDash(before), orDash(r.Compliance))
 	}
 	tw.Flush()
 	switch {

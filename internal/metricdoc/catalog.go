@@ -174,7 +174,7 @@ var Catalog = []Section{
 		"from Exchange, never decide differently.\n"},
 	{Title: "Admin HTTP (`server`)", Families: []Family{
 		{Name: "easconnector_server_requests_total", Type: "c",
-			Labels: "`handler` (page, glossary, signin, metrics, healthz, readyz, status, syncs, devices, device, trends, plan, approve, other); `code` (2xx, 3xx, 4xx, 5xx)",
+			Labels: "`handler` (page, glossary, device, signin, metrics, healthz, readyz, status, syncs, devices, story, plan, approve, other); `code` (2xx, 3xx, 4xx, 5xx)",
 			Help:   "Admin HTTP requests, by handler and status class (count of requests).",
 			Alert:  "`5xx`"},
 		{Name: "easconnector_server_auth_failures_total", Type: "c",
