@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -24,8 +29,8 @@ import (
 // the last 32 results).
 const maxPageNotes = 64
 
-// storyAuditLines is how far back the audit log is read for a device's
-// story (ReadAuditTail reads at most 1 MiB anyway).
+// storyAuditLines bounds the audit lines read for a sync's lag
+// (ReadAuditTail reads at most 1 MiB anyway).
 const storyAuditLines = 20_000
 
 // pageNotes is what the backend measured after each sync.
@@ -304,6 +309,51 @@ func placeWords(p string) string {
 	return p
 }
 
+// auditOfDevices reads the whole audit log (rotated files too) for the
+// entries of the given device ids, newest first. Lines are parsed only when
+// they contain one of the ids, so a search costs about one read of the log.
+func auditOfDevices(ctx context.Context, dir string, ids []string) ([]pipeline.AuditEntry, error) {
+	files, err := pipeline.AuditFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	needles := make([][]byte, len(ids))
+	for i, id := range ids {
+		needles[i] = []byte(`"` + id + `"`)
+	}
+	var out []pipeline.AuditEntry
+	for _, path := range files {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		f, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // rotated away meanwhile
+		}
+		if err != nil {
+			return out, fmt.Errorf("read audit log %s: %w", path, err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			if !slices.ContainsFunc(needles, func(n []byte) bool { return bytes.Contains(line, n) }) {
+				continue
+			}
+			if e, err := pipeline.ParseAuditLine(line); err == nil && slices.Contains(ids, e.Device) {
+				out = append(out, e)
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return out, fmt.Errorf("read audit log %s: %w", path, err)
+		}
+	}
+	slices.Reverse(out)
+	return out, nil
+}
+
 // DeviceStories implements server.Backend.
 func (b *backend) DeviceStories(ctx context.Context, q string, limit int) ([]server.DeviceStory, error) {
 	rows, _ := b.a.engine.Devices(pipeline.DeviceQuery{}, 0, 0)
@@ -321,7 +371,11 @@ func (b *backend) DeviceStories(ctx context.Context, q string, limit int) ([]ser
 	if len(out) == 0 {
 		return out, nil
 	}
-	entries, err := pipeline.ReadAuditTail(b.stateDir, storyAuditLines)
+	ids := make([]string, len(out))
+	for i := range out {
+		ids[i] = out[i].DeviceID
+	}
+	entries, err := auditOfDevices(ctx, b.stateDir, ids)
 	if err != nil {
 		b.log.Warn("read audit log", "err", err)
 	}

@@ -78,3 +78,34 @@ func TestMeasureLag(t *testing.T) {
 		t.Errorf("measureLag(no writes) = %+v, want nil", got)
 	}
 }
+
+// TestAuditOfDevices reads a device's entries from the whole log, however
+// far back, and no other device's (one id a prefix of another).
+func TestAuditOfDevices(t *testing.T) {
+	dir := t.TempDir()
+	a, err := pipeline.OpenAudit(dir, pipeline.AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := range 3000 {
+		dev := "OTHER"
+		switch i {
+		case 1, 2999:
+			dev = "DEV1"
+		case 5:
+			dev = "DEV10"
+		}
+		if err := a.Write(pipeline.AuditEntry{Time: at.Add(time.Duration(i) * time.Second), SyncID: "s", Mailbox: "a@contoso.com",
+			Device: dev, List: pipeline.ListBlocked, From: pipeline.Absent, To: pipeline.Present, Reason: pipeline.ReasonNotCompliant}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := auditOfDevices(t.Context(), dir, []string{"DEV1"})
+	if err != nil || len(got) != 2 || !got[0].Time.Equal(at.Add(2999*time.Second)) || !got[1].Time.Equal(at.Add(time.Second)) {
+		t.Errorf("auditOfDevices(DEV1) = %+v, %v; want its 2 entries, newest first", got, err)
+	}
+}

@@ -18,7 +18,7 @@ const devicesHelp = `Lists device partnerships with the connector's decision, as
 of a running service saw them, from its admin API. Filters combine.
 DECISION "Default (Quarantine)" means the connector keeps the device in
 neither list, so Exchange's device access rules decide, else the
-organization's DefaultAccessLevel (here Quarantine). EXCHANGE WAS is the
+organization's DefaultAccessLevel, which is Quarantine in that example. EXCHANGE WAS is the
 access state Exchange reported when the sync read the device, before the
 sync wrote; MDM is the device's compliance state. Every decision, reason and
 compliance value is explained in the README's glossary and at /glossary on
