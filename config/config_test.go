@@ -28,6 +28,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 const minimal = `
 [exchange]
 servers = ["ex1.contoso.com"]
+auth = "ntlm"
 user = "CONTOSO\\svc-eas"
 password_env = "EASC_TEST_PASSWORD"
 
@@ -50,6 +51,7 @@ func TestParseFillsDefaults(t *testing.T) {
 	got := mustParse(t, minimal)
 	want := Default()
 	want.Exchange.Servers = []string{"ex1.contoso.com"}
+	want.Exchange.Auth = "ntlm"
 	want.Exchange.User = `CONTOSO\svc-eas`
 	want.Exchange.PasswordEnv = "EASC_TEST_PASSWORD"
 	want.MDM.TenantID = "contoso.onmicrosoft.com"
@@ -130,12 +132,15 @@ func TestValidate(t *testing.T) {
 	f("bad env name", func(c *Config) { c.Exchange.PasswordEnv = "$PW" },
 		`exchange.password_env: "$PW" is not an environment variable name`)
 	f("kerberos without realm", func(c *Config) { c.Exchange.Auth = "kerberos" },
+		`exchange.realm: required with auth = "kerberos" unless exchange.user is user@REALM (kerberos is the default in psrp mode, as on Exchange's /PowerShell/ virtual directory; set auth = "basic" or "ntlm" only where the directory has it enabled)`)
+	f("kerberos without realm, remoting", func(c *Config) { c.Exchange.Auth, c.Exchange.Mode = "kerberos", "remoting" },
 		`exchange.realm: required with auth = "kerberos" unless exchange.user is user@REALM`)
 	f("kerberos user@REALM", func(c *Config) { c.Exchange.Auth, c.Exchange.User = "kerberos", "svc@CONTOSO.COM" })
 	f("realm without kerberos", func(c *Config) { c.Exchange.Realm = "CONTOSO.COM" },
 		`exchange.realm: only used with auth = "kerberos", got auth = "ntlm"`)
 	plain := `exchange.servers[0]: "ex1.contoso.com" is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that`
 	f("tls knobs without https", func(c *Config) {
+		c.Exchange.Mode = "remoting"
 		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.CAFile, c.Exchange.InsecureSkipVerify = false, true, "ca.pem", true
 	},
 		"exchange.insecure_skip_verify: refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead",
@@ -143,7 +148,9 @@ func TestValidate(t *testing.T) {
 		"exchange.insecure_skip_verify: set, but exchange.https is false",
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel",
 		"exchange.insecure_skip_verify: contradicts exchange.ca_file; set one of them")
-	f("second hop over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.AllowUnencrypted = false, true },
+	f("second hop over http", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.Mode = false, true, "remoting"
+	},
 		"exchange.second_hop_credential: needs exchange.https = true: the password is passed over the WinRM channel")
 	f("plain http to a remote host", func(c *Config) { c.Exchange.HTTPS, c.Exchange.SecondHopCredential = false, false }, plain)
 	f("plain http to a remote literal", func(c *Config) {
@@ -151,13 +158,29 @@ func TestValidate(t *testing.T) {
 		c.Exchange.Servers = []string{"127.0.0.1", "10.0.0.5", "::1", "localhost"}
 	}, `exchange.servers[1]: "10.0.0.5" is not a loopback address (or does not resolve): plain HTTP (https = false) would send every cmdlet in clear text; set https = true, or allow_unencrypted = true to accept that`)
 	f("plain http allowed explicitly", func(c *Config) {
-		c.Exchange.HTTPS, c.Exchange.SecondHopCredential, c.Exchange.AllowUnencrypted = false, false, true
+		c.Exchange.HTTPS, c.Exchange.SecondHopCredential, c.Exchange.AllowUnencrypted, c.Exchange.Mode = false, false, true, "remoting"
 	})
-	f("allow_unencrypted with https", func(c *Config) { c.Exchange.AllowUnencrypted = true },
+	f("allow_unencrypted with https", func(c *Config) { c.Exchange.AllowUnencrypted, c.Exchange.Mode = true, "remoting" },
 		"exchange.allow_unencrypted: set, but exchange.https is true")
-	f("skip verify with second hop", func(c *Config) { c.Exchange.InsecureSkipVerify = true },
+	f("skip verify with second hop", func(c *Config) { c.Exchange.InsecureSkipVerify, c.Exchange.Mode = true, "remoting" },
 		"exchange.insecure_skip_verify: refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead")
-	f("skip verify without second hop", func(c *Config) { c.Exchange.InsecureSkipVerify, c.Exchange.SecondHopCredential = true, false })
+	f("skip verify without second hop", func(c *Config) {
+		c.Exchange.InsecureSkipVerify, c.Exchange.SecondHopCredential, c.Exchange.Mode = true, false, "remoting"
+	})
+	f("psrp plain http to a remote host", func(c *Config) { c.Exchange.HTTPS = false }, plain)
+	f("psrp over http to loopback", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Servers = false, []string{"127.0.0.1", "localhost"} })
+	f("psrp refuses unencrypted and unverified", func(c *Config) {
+		c.Exchange.HTTPS, c.Exchange.AllowUnencrypted, c.Exchange.Servers = false, true, []string{"127.0.0.1"}
+	}, `exchange.allow_unencrypted: not with mode = "psrp": the /PowerShell/ endpoint needs https = true (plain HTTP only to loopback)`)
+	f("psrp skip verify", func(c *Config) { c.Exchange.InsecureSkipVerify = true },
+		`exchange.insecure_skip_verify: not with mode = "psrp": the server certificate must be verified; set ca_file for a private CA`)
+	f("psrp endpoint", func(c *Config) {
+		c.Exchange.EndpointPath, c.Exchange.ConfigurationName = "PowerShell", "Microsoft Exchange"
+	},
+		`exchange.endpoint_path: "PowerShell" is not an absolute URL path (like /PowerShell/)`,
+		`exchange.configuration_name: "Microsoft Exchange" is not a session configuration name (like Microsoft.Exchange)`)
+	f("unknown mode", func(c *Config) { c.Exchange.Mode = "winrs" },
+		`exchange.mode: must be "psrp", "remoting" or "snapin", got "winrs"`)
 	f("snapin over http", func(c *Config) { c.Exchange.HTTPS, c.Exchange.Mode = false, "snapin" }, plain)
 	f("snapin over loopback http", func(c *Config) {
 		c.Exchange.HTTPS, c.Exchange.Mode, c.Exchange.Servers = false, "snapin", []string{"127.0.0.1"}
@@ -446,7 +469,8 @@ func TestRunspaceOptions(t *testing.T) {
 	}
 	want := runspace.Options{
 		Servers: []string{"ex1.contoso.com", "ex2.contoso.com"}, CACert: []byte(pem),
-		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "remoting", SecondHopCredential: true,
+		Auth: "ntlm", User: `CONTOSO\svc-eas`, Password: secret.New("pa55"), KrbConfig: "/etc/krb5.conf", Mode: "psrp",
+		EndpointPath: "/PowerShell/", ConfigurationName: "Microsoft.Exchange", SecondHopCredential: true,
 		CASFailover: true, Parallel: true, Size: 12, PowerShellMaxConcurrency: 18, MaxRequestsPerSession: 1000,
 		MaxSessionAge: time.Hour, RequestTimeout: 5 * time.Minute, ConnectTimeout: time.Minute, OperationTimeout: 20 * time.Second,
 	}
@@ -630,5 +654,41 @@ func TestListenLoopbackResolved(t *testing.T) {
 	// The default is the server package's zero value.
 	if d := Default(); d.Server.Listen != server.DefaultListen || server.DefaultListen != "127.0.0.1:8443" {
 		t.Errorf("default listen %q, server's zero value %q: want both 127.0.0.1:8443", d.Server.Listen, server.DefaultListen)
+	}
+}
+
+// TestAuthDefaultByMode: without auth, psrp mode uses Kerberos (what
+// Exchange's /PowerShell/ virtual directory accepts by default) and the
+// WinRS modes NTLM (the WinRM service's Negotiate); an explicit auth wins.
+func TestAuthDefaultByMode(t *testing.T) {
+	f := func(exchange, want string) {
+		t.Helper()
+		doc := strings.Replace(minimal, "auth = \"ntlm\"\nuser = \"CONTOSO\\\\svc-eas\"\n", exchange, 1)
+		c, err := Parse(strings.NewReader(doc))
+		if err != nil {
+			t.Fatalf("Parse(%q) = %v", exchange, err)
+		}
+		if c.Exchange.Auth != want {
+			t.Errorf("Parse(%q): auth = %q, want %q", exchange, c.Exchange.Auth, want)
+		}
+		o, err := c.RunspaceOptions()
+		if err != nil || o.Auth != want {
+			t.Errorf("RunspaceOptions(%q): auth = %q, %v; want %q", exchange, o.Auth, err, want)
+		}
+	}
+	t.Setenv("EASC_TEST_PASSWORD", "pa55")
+	f("user = \"svc-eas@CONTOSO.COM\"\n", "kerberos")
+	f("mode = \"psrp\"\nuser = \"svc-eas@CONTOSO.COM\"\n", "kerberos")
+	f("mode = \"remoting\"\nuser = \"CONTOSO\\\\svc-eas\"\n", "ntlm")
+	f("mode = \"snapin\"\nuser = \"CONTOSO\\\\svc-eas\"\n", "ntlm")
+	f("auth = \"basic\"\nuser = \"svc-eas@contoso.com\"\n", "basic")
+	f("mode = \"remoting\"\nauth = \"kerberos\"\nuser = \"svc-eas@CONTOSO.COM\"\n", "kerberos")
+
+	// A psrp config that names no realm is told why Kerberos is asked for.
+	doc := strings.Replace(minimal, "auth = \"ntlm\"\n", "", 1)
+	_, err := Parse(strings.NewReader(doc))
+	if err == nil || !strings.Contains(err.Error(), "exchange.realm: required with auth = \"kerberos\"") ||
+		!strings.Contains(err.Error(), "default in psrp mode") {
+		t.Errorf("psrp without auth or realm: %v, want the realm error naming the psrp default", err)
 	}
 }

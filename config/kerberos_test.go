@@ -37,7 +37,7 @@ func TestKeytabFile(t *testing.T) {
 	}, "")
 	f("keytab, second hop needs the password", func(c *Config) {
 		kerberos(c)
-		c.Exchange.PasswordEnv = ""
+		c.Exchange.PasswordEnv, c.Exchange.Mode = "", "remoting"
 	}, "exchange.password_env: required: set password_env or password_file (secrets are never written in this file)")
 	for _, spn := range []string{"ex1.contoso.com", "HTTP/ex1.contoso.com@CONTOSO.COM", "HTTP/ex1:443", "HTTP/", "/ex1", "HTTP/a/b"} {
 		f("spn "+spn, func(c *Config) { kerberos(c); c.Exchange.SPN = spn },
@@ -84,7 +84,7 @@ func TestKeytabFile(t *testing.T) {
 // TestKeytabFileRelative: a relative keytab_file is relative to the file.
 func TestKeytabFileRelative(t *testing.T) {
 	dir := t.TempDir()
-	doc := strings.Replace(minimal, "password_env = \"EASC_TEST_PASSWORD\"\n",
+	doc := strings.Replace(strings.Replace(minimal, "auth = \"ntlm\"\n", "", 1), "password_env = \"EASC_TEST_PASSWORD\"\n",
 		"auth = \"kerberos\"\nrealm = \"CONTOSO.COM\"\nkeytab_file = \"svc.keytab\"\nsecond_hop_credential = false\n", 1)
 	path := filepath.Join(dir, "easconnector.toml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {

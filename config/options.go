@@ -97,6 +97,8 @@ func (c *Config) RunspaceOptions() (runspace.Options, error) {
 		SPN:                      e.SPN,
 		Keytab:                   e.KeytabFile,
 		Mode:                     e.Mode,
+		EndpointPath:             e.EndpointPath,
+		ConfigurationName:        e.ConfigurationName,
 		SecondHopCredential:      e.SecondHopCredential,
 		CASFailover:              e.CASFailover,
 		Parallel:                 e.EnableParallelCommandSupport,

@@ -187,7 +187,7 @@ func (e *Exchange) validate(v *validator) {
 	if e.AllowUnencrypted && e.HTTPS {
 		v.errorf("exchange.allow_unencrypted", "set, but exchange.https is true")
 	}
-	if e.InsecureSkipVerify && e.SecondHopCredential && e.Mode != runspace.ModeSnapin {
+	if e.InsecureSkipVerify && e.SecondHopCredential && e.Mode == runspace.ModeRemoting {
 		v.errorf("exchange.insecure_skip_verify", "refused with exchange.second_hop_credential: the password would go to any server that answers; set ca_file instead")
 	}
 	if e.CAFile != "" && !e.HTTPS {
@@ -196,7 +196,7 @@ func (e *Exchange) validate(v *validator) {
 	if e.InsecureSkipVerify && !e.HTTPS {
 		v.errorf("exchange.insecure_skip_verify", "set, but exchange.https is false")
 	}
-	if e.SecondHopCredential && e.Mode != runspace.ModeSnapin && !e.HTTPS {
+	if e.SecondHopCredential && e.Mode == runspace.ModeRemoting && !e.HTTPS {
 		v.errorf("exchange.second_hop_credential", "needs exchange.https = true: the password is passed over the WinRM channel")
 	}
 	if e.InsecureSkipVerify && e.CAFile != "" {
@@ -210,13 +210,18 @@ func (e *Exchange) validate(v *validator) {
 	// is then needed only for second_hop_credential.
 	keytabLogin := e.Auth == runspace.AuthKerberos && e.KeytabFile != ""
 	v.secretSource("exchange", "password_env", e.PasswordEnv, "password_file", e.PasswordFile,
-		!keytabLogin || (e.SecondHopCredential && e.Mode != runspace.ModeSnapin))
+		!keytabLogin || (e.SecondHopCredential && e.Mode == runspace.ModeRemoting))
 	if e.Auth == runspace.AuthKerberos {
 		if e.Krb5Conf == "" {
 			v.errorf("exchange.krb5_conf", "required with auth = \"kerberos\"")
 		}
 		if _, realm, _ := strings.Cut(e.User, "@"); e.Realm == "" && realm == "" {
-			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM")
+			hint := ""
+			if e.Mode == runspace.ModePSRP {
+				hint = " (kerberos is the default in psrp mode, as on Exchange's /PowerShell/ virtual directory; " +
+					"set auth = \"basic\" or \"ntlm\" only where the directory has it enabled)"
+			}
+			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM%s", hint)
 		}
 		if e.SPN != "" && !validSPN(e.SPN) {
 			v.errorf("exchange.spn", "must be service/host such as HTTP/ex1.contoso.com (no @REALM, no port), got %q", e.SPN)
@@ -232,7 +237,26 @@ func (e *Exchange) validate(v *validator) {
 			v.errorf("exchange.keytab_file", "only used with auth = \"kerberos\", got auth = %q", e.Auth)
 		}
 	}
-	v.oneOf("exchange.mode", e.Mode, runspace.ModeRemoting, runspace.ModeSnapin)
+	v.oneOf("exchange.mode", e.Mode, runspace.ModePSRP, runspace.ModeRemoting, runspace.ModeSnapin)
+	if e.Mode == runspace.ModePSRP {
+		// The /PowerShell/ endpoint carries the account's credentials and
+		// every cmdlet; Kerberos message encryption over plain HTTP is not
+		// offered, so HTTPS with a verified certificate is required, plain
+		// HTTP only to this machine (tests, a local proxy).
+		// (the loopback rule for https = false is checked above).
+		if e.AllowUnencrypted {
+			v.errorf("exchange.allow_unencrypted", "not with mode = \"psrp\": the /PowerShell/ endpoint needs https = true (plain HTTP only to loopback)")
+		}
+		if e.InsecureSkipVerify {
+			v.errorf("exchange.insecure_skip_verify", "not with mode = \"psrp\": the server certificate must be verified; set ca_file for a private CA")
+		}
+		if !endpointPathRe.MatchString(e.EndpointPath) {
+			v.errorf("exchange.endpoint_path", "%q is not an absolute URL path (like /PowerShell/)", e.EndpointPath)
+		}
+		if !configNameRe.MatchString(e.ConfigurationName) {
+			v.errorf("exchange.configuration_name", "%q is not a session configuration name (like Microsoft.Exchange)", e.ConfigurationName)
+		}
+	}
 	v.intRange("exchange.powershell_max_concurrency", e.PowerShellMaxConcurrency, 2, 1000)
 	if e.PowerShellMaxConcurrency >= 2 {
 		v.intRange("exchange.runspaces", e.Runspaces, 1, min(e.PowerShellMaxConcurrency-1, runspace.MaxSize))
@@ -369,6 +393,9 @@ func (s *Sync) validate(v *validator) {
 	v.durRange("sync.shutdown_timeout", s.ShutdownTimeout, time.Second, 10*time.Minute)
 	v.intRange("sync.audit_max_bytes", s.AuditMaxBytes, 64<<10, 1<<30)
 	v.intRange("sync.audit_keep", s.AuditKeep, 0, 100_000)
+	if _, err := ParseMemoryLimit(s.MemoryLimit); err != nil {
+		v.errorf("sync.memory_limit", "%v", err)
+	}
 }
 
 // FullAtClock returns the hour and minute of FullAt (valid after Validate).
@@ -450,6 +477,11 @@ func (n *Notify) validate(v *validator) {
 		v.address(fmt.Sprintf("notify.admin_recipients[%d]", i), a)
 	}
 }
+
+var (
+	endpointPathRe = regexp.MustCompile(`^/[A-Za-z0-9._/-]{0,200}$`)
+	configNameRe   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+)
 
 // validSPN accepts a Kerberos service principal name of the form
 // service/host: the client asks its own realm's KDC for it, so a realm

@@ -27,6 +27,19 @@ var (
 // startSim starts exsim with pop and a started pool of size sessions
 // against it, both closed when tb ends.
 func startSim(tb testing.TB, pop *population.Population, size int) (*exsim.Sim, *exchange.Client) {
+	return startSimMode(tb, pop, size, runspace.ModeRemoting)
+}
+
+// forModes runs an integration test over both session kinds: WinRS
+// (remoting) and PSRP to exsim's /PowerShell/ endpoint.
+func forModes(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range []string{runspace.ModeRemoting, runspace.ModePSRP} {
+		t.Run(mode, func(t *testing.T) { test(t, mode) })
+	}
+}
+
+// startSimMode is startSim with the pool's session kind.
+func startSimMode(tb testing.TB, pop *population.Population, size int, mode string) (*exsim.Sim, *exchange.Client) {
 	tb.Helper()
 	sim, err := exsim.Start(exsim.Options{Population: pop, Listeners: 1, Profile: "zero", Quiet: true})
 	if err != nil {
@@ -36,7 +49,7 @@ func startSim(tb testing.TB, pop *population.Population, size int) (*exsim.Sim, 
 	pool, err := runspace.NewPool(runspace.Options{
 		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic, PlainHTTP: true,
 		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
-		Parallel: true, Size: size, ConnectTimeout: 20 * time.Second, RequestTimeout: 10 * time.Minute,
+		Parallel: true, Size: size, ConnectTimeout: 20 * time.Second, RequestTimeout: 10 * time.Minute, Mode: mode,
 	})
 	if err != nil {
 		tb.Fatalf("NewPool: %v", err)
@@ -64,9 +77,11 @@ func testCtx(t *testing.T) context.Context {
 
 // TestIntegration reads and writes through the real pool, WinRM client and
 // WS-Man server against the simulated organization.
-func TestIntegration(t *testing.T) {
+func TestIntegration(t *testing.T) { forModes(t, testIntegration) }
+
+func testIntegration(t *testing.T, mode string) {
 	pop := population.Generate(population.Options{Devices: 300, Seed: 7})
-	sim, c := startSim(t, pop, 4)
+	sim, c := startSimMode(t, pop, 4, mode)
 	ctx := testCtx(t)
 
 	// Every device arrives, valid, with a resolvable mailbox.
@@ -210,16 +225,21 @@ func TestIntegration(t *testing.T) {
 
 // TestIntegrationFilter: the OPATH filter, evaluated by the simulator, and
 // the exact client-side bound select the same devices as a direct scan.
-func TestIntegrationFilter(t *testing.T) {
+func TestIntegrationFilter(t *testing.T) { forModes(t, testIntegrationFilter) }
+
+func testIntegrationFilter(t *testing.T, mode string) {
 	now := time.Now().UTC().Truncate(time.Minute)
 	pop := population.Generate(population.Options{Devices: 200, Seed: 3, Now: now})
-	sim, c := startSim(t, pop, 2)
+	sim, c := startSimMode(t, pop, 2, mode)
 	ctx := testCtx(t)
 	// Quarantine by default, so that devices nobody listed are Quarantined.
 	q := exchange.LevelQuarantine
 	if err := c.SetOrgSettings(ctx, exchange.OrgSettingsUpdate{DefaultAccessLevel: &q}); err != nil {
 		t.Fatal(err)
 	}
+	// Exchange stores a device's state at its requests: the phones connect
+	// under the new default before their state is read.
+	sim.Org().ContactAll()
 	all, _, err := sim.Org().Devices("", 0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -282,9 +302,11 @@ var hostile = []string{
 // TestIntegrationInjection: devices whose phone-chosen strings are hostile
 // are read back byte for byte, flagged when their DeviceId is invalid, never
 // sent back, and the simulator sees nothing but allowlisted cmdlets.
-func TestIntegrationInjection(t *testing.T) {
+func TestIntegrationInjection(t *testing.T) { forModes(t, testIntegrationInjection) }
+
+func testIntegrationInjection(t *testing.T, mode string) {
 	pop := population.Generate(population.Options{Devices: 20, Seed: 11})
-	sim, c := startSim(t, pop, 2)
+	sim, c := startSimMode(t, pop, 2, mode)
 	ctx := testCtx(t)
 	org := sim.Org()
 

@@ -142,6 +142,12 @@ func (e *Engine) full(ctx context.Context, r *run) error {
 		r.rep.OrgConflicts = op.conflicts
 	}
 	if err := e.guard(r, writes, devices, op); err != nil {
+		if base == nil && r.rep.Held != nil {
+			// Nothing to show yet but this sync's decisions, which the
+			// devices list then shows (and an approval completes) while
+			// the plan waits for review; never planned against.
+			e.publishView(newBaseline(mbs))
+		}
 		return err
 	}
 	if r.dry {

@@ -195,6 +195,12 @@ type DeviceRow struct {
 	Reason      Reason   `json:"reason"`
 	// ExchangeState is DeviceAccessState as read, before this sync wrote.
 	ExchangeState exchange.AccessState `json:"exchange_state"`
+	// ExchangeAfter is the access the mailbox's own lists give the device
+	// after this sync (Allowed or Blocked; the lists as read when the write
+	// failed or none was needed); empty when neither list names the device,
+	// so that device access rules or the org default decide. Exchange
+	// applies it at the device's next request.
+	ExchangeAfter exchange.AccessState `json:"exchange_after,omitempty"`
 	// Compliance is the MDM record's state, "" when not enrolled.
 	Compliance mdm.Compliance `json:"compliance,omitempty"`
 	// MDMLastSync is the MDM record's last check-in (Graph

@@ -1,8 +1,35 @@
 // Package runspace manages a bounded pool of long-lived remote PowerShell
-// sessions on Exchange Client Access servers, reached over WinRM (WinRS) with
-// github.com/masterzen/winrm.
+// sessions on Exchange Client Access servers, over WS-Management with
+// github.com/masterzen/winrm's transport and SOAP builders. One pool serves
+// two session kinds (sessionKind): PSRP (Options.Mode = ModePSRP, below)
+// and WinRS (remoting, snapin).
 //
-// A session is one WinRM shell running one long-lived powershell.exe. The
+// # PSRP sessions
+//
+// In psrp mode a session is one runspace pool (of one runspace) on the
+// server's own /PowerShell/ endpoint, configuration Microsoft.Exchange,
+// speaking MS-PSRP over WS-Management (psrpsession.go, psrpwire.go; the
+// message layer is package psrp): Create with the client's ShellId and
+// creationXml, Receive until RUNSPACEPOOL_STATE Opened; each call is one
+// pipeline whose CREATE_PIPELINE carries the cmdlet (IsScript false) and
+// each parameter as a typed CLIXML value, after the cmdlet and parameter
+// allowlists of bootstrap.ps1 accepted them: no script text exists on
+// this path. Output objects are projected straight from CLIXML to the
+// flat JSON objects the WinRS bootstrap sends (psrp.Projection), one by
+// one as they arrive, so callers see the same shape from both kinds. A
+// pipeline that stalls for RequestTimeout, or whose ctx ends, is stopped
+// with powershell/signal/crtl_c and the session is kept; a finished one
+// is released with terminate. Error records become *RemoteError
+// (FullyQualifiedErrorId, category; RemoteClass refines them), quota
+// faults on Create and Exchange's "Micro delay applied" warnings drive
+// the adaptive concurrency, the server's MaxEnvelopeSize is read from its
+// WinRM configuration when the account may (else 150 KB), idle sessions
+// send a short keep-alive Receive, and Close deletes the pool. The
+// account needs only Exchange RBAC rights.
+//
+// # WinRS sessions
+//
+// A WinRS session is one WinRM shell running one long-lived powershell.exe. The
 // command line carries only the constant stage 0 (Stage0); stage 1
 // (bootstrap.ps1, embedded) and every request travel over stdin as tagged
 // base64 JSON lines (protocol.go). Requests name an allowlisted cmdlet and

@@ -57,6 +57,12 @@ const (
 	FaultQuotaUser        = 2150859175
 	FaultQuotaSystem      = 2150859176
 	FaultMaxShellUsers    = 2150859179 // MaxConcurrentUsers
+	// The per-plugin quota (PPQ) faults, ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ
+	// 2150859236 to ..._MIN_REQUIREMENT_NOT_AVAILABLE_PPQ 2150859242
+	// (wsmerror.h), MaxCommandsPerShell among them. Windows sends them as
+	// w:InternalError, not w:QuotaLimit (pypsrp issue #148).
+	FaultFirstPluginQuota = 2150859236
+	FaultLastPluginQuota  = 2150859242
 )
 
 // FaultError is a WS-Management fault returned by a WinRM server.
@@ -121,6 +127,9 @@ func (e *FaultError) throttle() bool {
 	case FaultQuotaLimit, FaultMaxShells, FaultMaxOperations, FaultQuotaUser, FaultQuotaSystem, FaultMaxShellUsers:
 		return true
 	}
+	if e.Code >= FaultFirstPluginQuota && e.Code <= FaultLastPluginQuota {
+		return true
+	}
 	return strings.HasSuffix(e.Subcode, ":QuotaLimit") || isThrottleText(e.Reason)
 }
 
@@ -179,6 +188,7 @@ var throttlePatterns = []string{
 	"micro delay applied",        // budget micro delay
 	"exceeded your budget",       // budget exhausted
 	"concurrent operations",      // WinRM MaxConcurrentOperationsPerUser
+	"concurrent commands per",    // WinRM MaxCommandsPerShell (pypsrp #148)
 	"maximum number of users",    // WinRM MaxConcurrentUsers
 	"remotely open on the same",  // MS-WSMV wording of MaxShellsPerUser
 	"the request was throttled",  // generic
@@ -252,6 +262,13 @@ const (
 	ClassInvalid   = "invalid"
 	ClassClosed    = "closed"
 	ClassOther     = "other"
+	// Subclasses of ClassRemote that RemoteClass gives a cmdlet's error
+	// record, by its ErrorCategory (language independent; MS-PSRP
+	// 2.2.3.15): the object does not exist, the account's rights (RBAC) do
+	// not allow it, or Exchange refused a value.
+	ClassNotFound   = "not_found"
+	ClassDenied     = "denied"
+	ClassInvalidArg = "invalid_argument"
 )
 
 // Classify reduces err to a bounded label value: "throttle", "auth",
@@ -317,4 +334,46 @@ func isTLSError(err error) bool {
 	)
 	return errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) ||
 		errors.As(err, &cve) || errors.As(err, &rhe) || errors.As(err, &ae)
+}
+
+// RemoteClass refines ClassRemote: for an error that wraps a
+// *RemoteError it returns ClassNotFound, ClassDenied, ClassInvalidArg or
+// ClassRemote by the record's ErrorCategory name, which both session kinds
+// report ([string]$e.CategoryInfo.Category over WinRS,
+// ErrorCategory_Category over PSRP); for any other error, Classify(err).
+// Throttling and lost sessions are already ErrThrottled and
+// ErrSessionBroken (remoteError, psrpRemoteError).
+func RemoteClass(err error) string {
+	re, ok := errors.AsType[*RemoteError](err)
+	if !ok || Classify(err) != ClassRemote {
+		return Classify(err)
+	}
+	return re.class()
+}
+
+func (e *RemoteError) class() string {
+	switch e.Category {
+	case "ObjectNotFound":
+		return ClassNotFound
+	case "PermissionDenied", "SecurityError", "AuthenticationError":
+		return ClassDenied
+	case "InvalidArgument", "InvalidData", "InvalidType":
+		return ClassInvalidArg
+	}
+	// Exchange reports most cmdlet errors as NotSpecified; its
+	// FullyQualifiedErrorId names the exception instead
+	// ("[FailureCategory=Cmdlet-ManagementObjectNotFoundException] …"),
+	// in every language, and so does the exception type.
+	id := e.FQID + " " + e.Type
+	switch {
+	case strings.Contains(id, "ObjectNotFound"):
+		return ClassNotFound
+	case strings.Contains(id, "AccessDenied"), strings.Contains(id, "UnauthorizedAccess"),
+		strings.Contains(id, "CommandNotFoundException"): // RBAC: a cmdlet the roles do not grant does not exist
+		return ClassDenied
+	case strings.Contains(id, "ParameterBinding"), strings.Contains(id, "DataValidationException"),
+		strings.Contains(id, "ArgumentException"), strings.Contains(id, "InvalidArgument"):
+		return ClassInvalidArg
+	}
+	return ClassRemote
 }

@@ -37,6 +37,12 @@ func TestClassify(t *testing.T) {
 		{&FaultError{Code: FaultInvalidSelectors, Subcode: "w:InvalidSelectors"}, ClassFault},
 		{&FaultError{Code: FaultOperationTimeout}, ClassTimeout},
 		{&FaultError{Code: FaultMaxShells}, ClassThrottle},
+		// Windows' per-shell and per-plugin quota faults are w:InternalError
+		// (pypsrp #148), still throttling.
+		{&FaultError{Code: 2150859241, Subcode: "w:InternalError", Reason: "The WS-Management service cannot process the request. The maximum number of concurrent commands per shell has been exceeded. Retry the request later or raise the Maximum Commands per Shell quota."}, ClassThrottle},
+		{&FaultError{Code: 2150859236, Subcode: "w:InternalError"}, ClassThrottle},
+		{&FaultError{Code: 2150859242, Subcode: "w:InternalError"}, ClassThrottle},
+		{&FaultError{Code: 2150859243, Subcode: "w:InternalError"}, ClassFault},
 		{fmt.Errorf("stdin: %w", io.ErrShortWrite), ClassTransport},
 		{fmt.Errorf("stdout: %w", io.ErrUnexpectedEOF), ClassTransport},
 		{fmt.Errorf("%w: x", ErrAllServersDown), ClassTransport},
@@ -65,6 +71,7 @@ func TestThrottleTexts(t *testing.T) {
 		{"WARNING: Micro delay applied. Actual delayed: 21956 msecs, Enforced: True, Capped delay: 21956 msecs", true, 21956 * time.Millisecond},
 		{"Sending data to a remote command failed with the following error message: You have exceeded your budget. Please try again later.", true, 0},
 		{"The WS-Management service cannot process the request. This user is allowed a maximum number of 1500 concurrent operations, which has been exceeded.", true, 0},
+		{"The WS-Management service cannot process the request. The maximum number of concurrent commands per shell has been exceeded. Retry the request later or raise the Maximum Commands per Shell quota.", true, 0},
 		{"The Windows Remote Shell cannot process the request. The server is already executing the maximum number of concurrent shells a user can remotely open on the same system. Retry later.", true, 0},
 		{"The operation couldn't be performed because object 'jdoe' couldn't be found on 'DC1.contoso.com'.", false, 0},
 		{"", false, 0},

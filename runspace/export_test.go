@@ -1,8 +1,17 @@
 package runspace
 
 import (
+	"time"
+
 	"github.com/masterzen/winrm"
 )
+
+// SetPSRPKeepAlive changes the psrp keep-alive interval until restore.
+func SetPSRPKeepAlive(d time.Duration) (restore func()) {
+	old := psrpKeepAlive
+	psrpKeepAlive = d
+	return func() { psrpKeepAlive = old }
+}
 
 // NewTestClient returns a masterzen/winrm client on server that uses this
 // package's transport, for the conformance tests of the external test

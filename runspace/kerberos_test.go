@@ -50,6 +50,8 @@ func kerberosServerSkew(t *testing.T, k *kdc.KDC, spn string, skew time.Duration
 		Machine:  "CAS01",
 		Users:    map[string]string{k.User: "basic-is-not-used-" + k.Password},
 		Kerberos: kerb,
+		// Exchange's /PowerShell/ endpoint too, for the psrp session kind.
+		PowerShell: sim.Runner(0).(wsman.PowerShellHost), PowerShellConfigurations: []string{exsim.ConfigurationName},
 	}, sim.Runner(0))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,6 +68,7 @@ func kerberosServerSkew(t *testing.T, k *kdc.KDC, spn string, skew time.Duration
 
 func kerberosOptions(t *testing.T, k *kdc.KDC, server string, port int, mutate func(*runspace.Options)) runspace.Options {
 	o := runspace.Options{
+		Mode:             runspace.ModeRemoting, // the WinRS kind; psrp Kerberos is in psrp_integration_test.go
 		Servers:          []string{server},
 		Port:             port,
 		PlainHTTP:        true, // loopback only; Kerberos authenticates, nothing encrypts
@@ -136,6 +139,20 @@ func TestKerberosLogin(t *testing.T) {
 			o.SPN = spnCAS01
 		}))
 		mailboxRoundTrips(t, p, 8)
+		if st := ws.Stats(); st.Unauthorized != 0 {
+			t.Errorf("server refused %d requests", st.Unauthorized)
+		}
+	})
+
+	// The psrp session kind authenticates the same way to /PowerShell/.
+	t.Run("psrp, password and keytab", func(t *testing.T) {
+		port, ws := kerberosServer(t, k, "")
+		p := startPool(t, kerberosOptions(t, k, "localhost", port, func(o *runspace.Options) { o.Mode = runspace.ModePSRP }))
+		mailboxRoundTrips(t, p, 8)
+		p2 := startPool(t, kerberosOptions(t, k, "localhost", port, func(o *runspace.Options) {
+			o.Mode, o.Password, o.Keytab = runspace.ModePSRP, secret.String{}, k.ClientKeytab
+		}))
+		mailboxRoundTrips(t, p2, 4)
 		if st := ws.Stats(); st.Unauthorized != 0 {
 			t.Errorf("server refused %d requests", st.Unauthorized)
 		}

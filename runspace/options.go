@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strings"
 	"time"
 
@@ -52,13 +53,46 @@ const (
 // Microsoft Learn, "Installation and configuration for Windows Remote
 // Management"), and NTLM never sends the password itself. Kerberos is
 // stronger still but needs a krb5.conf and a realm, so it cannot be a
-// zero-value default.
+// zero-value default; config, which has both, picks DefaultAuthFor(mode).
 const DefaultAuth = AuthNTLM
+
+// DefaultAuthFor is the auth mechanism a deployment should use when it
+// names none, by mode. Exchange's /PowerShell/ virtual directory accepts
+// Kerberos only, out of the box: Windows authentication (Negotiate with
+// Kerberos) is its default, Basic is off and must be enabled with
+// Set-PowerShellVirtualDirectory -BasicAuthentication $true, NTLM likewise
+// with -WindowsAuthentication where the IIS provider list has it (Microsoft
+// Learn, "Connect to Exchange servers using remote PowerShell" and
+// "Set-PowerShellVirtualDirectory"). The WinRM service of the WinRS modes
+// offers Negotiate (NTLM) by default (see DefaultAuth).
+func DefaultAuthFor(mode string) string {
+	if mode == ModePSRP || mode == "" {
+		return AuthKerberos
+	}
+	return AuthNTLM
+}
 
 // Session modes (how the bootstrap loads Exchange, see bootstrap.ps1).
 const (
 	ModeRemoting = "remoting" // New-PSSession to http://<server>/PowerShell/ + Import-PSSession; RBAC applies
 	ModeSnapin   = "snapin"   // Add-PSSnapin on an Exchange server; bypasses RBAC
+	// ModePSRP speaks MS-PSRP to the server's own /PowerShell/ endpoint
+	// (configuration Microsoft.Exchange): RBAC rights only, no WinRM shell
+	// rights, no second hop, no script text (psrpsession.go).
+	ModePSRP = "psrp"
+
+	// DefaultMode is the Mode of zero-valued Options, as config's default.
+	DefaultMode = ModePSRP
+)
+
+// PSRP endpoint defaults: the Exchange virtual directory every Exchange
+// management tool connects to (New-PSSession -ConfigurationName
+// Microsoft.Exchange -ConnectionUri https://<cas>/PowerShell/).
+const (
+	DefaultEndpointPath      = "/PowerShell/"
+	DefaultConfigurationName = "Microsoft.Exchange"
+	DefaultPSRPHTTPSPort     = 443
+	DefaultPSRPHTTPPort      = 80
 )
 
 // Options configures a Pool (NewPool) or a standalone session (Open). The
@@ -68,7 +102,9 @@ type Options struct {
 	// Servers are the WinRM hosts (Exchange Client Access servers or a
 	// management host) in preference order. At least one.
 	Servers []string
-	// Port defaults to 5986 (HTTPS), or 5985 with PlainHTTP.
+	// Port defaults to 443 in psrp mode (80 with PlainHTTP), the IIS site
+	// of the /PowerShell/ virtual directory; the WinRS modes default to
+	// WinRM's 5986 (HTTPS), or 5985 with PlainHTTP.
 	Port int
 	// WinRM runs over TLS unless PlainHTTP is set. The certificate is
 	// verified against CACert (PEM; the system roots when empty) and
@@ -108,9 +144,19 @@ type Options struct {
 	SPN       string
 	Keytab    string
 
-	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
-	// http://<server>/PowerShell/) or "snapin".
+	// Mode is "psrp" (the default, DefaultMode: MS-PSRP to the server's own
+	// /PowerShell/ endpoint, Exchange RBAC rights only), "remoting"
+	// (SessionConfig.ConnectionURI = http://<server>/PowerShell/) or
+	// "snapin"; both WinRS modes need WinRM shell rights on the target
+	// host.
 	Mode string
+	// EndpointPath is the URL path of the PSRP endpoint (psrp mode;
+	// default /PowerShell/). WinRS modes always use /wsman.
+	EndpointPath string
+	// ConfigurationName is the PowerShell session configuration (psrp
+	// mode; default Microsoft.Exchange): the resource URI is
+	// http://schemas.microsoft.com/powershell/<ConfigurationName>.
+	ConfigurationName string
 	// SecondHopCredential passes User/Password to New-PSSession in
 	// remoting mode (see SessionConfig): a shell opened with NTLM or
 	// Kerberos cannot forward its logon to the /PowerShell endpoint.
@@ -182,8 +228,15 @@ func (o Options) resolve() (Options, error) {
 		}
 	}
 	o.Servers = servers
+	if o.Mode == "" {
+		o.Mode = DefaultMode
+	}
 
 	switch {
+	case o.Port == 0 && o.Mode == ModePSRP && !o.PlainHTTP:
+		o.Port = DefaultPSRPHTTPSPort
+	case o.Port == 0 && o.Mode == ModePSRP:
+		o.Port = DefaultPSRPHTTPPort
 	case o.Port == 0 && o.PlainHTTP:
 		o.Port = DefaultHTTPPort
 	case o.Port == 0:
@@ -247,11 +300,22 @@ func (o Options) resolve() (Options, error) {
 	}
 
 	switch o.Mode {
-	case "":
-		o.Mode = ModeRemoting
 	case ModeRemoting, ModeSnapin:
+	case ModePSRP:
+		if o.EndpointPath == "" {
+			o.EndpointPath = DefaultEndpointPath
+		}
+		if !endpointPathRe.MatchString(o.EndpointPath) {
+			return o, fmt.Errorf("runspace: EndpointPath: %q is not an absolute URL path of letters, digits, '-', '_', '.' and '/'", o.EndpointPath)
+		}
+		if o.ConfigurationName == "" {
+			o.ConfigurationName = DefaultConfigurationName
+		}
+		if !configNameRe.MatchString(o.ConfigurationName) {
+			return o, fmt.Errorf("runspace: ConfigurationName: %q is not a session configuration name", o.ConfigurationName)
+		}
 	default:
-		return o, fmt.Errorf("runspace: Mode: must be %q or %q, got %q", ModeRemoting, ModeSnapin, o.Mode)
+		return o, fmt.Errorf("runspace: Mode: must be %q, %q or %q, got %q", ModePSRP, ModeRemoting, ModeSnapin, o.Mode)
 	}
 	if o.SecondHopCredential && o.Mode == ModeRemoting {
 		if o.PlainHTTP {
@@ -341,6 +405,20 @@ func (o *Options) responseHeaderTimeout() time.Duration {
 // wsmanTimeout renders OperationTimeout as an xs:duration.
 func (o *Options) wsmanTimeout() string {
 	return fmt.Sprintf("PT%.3fS", o.OperationTimeout.Seconds())
+}
+
+var (
+	endpointPathRe = regexp.MustCompile(`^/[A-Za-z0-9._/-]{0,200}$`)
+	configNameRe   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+)
+
+// urlPath is the path of the WS-Management endpoint: the PSRP virtual
+// directory in psrp mode, WinRM's /wsman otherwise.
+func (o *Options) urlPath() string {
+	if o.Mode == ModePSRP {
+		return o.EndpointPath
+	}
+	return "/wsman"
 }
 
 // endpoint is the winrm.Endpoint of server. The library only keeps it: our

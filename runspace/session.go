@@ -77,6 +77,11 @@ var errRequestTimeout = errors.New("request timed out")
 // errSessionClosed is the cause of a session's Err after Close.
 var errSessionClosed = errors.New("session closed")
 
+// errStalled marks a psrp pipeline stopped after RequestTimeout without
+// output: its session is kept, and an idempotent call may run again, as a
+// WinRS request whose session was broken for the same reason.
+var errStalled = errors.New("pipeline stalled and was stopped")
+
 // errNotSent marks failures that happened before the request reached the
 // session's process: a retry cannot apply the call twice.
 var errNotSent = errors.New("request not sent")
@@ -115,6 +120,11 @@ type Session struct {
 
 	// owned by the pool (under Pool.mu)
 	ep *endpoint
+
+	// kind runs requests and closes: WinRS (winrsKind, the fields above)
+	// or PSRP (ps, psrpsession.go).
+	kind sessionKind
+	ps   *psrpState
 }
 
 type frameMsg struct {
@@ -150,9 +160,17 @@ func Open(ctx context.Context, opts Options, server string) (*Session, error) {
 	return s, nil
 }
 
-// openSession creates the shell, starts powershell.exe with stage 0, sends
+// openSession opens a session of the kind o.Mode selects.
+func openSession(ctx context.Context, o *Options, f *transportFactory, server string) (*Session, error) {
+	if o.Mode == ModePSRP {
+		return openPSRP(ctx, o, f, server)
+	}
+	return openWinRS(ctx, o, f, server)
+}
+
+// openWinRS creates the shell, starts powershell.exe with stage 0, sends
 // stage 1 and the SessionConfig, and waits for the Ready frame.
-func openSession(ctx context.Context, o *Options, f *transportFactory, server string) (_ *Session, err error) {
+func openWinRS(ctx context.Context, o *Options, f *transportFactory, server string) (_ *Session, err error) {
 	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
 	s := &Session{
@@ -166,6 +184,7 @@ func openSession(ctx context.Context, o *Options, f *transportFactory, server st
 		stdoutDone: make(chan struct{}),
 		stderrDone: make(chan struct{}),
 	}
+	s.kind = winrsKind{s}
 	s.info.Server = server
 	// The library's calls take no context: a deadline aborts the
 	// transport, which ends whatever is in flight.
@@ -211,7 +230,7 @@ func openSession(ctx context.Context, o *Options, f *transportFactory, server st
 
 	sc := SessionConfig{Mode: o.Mode, ConnectionURI: connectionURI(server)}
 	if o.SecondHopCredential && o.Mode == ModeRemoting {
-		sc.User, sc.Password = o.User, o.Password.Reveal()
+		sc.User, sc.Password = o.User, o.Password
 	}
 	cfg, err := sc.Encode()
 	if err != nil {
@@ -520,6 +539,10 @@ func allValidUTF8(ss []string) bool {
 // interrupt a cmdlet. A long stream that keeps producing objects is not
 // cut; bound its total time with ctx.
 func (s *Session) Do(ctx context.Context, c Call, each func(json.RawMessage) error) (Result, error) {
+	return s.kind.do(ctx, c, each)
+}
+
+func (s *Session) doWinRS(ctx context.Context, c Call, each func(json.RawMessage) error) (Result, error) {
 	start := time.Now()
 	res := Result{Server: s.server, Attempts: 1}
 	if err := checkCall(c); err != nil {
@@ -656,11 +679,11 @@ func (s *Session) requestErr(ctx context.Context, c Call, id uint64, err error) 
 // request in flight is aborted and the session's goroutines are awaited
 // within ctx. It is safe to call more than once.
 func (s *Session) Close(ctx context.Context) error {
-	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
+	s.closeOnce.Do(func() { s.closeErr = s.kind.close(ctx) })
 	return s.closeErr
 }
 
-func (s *Session) close(ctx context.Context) error {
+func (s *Session) closeWinRS(ctx context.Context) error {
 	close(s.quit)
 	healthy := s.Err() == nil
 	s.markBroken(errSessionClosed)

@@ -64,6 +64,9 @@ type transportFactory struct {
 	dialer *net.Dialer
 	shared *http.Transport // nil with NTLM: one per session
 	krb    *kerberos
+
+	envMu   sync.Mutex
+	envSize map[string]int // psrp: MaxEnvelopeSize per server (envelopeFor)
 }
 
 // newTransportFactory prepares the transports. With Kerberos it reads the
@@ -212,7 +215,7 @@ func (f *transportFactory) newTransport(server string) *transport {
 	t := &transport{
 		f:      f,
 		server: server,
-		url:    scheme + "://" + net.JoinHostPort(server, strconv.Itoa(f.opts.Port)) + "/wsman",
+		url:    scheme + "://" + net.JoinHostPort(server, strconv.Itoa(f.opts.Port)) + f.opts.urlPath(),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	switch {

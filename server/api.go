@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -324,6 +325,13 @@ func (s *Server) handleTriggerSync(w http.ResponseWriter, r *http.Request) {
 	if !noParams(w, r) {
 		return
 	}
+	// curl -d sends application/x-www-form-urlencoded and some clients
+	// text/plain: the body is read as JSON whatever those say (only a JSON
+	// object is accepted). This opens no cross-site path: mutating takes a
+	// Bearer token only, which a browser never adds by itself.
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" || mt == "text/plain" {
+		r.Header.Del("Content-Type")
+	}
 	var req TriggerRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -347,7 +355,7 @@ func (s *Server) handleTriggerSync(w http.ResponseWriter, r *http.Request) {
 // decodeBody reads one JSON object with known fields only.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, "Content-Type %q: want application/json", ct)
+		writeError(w, http.StatusUnsupportedMediaType, `Content-Type %q: send a JSON object such as {"kind":"quick"} as application/json`, ct)
 		return false
 	}
 	dec := json.NewDecoder(r.Body)
@@ -366,7 +374,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	case errors.Is(err, io.EOF):
 		writeError(w, http.StatusBadRequest, `body: empty; want {"kind":"quick"} or {"kind":"full"}`)
 	default:
-		writeError(w, http.StatusBadRequest, "body: %v", err)
+		writeError(w, http.StatusBadRequest, `body: %v; want a JSON object such as {"kind":"quick"}`, err)
 	}
 	return false
 }

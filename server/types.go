@@ -69,15 +69,21 @@ const (
 type Status struct {
 	// Status is StatusConnected, StatusDegraded or StatusDisconnected;
 	// Reason says why it is not connected.
-	Status    string        `json:"status"`
-	Reason    string        `json:"reason,omitempty"`
-	Servers   []ServerState `json:"servers"`
-	LastFull  *SyncResult   `json:"lastFull,omitempty"`
-	LastQuick *SyncResult   `json:"lastQuick,omitempty"`
-	Running   *SyncResult   `json:"running,omitempty"`
-	NextQuick time.Time     `json:"nextQuick,omitzero"`
-	NextFull  time.Time     `json:"nextFull,omitzero"`
-	HeldPlan  *PlanSummary  `json:"heldPlan,omitempty"`
+	Status  string        `json:"status"`
+	Reason  string        `json:"reason,omitempty"`
+	Servers []ServerState `json:"servers"`
+	// LastFull and LastQuick are the last finished sync of each kind,
+	// whatever its result; LastFullSuccess and LastQuickSuccess the last
+	// one that succeeded (the same sync when the last one did), however
+	// many syncs of the other kind followed.
+	LastFull         *SyncResult  `json:"lastFull,omitempty"`
+	LastQuick        *SyncResult  `json:"lastQuick,omitempty"`
+	LastFullSuccess  *SyncResult  `json:"lastFullSuccess,omitempty"`
+	LastQuickSuccess *SyncResult  `json:"lastQuickSuccess,omitempty"`
+	Running          *SyncResult  `json:"running,omitempty"`
+	NextQuick        time.Time    `json:"nextQuick,omitzero"`
+	NextFull         time.Time    `json:"nextFull,omitzero"`
+	HeldPlan         *PlanSummary `json:"heldPlan,omitempty"`
 	// DefaultMeans is what a Default decision currently leads to when no
 	// device access rule of Exchange matches: the organization's
 	// DefaultAccessLevel (Allow, Block or Quarantine) as the policy sees
@@ -210,7 +216,10 @@ type DeviceRow struct {
 	// name, kept for clients written before the rename; it will go.
 	ExchangeStateBefore string `json:"exchangeStateBefore"`
 	ExchangeState       string `json:"exchangeState"`
-	Compliance          string `json:"compliance"` // MDM complianceState, "" when not enrolled
+	// ExchangeAfter is what the mailbox's own lists give the device after
+	// the sync (Allowed, Blocked), empty when rules or the org default decide.
+	ExchangeAfter string `json:"exchangeAfter,omitempty"`
+	Compliance    string `json:"compliance"` // MDM complianceState, "" when not enrolled
 	// MDMLastSync is the MDM record's last check-in (lastSyncDateTime).
 	MDMLastSync time.Time `json:"mdmLastSync,omitzero"`
 }

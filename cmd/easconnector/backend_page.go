@@ -249,8 +249,8 @@ func deviceRow(r pipeline.DeviceRow, defaultMeans string) server.DeviceRow {
 	return server.DeviceRow{
 		Mailbox: r.Mailbox, User: r.User, DeviceID: r.DeviceID, DeviceType: r.DeviceType, DeviceModel: r.DeviceModel,
 		Decision: string(r.Decision), DecisionText: decisionText(string(r.Decision), defaultMeans), Reason: string(r.Reason),
-		ExchangeStateBefore: string(r.ExchangeState), ExchangeState: string(r.ExchangeState), Compliance: string(r.Compliance),
-		MDMLastSync: r.MDMLastSync,
+		ExchangeStateBefore: string(r.ExchangeState), ExchangeState: string(r.ExchangeState), ExchangeAfter: string(r.ExchangeAfter),
+		Compliance: string(r.Compliance), MDMLastSync: r.MDMLastSync,
 	}
 }
 

@@ -223,6 +223,10 @@ const (
 // give them now.
 func (f *fleet) accessCounts(t *testing.T) map[exchange.AccessState]int {
 	t.Helper()
+	// Get-MobileDevice shows the state stored at each phone's last
+	// request: let every phone connect once, so the states are what
+	// Exchange now decides.
+	f.sim.Org().ContactAll()
 	devs, _, err := f.sim.Org().Devices("", 0, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -119,7 +119,7 @@ func (c *call) orgErr(err error) error {
 		return err
 	}
 	re := c.w.taskErr(c.cmd.name, oe.typ, oe.category, oe.msg)
-	if oe.typ == typeNotFound || oe.typ == typeAmbiguous {
+	if oe.typ == typeNotFound || oe.typ == typeAmbiguous || oe.typ == typeIDInBothLists {
 		return c.writeError(re)
 	}
 	return re
@@ -195,7 +195,7 @@ func runGetMobileDevice(c *call) error {
 			if d.removed {
 				return deviceRec{}, false
 			}
-			return deviceRec{d: d, verdict: o.evaluateLocked(d.mb, d.id, d),
+			return deviceRec{d: d, verdict: d.stored,
 				model: d.model, os: d.os, ua: d.ua, friendly: d.friendly}, true
 		},
 		func(r *deviceRec) bool {
@@ -308,8 +308,11 @@ func runSetCASMailbox(c *call) error {
 		c.whatIf(fmt.Sprintf("Setting mailbox %q.", mb.name))
 		return nil
 	}
-	changed := o.editMailboxLocked(mb, allowed, blocked, enabled)
+	changed, err := o.editMailboxLocked(mb, allowed, blocked, enabled)
 	o.mu.Unlock()
+	if err != nil {
+		return c.orgErr(err)
+	}
 	if !changed {
 		c.noChange(mb.name)
 	}

@@ -17,6 +17,9 @@ func TestCmdletTableCoversAllowlist(t *testing.T) {
 	for _, c := range cmdletTable {
 		names = append(names, c.name)
 	}
+	// Get-Command is the session's own (psrp_pipeline.go getCommand): it
+	// lists the granted cmdlets for easconnector check.
+	names = append(names, getCommand.name)
 	slices.Sort(names)
 	if !slices.Equal(names, runspace.Allowlist) {
 		t.Fatalf("simulated cmdlets = %v, want the bootstrap allowlist %v", names, runspace.Allowlist)
@@ -53,6 +56,28 @@ func TestSetCASMailboxLists(t *testing.T) {
 	}
 	if st, why := s.Org().Access("alice", "androidc1234"); st != exchange.AccessBlocked || why != exchange.ReasonIndividual {
 		t.Fatalf("blocked device access = %s/%s", st, why)
+	}
+	// Adding to one list takes the id out of the other (Exchange keeps
+	// them disjoint); the stored state of the device follows at once.
+	set(map[string]any{"ActiveSyncAllowedDeviceIDs": map[string]any{"add": "ANDROIDC1234"}})
+	if a, b := get(); !slices.Equal(a, []string{"ApplAAAA1111", "ANDROIDC1234"}) || len(b) != 0 {
+		t.Fatalf("after allowing a blocked id: allowed %v blocked %v", a, b)
+	}
+	if r := c.mustOK("Get-MobileDevice", map[string]any{"Mailbox": "alice"}, "DeviceId", "DeviceAccessState", "DeviceAccessStateReason"); len(r.objs) == 0 {
+		t.Fatal("alice has no devices")
+	} else {
+		for _, o := range r.objs {
+			if o["DeviceId"] == "androidc1234" && (o["DeviceAccessState"] != "Allowed" || o["DeviceAccessStateReason"] != "Individual") {
+				t.Errorf("stored state after Set-CASMailbox = %v", o)
+			}
+		}
+	}
+	// One call that leaves an id in both lists is refused, as Exchange does.
+	r := c.do("Set-CASMailbox", map[string]any{"Identity": "alice", "ActiveSyncAllowedDeviceIDs": map[string]any{"add": "Z9"},
+		"ActiveSyncBlockedDeviceIDs": map[string]any{"add": "z9"}})
+	if r.err == nil || r.err.Type != typeIDInBothLists || r.err.Category != "InvalidData" ||
+		!strings.HasPrefix(r.err.Msg, "DeviceID Z9 is included in both the ActiveSyncAllowedDeviceIDs list and the ActiveSyncBlockedDeviceIDs list.") {
+		t.Fatalf("id in both lists: %+v", r.err)
 	}
 	set(map[string]any{"ActiveSyncAllowedDeviceIDs": []any{"X1", "X2"}}) // array replaces
 	if a, _ := get(); !slices.Equal(a, []string{"X1", "X2"}) {
@@ -242,6 +267,7 @@ func TestGetMobileDeviceObjects(t *testing.T) {
 	if _, err := s.Org().AddRule(exchange.CharDeviceType, "Nine", exchange.LevelQuarantine); err != nil {
 		t.Fatal(err)
 	}
+	s.Org().ContactAll() // the phones connect: their states are stored
 	c := openSession(t, s)
 	sel := []string{"Identity", "DistinguishedName", "DeviceId", "DeviceType", "FirstSyncTime", "DeviceAccessState",
 		"DeviceAccessStateReason", "DeviceAccessControlRule", "ClientType", "deviceModel", "NoSuchProperty"}
@@ -466,8 +492,13 @@ func TestFilterThroughCmdlets(t *testing.T) {
 			return d.DeviceType == "iPhone" && d.DeviceAccessStateReason != exchange.ReasonIndividual
 		})},
 		{"DeviceModel -like 'iPhone*'", count(func(d exchange.MobileDevice) bool { return strings.HasPrefix(d.DeviceModel, "iPhone") })},
-		{"DistinguishedName -eq '" + strings.ReplaceAll(devs[3].DistinguishedName, "'", "''") + "' -or DistinguishedName -eq '" +
-			strings.ReplaceAll(devs[7].DistinguishedName, "'", "''") + "'", 2},
+		{"DeviceId -eq '" + devs[3].DeviceId + "' -or DeviceId -eq '" + devs[7].DeviceId + "'", 2},
+		{"ProvisioningFlags -eq 0", len(devs)},
+	}
+	// An undocumented filterable property is refused with Exchange's error.
+	if r := c.do("Get-MobileDevice", map[string]any{"Filter": "DistinguishedName -eq 'x'"}); r.err == nil ||
+		!strings.Contains(r.err.Msg, `"DistinguishedName" is not a recognized filterable property.`) {
+		t.Errorf("DistinguishedName filter: %+v", r.err)
 	}
 	for _, tc := range cases {
 		r := c.mustOK("Get-MobileDevice", map[string]any{"Filter": tc.filter, "ResultSize": "Unlimited"}, "DeviceId")

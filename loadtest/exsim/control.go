@@ -32,7 +32,9 @@ import (
 //	GET    /v1/device?identity=            MobileDevice
 //	PATCH  /v1/device?identity=            DevicePatch → MobileDevice
 //	DELETE /v1/device?identity=
-//	GET    /v1/access?mailbox=&deviceId=   Verdict: would this device get mail now?
+//	POST   /v1/device/contact?identity=    the phone connects now: its state is evaluated and stored → MobileDevice
+//	POST   /v1/devices/contact             every phone connects now → {"contacted": N}
+//	GET    /v1/access?mailbox=&deviceId=   Verdict: would this device get mail now? (live, not the stored state)
 //	GET    /v1/org, PUT /v1/org            OrgSettings
 //	GET    /v1/rules, POST /v1/rules       DeviceAccessRule ({"Characteristic","QueryString","AccessLevel"})
 //	PATCH  /v1/rule?identity=              {"AccessLevel"}
@@ -98,6 +100,10 @@ func (s *Sim) ControlHandler() http.Handler {
 	h("PATCH /v1/device", s.ctlPatchDevice)
 	h("DELETE /v1/device", func(r *http.Request) (any, error) {
 		return nil, s.org.RemoveDevice(r.URL.Query().Get("identity"))
+	})
+	h("POST /v1/device/contact", func(r *http.Request) (any, error) { return s.org.Contact(r.URL.Query().Get("identity")) })
+	h("POST /v1/devices/contact", func(*http.Request) (any, error) {
+		return map[string]int{"contacted": s.org.ContactAll()}, nil
 	})
 	h("GET /v1/access", s.ctlAccess)
 	h("GET /v1/org", func(*http.Request) (any, error) { return s.org.Settings(), nil })

@@ -108,6 +108,23 @@ func TestControlAPI(t *testing.T) {
 	if acc.GetsMail || acc.State != exchange.AccessQuarantined {
 		t.Fatalf("access after quarantine default = %+v", acc)
 	}
+	// Get-MobileDevice still shows the state stored at the phone's last
+	// request, until the phone connects.
+	var stored exchange.MobileDevice
+	c.call("GET", "/v1/device?identity="+url.QueryEscape(dev.Identity), nil, 200, &stored)
+	if stored.DeviceAccessState != exchange.AccessAllowed {
+		t.Fatalf("stored state before the phone connects = %s, want Allowed", stored.DeviceAccessState)
+	}
+	c.call("POST", "/v1/device/contact?identity="+url.QueryEscape(dev.Identity), nil, 200, &stored)
+	if stored.DeviceAccessState != exchange.AccessQuarantined || stored.DeviceAccessStateReason != exchange.ReasonGlobal {
+		t.Fatalf("stored state after the phone connects = %s/%s", stored.DeviceAccessState, stored.DeviceAccessStateReason)
+	}
+	var contacted map[string]int
+	c.call("POST", "/v1/devices/contact", nil, 200, &contacted)
+	if contacted["contacted"] == 0 {
+		t.Fatalf("contact all = %v", contacted)
+	}
+	c.call("POST", "/v1/device/contact?identity=nothing", nil, 404, nil)
 	c.call("PATCH", "/v1/mailbox?identity="+url.QueryEscape(mb.Guid),
 		map[string]any{"ActiveSyncAllowedDeviceIDs": map[string]any{"add": []string{hostile}}}, 200, nil)
 	c.call("GET", "/v1/access?mailbox="+url.QueryEscape(mb.Guid)+"&deviceId="+url.QueryEscape(strings.ToUpper(hostile)), nil, 200, &acc)

@@ -34,8 +34,32 @@
 // The cmdlets are the bootstrap's allowlist, with Exchange's parameter
 // behaviour (types, abbreviations, parameter sets, mandatory parameters,
 // @{Add;Remove} edits, -ResultSize, -Filter in OPATH, -ErrorAction) and
-// Exchange's and PowerShell's error texts. Access states come from Org's
-// ABQ evaluation in Exchange's order (see Org.Access). Latency follows a
+// Exchange's and PowerShell's error texts.
+//
+// Access states are stored, not live, as on a Client Access server: each
+// request of a phone evaluates ABQ (Org.evaluateLocked: ActiveSync enabled,
+// blocked list, allowed list, discovery when rules exist, device access
+// rules by characteristic — UserAgent, DeviceOS, DeviceModel, DeviceType,
+// the first match deciding whatever its level — then DefaultAccessLevel)
+// and stores the outcome on the device; Get-MobileDevice reports what is
+// stored. A phone makes a request when its partnership is created, when it
+// reports new characteristics (UpdateDevice), on Org.Contact / ContactAll
+// (control API POST /v1/device/contact, /v1/devices/contact) and after each
+// churn step (Sim.ApplyChurn). Set-CASMailbox writes the stored state of the
+// devices whose ids it lists at once (Blocked or Allowed, Individual) and
+// Unknown for a device whose entry it removed, and keeps the two lists
+// disjoint (an id added to one leaves the other; one call leaving an id in
+// both is refused with Exchange's ErrorDeviceIdInBothLists). Changing rules,
+// the default level or ActiveSyncEnabled reaches a device only at its next
+// request, and a mailbox with ActiveSync disabled is refused before ABQ, so
+// its devices keep their stored state. Org.Access and Evaluate answer "would
+// this phone get mail now?" live, for tests. Sources: the cmdlet reference in
+// MicrosoftDocs/office-docs-powershell (Set-CASMailbox.md,
+// New-ActiveSyncDeviceAccessRule.md, Get-MobileDevice.md), and where it is
+// silent Exchange 2016's own code (AirSync Command.DetermineDeviceAccessState,
+// SetCASMailboxBase, as decompiled in evilashz/exchange-server-27065).
+//
+// Latency follows a
 // named Profile; Quotas reproduce PowerShellMaxConcurrency and the
 // PowerShellMaxCmdlets budget; Faults and the listener methods inject
 // failures; Counters and the call log record what clients did.

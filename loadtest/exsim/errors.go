@@ -27,6 +27,7 @@ const (
 	typeADTransient     = "Microsoft.Exchange.Data.Directory.ADTransientException"
 	typeADExists        = "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException"
 	typeDataValidation  = "Microsoft.Exchange.Data.DataValidationException"
+	typeIDInBothLists   = "Microsoft.Exchange.Management.AirSync.ErrorDeviceIdInBothLists"
 )
 
 // taskClass maps a cmdlet to the Exchange task class named in the
@@ -177,6 +178,14 @@ func invalidSMTP(addr string) *orgError {
 func alreadyExists(dc, dn string) *orgError {
 	return &orgError{typeADExists, "NotSpecified",
 		fmt.Sprintf("Active Directory operation failed on %s. The object '%s' already exists.", dc, dn)}
+}
+
+// deviceIDInBothLists is Set-CASMailbox's refusal of a call that leaves id
+// in both ActiveSync lists (category InvalidData; the English text of
+// Exchange's Strings.ErrorDeviceIdInBothLists resource, build 15.1.2106).
+func deviceIDInBothLists(id string) *orgError {
+	return &orgError{typeIDInBothLists, "InvalidData",
+		fmt.Sprintf("DeviceID %s is included in both the ActiveSyncAllowedDeviceIDs list and the ActiveSyncBlockedDeviceIDs list. It should be removed from one of the lists using the Set-CASMailbox cmdlet.", id)}
 }
 
 // invalidValue is exsim wording for a control API value Exchange would

@@ -92,7 +92,9 @@ func TestFilterEvaluation(t *testing.T) {
 	devCase("FirstSyncTime -lt '2025-02-10T09:30:00+02:00'", false) // 07:30 UTC
 	devCase("FirstSyncTime -le '2/10/2025'", false)
 	devCase("FirstSyncTime -ne $null", true)
-	devCase("DistinguishedName -eq 'CN=iPhone§ApplXYZ,CN=ExchangeActiveSyncDevices,CN=Peggy O''Brien,OU=Users,DC=contoso,DC=com'", true)
+	devCase("UserDisplayName -eq 'Peggy O''Brien'", true)
+	devCase("ProvisioningFlags -eq 0", true)
+	devCase("ProvisioningFlags -gt 0", false)
 	devCase("DeviceId -like 'appl*'", true)
 	devCase("DeviceId -like '*X*Z'", true)
 	devCase("DeviceId -like '*X*Q'", false)
@@ -138,6 +140,10 @@ func TestFilterEvaluation(t *testing.T) {
 	}
 	bad("LastSuccessSync -gt '01/01/2025'", `"LastSuccessSync" is not a recognized filterable property`, 1)
 	bad("DeviceId -eq 'x' -and IsManaged -eq $true", `"IsManaged" is not a recognized filterable property`, 23)
+	// Only Get-MobileDevice.md's filterable properties: not the AD ones.
+	bad("DistinguishedName -eq 'CN=x'", `"DistinguishedName" is not a recognized filterable property`, 1)
+	bad("Name -eq 'iPhone§ApplXYZ'", `"Name" is not a recognized filterable property`, 1)
+	bad("Guid -eq 'x'", `"Guid" is not a recognized filterable property`, 1)
 	bad("DeviceAccessState -eq 'Sideways'", "could not be converted", 23)
 	bad("FirstSyncTime -gt 'last tuesday'", "could not be converted to type System.DateTime", 19)
 	bad("FirstSyncTime -like '2025*'", "isn't supported", 21)

@@ -66,6 +66,10 @@ type device struct {
 	firstSync                                       time.Time
 	discovery                                       bool
 	removed                                         bool
+	// stored is the DeviceAccessState, reason and rule Exchange saved at
+	// the device's last request (or that Set-CASMailbox wrote since);
+	// Get-MobileDevice reports it, not a live evaluation.
+	stored Verdict
 }
 
 type rule struct {
@@ -387,6 +391,8 @@ func (o *Org) addDeviceLocked(mb *mailbox, s DeviceSpec) (*device, error) {
 		dn:       "CN=" + escapeRDN(cn) + ",CN=ExchangeActiveSyncDevices," + mb.dn,
 	}
 	d.guid = nameGUID("device:" + strings.ToLower(d.dn))
+	d.stored = Verdict{State: exchange.AccessUnknown, Reason: exchange.ReasonUnknown, Partnership: true}
+	o.contactLocked(d) // the request that created the partnership
 	mb.devices = append(mb.devices, d)
 	o.devices = append(o.devices, d)
 	for _, k := range []string{d.identity, d.dn, d.guid} {
@@ -427,7 +433,48 @@ func (o *Org) UpdateDevice(identity string, p DevicePatch) (exchange.MobileDevic
 	if p.Discovery != nil {
 		d.discovery = *p.Discovery
 	}
+	o.contactLocked(d) // the phone reported the change in a request
 	return o.mobileDeviceLocked(d), nil
+}
+
+// contactLocked is one request of the phone: Exchange evaluates ABQ and
+// stores the outcome on the device (Get-MobileDevice shows it until the next
+// request). A mailbox with ActiveSync disabled is refused before ABQ is
+// evaluated, so nothing is stored (Exchange's AirSync checks the user's
+// ActiveSyncEnabled when it authorizes the request, before
+// Command.IsDeviceAccessAllowed; Set-CASMailbox's ActiveSyncEnabled
+// description in office-docs-powershell).
+func (o *Org) contactLocked(d *device) {
+	if !d.mb.easEnabled {
+		return
+	}
+	d.stored = o.evaluateLocked(d.mb, d.id, d)
+}
+
+// Contact models the next request of one phone (Identity, DistinguishedName
+// or Guid): its access state is evaluated and stored, as on a real Client
+// Access server. It returns the device as Get-MobileDevice then shows it.
+func (o *Org) Contact(identity string) (exchange.MobileDevice, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	d, err := o.resolveDeviceLocked(identity)
+	if err != nil {
+		return exchange.MobileDevice{}, fmt.Errorf("contact device %s: %w", identity, err)
+	}
+	o.contactLocked(d)
+	return o.mobileDeviceLocked(d), nil
+}
+
+// ContactAll models every phone making a request (a heartbeat interval
+// passing: Ping and Sync requests arrive at least every few minutes from an
+// active phone). It returns the number of devices evaluated.
+func (o *Org) ContactAll() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, d := range o.devices {
+		o.contactLocked(d)
+	}
+	return len(o.devices)
 }
 
 // RemoveDevice deletes a partnership (as Remove-MobileDevice would).
@@ -532,7 +579,7 @@ func window[T any](s []T, offset, limit int) []T {
 }
 
 func (o *Org) mobileDeviceLocked(d *device) exchange.MobileDevice {
-	v := o.evaluateLocked(d.mb, d.id, d)
+	v := d.stored
 	return exchange.MobileDevice{
 		Identity: d.identity, DistinguishedName: d.dn, DeviceId: d.id, DeviceType: d.typ, DeviceModel: d.model,
 		DeviceOS: d.os, DeviceUserAgent: d.ua, UserDisplayName: d.mb.name, FirstSyncTime: d.firstSync,
@@ -579,7 +626,8 @@ func (c ListChange) apply(cur []string) []string {
 
 func (c ListChange) isZero() bool { return !c.Set && len(c.Add) == 0 && len(c.Remove) == 0 }
 
-// EditLists edits the ActiveSync allowed and blocked lists of a mailbox.
+// EditLists edits the ActiveSync allowed and blocked lists of a mailbox with
+// Set-CASMailbox's semantics (editMailboxLocked).
 func (o *Org) EditLists(mailbox string, allowed, blocked ListChange) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -587,11 +635,14 @@ func (o *Org) EditLists(mailbox string, allowed, blocked ListChange) error {
 	if err != nil {
 		return fmt.Errorf("set lists of %s: %w", mailbox, err)
 	}
-	o.editMailboxLocked(mb, allowed, blocked, nil)
+	if _, err := o.editMailboxLocked(mb, allowed, blocked, nil); err != nil {
+		return fmt.Errorf("set lists of %s: %w", mailbox, err)
+	}
 	return nil
 }
 
-// SetActiveSyncEnabled turns EAS on or off for a mailbox.
+// SetActiveSyncEnabled turns EAS on or off for a mailbox. The devices'
+// stored states stay as they are: Exchange changes them only at a request.
 func (o *Org) SetActiveSyncEnabled(mailbox string, enabled bool) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -599,22 +650,65 @@ func (o *Org) SetActiveSyncEnabled(mailbox string, enabled bool) error {
 	if err != nil {
 		return fmt.Errorf("set activesync of %s: %w", mailbox, err)
 	}
-	o.editMailboxLocked(mb, ListChange{}, ListChange{}, &enabled)
-	return nil
+	_, err = o.editMailboxLocked(mb, ListChange{}, ListChange{}, &enabled)
+	return err
 }
 
-// editMailboxLocked applies the edits and reports whether anything changed.
-func (o *Org) editMailboxLocked(mb *mailbox, allowed, blocked ListChange, enabled *bool) bool {
-	changed := false
+// editMailboxLocked applies the edits as Set-CASMailbox does and reports
+// whether anything changed. Exchange keeps the two lists disjoint: when one
+// call changes only one list, an id it leaves in that list is dropped from
+// the other; when a call changes both and an id ends up in both, the call is
+// refused with ErrorDeviceIdInBothLists (InvalidData) and nothing changes.
+// When a list changed, the stored state of the mailbox's devices follows at
+// once: a blocked id → Blocked/Individual, an allowed id → Allowed/
+// Individual, and a device whose Individual state no longer has an entry →
+// Unknown/Unknown until the phone's next request. (Set-CASMailbox.md in
+// office-docs-powershell documents the lists; the reconciliation and the
+// state update are those of Exchange 2016's SetCASMailboxBase, seen in the
+// decompiled build 15.1.2106 of evilashz/exchange-server-27065.)
+func (o *Org) editMailboxLocked(mb *mailbox, allowed, blocked ListChange, enabled *bool) (bool, error) {
+	nextAllowed, nextBlocked := mb.allowed, mb.blocked
+	allowedChanged, blockedChanged := false, false
 	if !allowed.isZero() {
-		next := allowed.apply(mb.allowed)
-		changed = changed || !slices.Equal(next, mb.allowed)
-		mb.allowed = next
+		nextAllowed = allowed.apply(mb.allowed)
+		allowedChanged = !slices.Equal(nextAllowed, mb.allowed)
 	}
 	if !blocked.isZero() {
-		next := blocked.apply(mb.blocked)
-		changed = changed || !slices.Equal(next, mb.blocked)
-		mb.blocked = next
+		nextBlocked = blocked.apply(mb.blocked)
+		blockedChanged = !slices.Equal(nextBlocked, mb.blocked)
+	}
+	if allowedChanged || blockedChanged {
+		var both []string
+		for _, id := range nextAllowed {
+			if containsFold(nextBlocked, id) {
+				both = append(both, id)
+			}
+		}
+		switch {
+		case len(both) > 0 && allowedChanged && blockedChanged:
+			return false, deviceIDInBothLists(both[0])
+		case allowedChanged:
+			nextBlocked = slices.DeleteFunc(slices.Clone(nextBlocked), func(x string) bool { return containsFold(both, x) })
+			blockedChanged = len(both) > 0
+		case blockedChanged:
+			nextAllowed = slices.DeleteFunc(slices.Clone(nextAllowed), func(x string) bool { return containsFold(both, x) })
+			allowedChanged = len(both) > 0
+		}
+	}
+	changed := allowedChanged || blockedChanged
+	mb.allowed, mb.blocked = nextAllowed, nextBlocked
+	if changed {
+		for _, d := range mb.devices {
+			switch {
+			case containsFold(mb.blocked, d.id):
+				d.stored = Verdict{State: exchange.AccessBlocked, Reason: exchange.ReasonIndividual, Partnership: true}
+			case containsFold(mb.allowed, d.id):
+				d.stored = Verdict{State: exchange.AccessAllowed, Reason: exchange.ReasonIndividual, Partnership: true}
+			case d.stored.Reason == exchange.ReasonIndividual &&
+				(d.stored.State == exchange.AccessAllowed || d.stored.State == exchange.AccessBlocked):
+				d.stored = Verdict{State: exchange.AccessUnknown, Reason: exchange.ReasonUnknown, Partnership: true}
+			}
+		}
 	}
 	if enabled != nil && *enabled != mb.easEnabled {
 		mb.easEnabled = *enabled
@@ -623,7 +717,7 @@ func (o *Org) editMailboxLocked(mb *mailbox, allowed, blocked ListChange, enable
 	if changed {
 		mb.whenChanged = time.Now().UTC()
 	}
-	return changed
+	return changed, nil
 }
 
 func dedupe(vs []string) []string {
@@ -886,20 +980,31 @@ func (o *Org) Evaluate(mailbox, deviceID string) (Verdict, error) {
 	return o.evaluateLocked(mb, deviceID, d), nil
 }
 
-// evaluateLocked is Exchange's ABQ order (reference/exchange.md §3.1):
+// evaluateLocked is Exchange's ABQ evaluation of one request (the live
+// answer to "would this phone get mail now?"; reference/exchange.md §3.1):
 //
-//  1. ActiveSync disabled for the mailbox → Blocked (Policy).
+//  1. ActiveSync disabled for the mailbox → Blocked (Policy). On a real
+//     server the request is refused before ABQ and nothing is stored
+//     (contactLocked); this answer exists for the live query only.
 //  2. DeviceId in ActiveSyncBlockedDeviceIDs → Blocked (Individual).
 //  3. DeviceId in ActiveSyncAllowedDeviceIDs → Allowed (Individual).
-//  4. A device still in discovery has reported no characteristics, so no
-//     rule can match it yet → DeviceDiscovery (Global).
-//  5. Device access rules whose characteristic equals the device's value
-//     (whole value, compared case-insensitively; Exchange allows no
-//     wildcards or partial matches) → DeviceRule. When several rules match,
-//     the most restrictive wins: Block, then Quarantine, then Allow.
-//     Microsoft's documentation lists the rule levels in that order but
-//     never states the precedence outright; we chose the fail-safe reading.
+//  4. When device access rules exist and the device has not reported its
+//     characteristics yet (discovery) → DeviceDiscovery (DeviceRule). With
+//     no rules there is nothing to discover and the default applies.
+//  5. Device access rules by characteristic, in the fixed order UserAgent,
+//     DeviceOS, DeviceModel, DeviceType; the first characteristic with a
+//     matching rule decides, whatever its access level → DeviceRule. A rule
+//     matches the whole value, case-insensitively ("Wildcards or partial
+//     matches aren't allowed", New-ActiveSyncDeviceAccessRule.md); rule
+//     names are unique, so at most one rule per characteristic matches.
+//     XMSWLHeader rules take no part in this evaluation.
 //  6. Otherwise the organization's DefaultAccessLevel → Global.
+//
+// Microsoft's documentation lists the access levels but not the precedence
+// between rules; steps 4 and 5 follow Exchange 2016's AirSync
+// (Command.DetermineDeviceAccessState and IsDeviceAccessAllowed, build
+// 15.1.2106 as decompiled in evilashz/exchange-server-27065): user agent,
+// then device OS, then device model, then device type, first match wins.
 //
 // DeviceIds compare case-insensitively throughout. d is the partnership (nil
 // when the mailbox has none with this DeviceId: rules then cannot match).
@@ -912,21 +1017,35 @@ func (o *Org) evaluateLocked(mb *mailbox, deviceID string, d *device) Verdict {
 		return Verdict{State: exchange.AccessBlocked, Reason: exchange.ReasonIndividual, Partnership: known}
 	case containsFold(mb.allowed, deviceID):
 		return Verdict{State: exchange.AccessAllowed, Reason: exchange.ReasonIndividual, Partnership: known}
-	case known && d.discovery:
-		return Verdict{State: exchange.AccessDeviceDiscovery, Reason: exchange.ReasonGlobal, Partnership: known}
+	case known && d.discovery && len(o.rules) > 0:
+		return Verdict{State: exchange.AccessDeviceDiscovery, Reason: exchange.ReasonDeviceRule, Partnership: known}
 	}
 	if known {
-		var best *rule
-		for _, r := range o.rules {
-			if strings.EqualFold(d.characteristic(r.ch), r.query) && (best == nil || severity(r.level) > severity(best.level)) {
-				best = r
-			}
-		}
-		if best != nil {
-			return Verdict{State: stateOf(best.level), Reason: exchange.ReasonDeviceRule, Rule: best.name, Partnership: true}
+		if r := o.matchRuleLocked(d); r != nil {
+			return Verdict{State: stateOf(r.level), Reason: exchange.ReasonDeviceRule, Rule: r.name, Partnership: true}
 		}
 	}
 	return Verdict{State: stateOf(o.level), Reason: exchange.ReasonGlobal, Partnership: known}
+}
+
+// RuleOrder is the order in which Exchange tries device access rules by
+// characteristic (evaluateLocked, step 5).
+var RuleOrder = []exchange.Characteristic{exchange.CharUserAgent, exchange.CharDeviceOS, exchange.CharDeviceModel, exchange.CharDeviceType}
+
+// matchRuleLocked returns the rule that decides for d, or nil.
+func (o *Org) matchRuleLocked(d *device) *rule {
+	for _, ch := range RuleOrder {
+		v := d.characteristic(ch)
+		if v == "" {
+			continue // Exchange skips an absent user agent or OS
+		}
+		for _, r := range o.rules {
+			if r.ch == ch && strings.EqualFold(v, r.query) {
+				return r
+			}
+		}
+	}
+	return nil
 }
 
 func (d *device) characteristic(c exchange.Characteristic) string {
@@ -943,19 +1062,6 @@ func (d *device) characteristic(c exchange.Characteristic) string {
 		return d.xmswl
 	}
 	return ""
-}
-
-// severity orders levels by restrictiveness: Block > Quarantine > Allow.
-func severity(l exchange.AccessLevel) int {
-	switch l {
-	case exchange.LevelBlock:
-		return 3
-	case exchange.LevelQuarantine:
-		return 2
-	case exchange.LevelAllow:
-		return 1
-	}
-	return 0
 }
 
 func stateOf(l exchange.AccessLevel) exchange.AccessState {

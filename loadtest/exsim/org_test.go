@@ -36,8 +36,6 @@ func TestAccessABQ(t *testing.T) {
 			wantState: exchange.AccessBlocked, wantWhy: exchange.ReasonGlobal},
 		{name: "personal allow beats default block", device: "ApplAAAA1111", def: exchange.LevelBlock,
 			allowed: []string{"ApplAAAA1111"}, wantState: exchange.AccessAllowed, wantWhy: exchange.ReasonIndividual},
-		{name: "personal block beats personal allow", device: "ApplAAAA1111", allowed: []string{"ApplAAAA1111"},
-			blocked: []string{"ApplAAAA1111"}, wantState: exchange.AccessBlocked, wantWhy: exchange.ReasonIndividual},
 		{name: "list entries compare case-insensitively", device: "applaaaa1111", blocked: []string{"APPLAAAA1111"},
 			wantState: exchange.AccessBlocked, wantWhy: exchange.ReasonIndividual},
 		{name: "query id case does not matter", device: "APPLAAAA1111", allowed: []string{"ApplAAAA1111"}, def: exchange.LevelBlock,
@@ -50,13 +48,27 @@ func TestAccessABQ(t *testing.T) {
 		{name: "rule beats org default", device: "ApplAAAA1111", def: exchange.LevelQuarantine,
 			rules:     []rule{{exchange.CharDeviceModel, "iPhone15C2", exchange.LevelAllow}},
 			wantState: exchange.AccessAllowed, wantWhy: exchange.ReasonDeviceRule, wantRule: "iPhone15C2 (DeviceModel)"},
-		{name: "block rule beats allow rule", device: "ApplAAAA1111",
+		// Rules are tried by characteristic: UserAgent, DeviceOS,
+		// DeviceModel, DeviceType; the first match wins whatever its level.
+		{name: "device OS rule before device model and type rules", device: "ApplAAAA1111",
 			rules: []rule{{exchange.CharDeviceType, "iPhone", exchange.LevelAllow}, {exchange.CharDeviceOS, "iOS 17.5.1 21F90", exchange.LevelBlock},
 				{exchange.CharDeviceModel, "iPhone15C2", exchange.LevelQuarantine}},
 			wantState: exchange.AccessBlocked, wantWhy: exchange.ReasonDeviceRule, wantRule: "iOS 17.5.1 21F90 (DeviceOS)"},
-		{name: "quarantine rule beats allow rule", device: "ApplAAAA1111",
+		{name: "user agent rule before device type rule", device: "ApplAAAA1111",
 			rules:     []rule{{exchange.CharDeviceType, "iPhone", exchange.LevelAllow}, {exchange.CharUserAgent, "Apple-iPhone15C2/2105.90", exchange.LevelQuarantine}},
 			wantState: exchange.AccessQuarantined, wantWhy: exchange.ReasonDeviceRule, wantRule: "Apple-iPhone15C2/2105.90 (UserAgent)"},
+		{name: "allowing user agent rule wins over blocking device type rule", device: "ApplAAAA1111",
+			rules:     []rule{{exchange.CharDeviceType, "iPhone", exchange.LevelBlock}, {exchange.CharUserAgent, "Apple-iPhone15C2/2105.90", exchange.LevelAllow}},
+			wantState: exchange.AccessAllowed, wantWhy: exchange.ReasonDeviceRule, wantRule: "Apple-iPhone15C2/2105.90 (UserAgent)"},
+		{name: "allowing device model rule wins over quarantining device type rule", device: "ApplAAAA1111", def: exchange.LevelBlock,
+			rules:     []rule{{exchange.CharDeviceType, "iPhone", exchange.LevelQuarantine}, {exchange.CharDeviceModel, "iPhone15C2", exchange.LevelAllow}},
+			wantState: exchange.AccessAllowed, wantWhy: exchange.ReasonDeviceRule, wantRule: "iPhone15C2 (DeviceModel)"},
+		{name: "blocking device model rule wins over allowing device type rule", device: "ApplAAAA1111",
+			rules:     []rule{{exchange.CharDeviceType, "iPhone", exchange.LevelAllow}, {exchange.CharDeviceModel, "iPhone15C2", exchange.LevelBlock}},
+			wantState: exchange.AccessBlocked, wantWhy: exchange.ReasonDeviceRule, wantRule: "iPhone15C2 (DeviceModel)"},
+		{name: "XMSWLHeader rules take no part", device: "ApplAAAA1111", def: exchange.LevelQuarantine,
+			rules:     []rule{{exchange.CharXMSWLHeader, "x", exchange.LevelAllow}},
+			wantState: exchange.AccessQuarantined, wantWhy: exchange.ReasonGlobal},
 		{name: "rule matches whole value only", device: "ApplAAAA1111", def: exchange.LevelBlock,
 			rules:     []rule{{exchange.CharDeviceType, "iPh", exchange.LevelAllow}, {exchange.CharDeviceOS, "iOS*", exchange.LevelAllow}},
 			wantState: exchange.AccessBlocked, wantWhy: exchange.ReasonGlobal},
@@ -110,8 +122,10 @@ func TestAccessABQ(t *testing.T) {
 				t.Fatalf("Evaluate(%s, %s) = %s/%s rule %q, want %s/%s rule %q", mb, tc.device, v.State, v.Reason, v.Rule,
 					tc.wantState, tc.wantWhy, tc.wantRule)
 			}
-			// Get-MobileDevice reports the same state for a partnership.
-			if v.Partnership {
+			// Get-MobileDevice reports the state stored at the last
+			// request: after the phone connects, the same state.
+			if v.Partnership && !tc.disabled {
+				o.ContactAll()
 				devs, _, err := o.Devices(mb, 0, 0)
 				if err != nil {
 					t.Fatal(err)
@@ -130,8 +144,17 @@ func TestAccessDiscoveryAndUnknown(t *testing.T) {
 	s := newSim(t, Options{})
 	smallOrg(t, s)
 	o := s.Org()
-	if st, why := o.Access("peggy", "ApplPEGGY"); st != exchange.AccessDeviceDiscovery || why != exchange.ReasonGlobal {
-		t.Fatalf("discovery device = %s/%s, want DeviceDiscovery/Global", st, why)
+	// Without device access rules there is nothing to discover: the
+	// default level applies (Exchange enters discovery only when rules
+	// exist).
+	if st, why := o.Access("peggy", "ApplPEGGY"); st != exchange.AccessAllowed || why != exchange.ReasonGlobal {
+		t.Fatalf("discovery device without rules = %s/%s, want Allowed/Global", st, why)
+	}
+	if _, err := o.AddRule(exchange.CharDeviceType, "Nine", exchange.LevelBlock); err != nil {
+		t.Fatal(err)
+	}
+	if st, why := o.Access("peggy", "ApplPEGGY"); st != exchange.AccessDeviceDiscovery || why != exchange.ReasonDeviceRule {
+		t.Fatalf("discovery device = %s/%s, want DeviceDiscovery/DeviceRule", st, why)
 	}
 	if err := o.SetLists("peggy", []string{"applpeggy"}, nil); err != nil {
 		t.Fatal(err)
@@ -148,6 +171,115 @@ func TestAccessDiscoveryAndUnknown(t *testing.T) {
 	}
 	if st, _ := o.Access("dan", "ApplDAN"); st != exchange.AccessBlocked {
 		t.Fatalf("EAS-disabled mailbox device = %s, want Blocked", st)
+	}
+}
+
+// TestStoredState: Get-MobileDevice reports the state stored at the
+// device's last request; Set-CASMailbox writes the state of listed devices
+// at once and Unknown for a device whose entry it removed; rule and default
+// changes reach a device at its next request only.
+func TestStoredState(t *testing.T) {
+	s := newSim(t, Options{})
+	smallOrg(t, s)
+	o := s.Org()
+	const alice = "Alice Anderson"
+	stored := func(id string) (exchange.AccessState, exchange.AccessReason) {
+		t.Helper()
+		devs, _, err := o.Devices(alice, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range devs {
+			if strings.EqualFold(d.DeviceId, id) {
+				return d.DeviceAccessState, d.DeviceAccessStateReason
+			}
+		}
+		t.Fatalf("no device %s", id)
+		return "", ""
+	}
+	f := func(step string, wantStored, wantLive exchange.AccessState, wantWhy exchange.AccessReason) {
+		t.Helper()
+		st, why := stored("ApplAAAA1111")
+		live, _ := o.Access(alice, "ApplAAAA1111")
+		if st != wantStored || why != wantWhy || live != wantLive {
+			t.Errorf("%s: stored %s/%s live %s, want stored %s/%s live %s", step, st, why, live, wantStored, wantWhy, wantLive)
+		}
+	}
+	f("first request", exchange.AccessAllowed, exchange.AccessAllowed, exchange.ReasonGlobal)
+	if err := o.SetOrg(exchange.OrgSettings{DefaultAccessLevel: exchange.LevelQuarantine}); err != nil {
+		t.Fatal(err)
+	}
+	f("default changed, phone not connected yet", exchange.AccessAllowed, exchange.AccessQuarantined, exchange.ReasonGlobal)
+	if _, err := o.Contact(`Alice Anderson\ExchangeActiveSyncDevices\iPhone§ApplAAAA1111`); err != nil {
+		t.Fatal(err)
+	}
+	f("after the phone's request", exchange.AccessQuarantined, exchange.AccessQuarantined, exchange.ReasonGlobal)
+	if err := o.EditLists(alice, ListChange{Add: []string{"applaaaa1111"}}, ListChange{}); err != nil {
+		t.Fatal(err)
+	}
+	f("allowed by Set-CASMailbox", exchange.AccessAllowed, exchange.AccessAllowed, exchange.ReasonIndividual)
+	if err := o.EditLists(alice, ListChange{}, ListChange{Add: []string{"ApplAAAA1111"}}); err != nil {
+		t.Fatal(err)
+	}
+	f("blocked by Set-CASMailbox", exchange.AccessBlocked, exchange.AccessBlocked, exchange.ReasonIndividual)
+	if mb, _ := o.Mailbox(alice); len(mb.ActiveSyncAllowedDeviceIDs) != 0 {
+		t.Errorf("adding to the blocked list left the allowed list %v", mb.ActiveSyncAllowedDeviceIDs)
+	}
+	if err := o.EditLists(alice, ListChange{}, ListChange{Remove: []string{"ApplAAAA1111"}}); err != nil {
+		t.Fatal(err)
+	}
+	f("entry removed", exchange.AccessUnknown, exchange.AccessQuarantined, exchange.ReasonUnknown)
+	o.ContactAll()
+	f("after the next request", exchange.AccessQuarantined, exchange.AccessQuarantined, exchange.ReasonGlobal)
+
+	// A disabled mailbox: requests are refused before ABQ, nothing changes.
+	if err := o.SetActiveSyncEnabled(alice, false); err != nil {
+		t.Fatal(err)
+	}
+	o.ContactAll()
+	f("ActiveSync disabled", exchange.AccessQuarantined, exchange.AccessBlocked, exchange.ReasonGlobal)
+}
+
+// TestListsDisjoint: Set-CASMailbox keeps the lists disjoint and refuses a
+// call that would leave an id in both.
+func TestListsDisjoint(t *testing.T) {
+	s := newSim(t, Options{})
+	smallOrg(t, s)
+	o := s.Org()
+	lists := func() ([]string, []string) {
+		mb, err := o.Mailbox("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mb.ActiveSyncAllowedDeviceIDs, mb.ActiveSyncBlockedDeviceIDs
+	}
+	if err := o.SetLists("alice", []string{"A1", "A2"}, []string{"B1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.EditLists("alice", ListChange{Add: []string{"b1"}}, ListChange{}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := lists(); !slices.Equal(a, []string{"A1", "A2", "b1"}) || len(b) != 0 {
+		t.Fatalf("after adding B1 to allowed: %v / %v", a, b)
+	}
+	if err := o.EditLists("alice", ListChange{}, ListChange{Set: true, Values: []string{"A2", "X"}}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := lists(); !slices.Equal(a, []string{"A1", "b1"}) || !slices.Equal(b, []string{"A2", "X"}) {
+		t.Fatalf("after setting blocked: %v / %v", a, b)
+	}
+	err := o.EditLists("alice", ListChange{Add: []string{"Z"}}, ListChange{Add: []string{"z"}})
+	var oe *orgError
+	if !errors.As(err, &oe) || oe.typ != typeIDInBothLists || oe.category != "InvalidData" ||
+		oe.msg != "DeviceID Z is included in both the ActiveSyncAllowedDeviceIDs list and the ActiveSyncBlockedDeviceIDs list. It should be removed from one of the lists using the Set-CASMailbox cmdlet." {
+		t.Fatalf("id in both lists: %v", err)
+	}
+	if a, b := lists(); !slices.Equal(a, []string{"A1", "b1"}) || !slices.Equal(b, []string{"A2", "X"}) {
+		t.Fatalf("a refused call changed the lists: %v / %v", a, b)
+	}
+	// Moving an id from one list to the other in one call is fine.
+	if err := o.EditLists("alice", ListChange{Remove: []string{"A1"}}, ListChange{Add: []string{"A1"}}); err != nil {
+		t.Fatal(err)
 	}
 }
 

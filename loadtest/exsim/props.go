@@ -88,6 +88,9 @@ func pBool[T any](name string, filterable bool, f func(*T) bool) prop[T] {
 func pTime[T any](name string, filterable bool, f func(*T) time.Time) prop[T] {
 	return prop[T]{name: name, kind: kTime, filterable: filterable, tm: f}
 }
+func pInt[T any](name string, filterable bool, f func(*T) int64) prop[T] {
+	return prop[T]{name: name, kind: kInt, filterable: filterable, num: f}
+}
 func pList[T any](name string, filterable bool, f func(*T) []string) prop[T] {
 	return prop[T]{name: name, kind: kList, filterable: filterable, list: f}
 }
@@ -223,13 +226,16 @@ type deviceRec struct {
 }
 
 // deviceSchema lists Get-MobileDevice's properties; the filterable ones are
-// Exchange's documented filterable properties (reference/exchange.md §3.2)
-// plus the common AD ones (Name, DistinguishedName, Guid).
+// exactly those Get-MobileDevice.md's -Filter section lists
+// (MicrosoftDocs/office-docs-powershell, exchange/exchange-ps/exchange/
+// Get-MobileDevice.md), ProvisioningFlags included; any other name, the AD
+// ones (Name, DistinguishedName, Guid) too, is refused with Exchange's
+// "is not a recognized filterable property".
 var deviceSchema = newSchema("MobileDevice",
 	pStr("Identity", false, func(r *deviceRec) string { return r.d.identity }),
-	pStr("Guid", true, func(r *deviceRec) string { return r.d.guid }),
-	pStr("Name", true, func(r *deviceRec) string { return r.d.typ + "§" + r.d.id }),
-	pStr("DistinguishedName", true, func(r *deviceRec) string { return r.d.dn }),
+	pStr("Guid", false, func(r *deviceRec) string { return r.d.guid }),
+	pStr("Name", false, func(r *deviceRec) string { return r.d.typ + "§" + r.d.id }),
+	pStr("DistinguishedName", false, func(r *deviceRec) string { return r.d.dn }),
 	pStr("DeviceId", true, func(r *deviceRec) string { return r.d.id }),
 	pStr("DeviceType", true, func(r *deviceRec) string { return r.d.typ }),
 	pStr("DeviceModel", true, func(r *deviceRec) string { return r.model }),
@@ -247,6 +253,9 @@ var deviceSchema = newSchema("MobileDevice",
 	pEnum("DeviceAccessStateReason", true, enumAccessReason, func(r *deviceRec) string { return string(r.verdict.Reason) }),
 	pStr("DeviceAccessControlRule", true, func(r *deviceRec) string { return r.verdict.Rule }),
 	pEnum("ClientType", true, enumClientType, func(r *deviceRec) string { return r.d.client }),
+	// ProvisioningFlags (Int32) is exsim's constant 0: no simulated phone
+	// reports provisioning flags.
+	pInt("ProvisioningFlags", true, func(*deviceRec) int64 { return 0 }),
 	pBool("IsManaged", false, func(*deviceRec) bool { return false }),
 	pBool("IsCompliant", false, func(*deviceRec) bool { return false }),
 	pBool("IsDisabled", false, func(*deviceRec) bool { return false }),

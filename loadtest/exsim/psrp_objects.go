@@ -224,6 +224,7 @@ var deviceShape = newShape(typesOf(nsSysConfig+"MobileDevice", nsSysConfig+"ADCo
 		psConst[deviceRec]("ClientVersion", "16.1"),
 		psConst[deviceRec]("DeviceActiveSyncVersion", "16.1"),
 		psEnum("ClientType", nsSysConfig+"MobileClientType", valuesClientType, func(r *deviceRec) string { return r.d.client }),
+		{"ProvisioningFlags", func(w *clixmlWriter, n string, _ *deviceRec, _ *psEnv) { w.i32(n, 0) }},
 		psFixedBool[deviceRec]("IsManaged", false),
 		psFixedBool[deviceRec]("IsCompliant", false),
 		psFixedBool[deviceRec]("IsDisabled", false),

@@ -644,7 +644,9 @@ func (s *Sim) ApplyChanges(changes []population.Change) (int, error) {
 }
 
 // ApplyChurn runs Churn on the Sim's population and applies the result,
-// returning the changes (for the MDM simulator to mirror).
+// returning the changes (for the MDM simulator to mirror). A churn step
+// stands for at least one heartbeat of the fleet, so afterwards every phone
+// has made a request and stores its current access state (Org.ContactAll).
 func (s *Sim) ApplyChurn(fraction float64, step time.Duration) ([]population.Change, error) {
 	if fraction <= 0 || fraction > 1 {
 		return nil, fmt.Errorf("churn: fraction: must be in (0,1], got %v", fraction)
@@ -658,6 +660,7 @@ func (s *Sim) ApplyChurn(fraction float64, step time.Duration) ([]population.Cha
 	if _, err := s.org.ApplyChanges(s.pop, changes); err != nil {
 		return changes, err
 	}
+	s.org.ContactAll()
 	return changes, nil
 }
 

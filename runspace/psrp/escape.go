@@ -86,7 +86,7 @@ func AppendEscaped(dst []byte, s string) ([]byte, error) {
 	return dst, nil
 }
 
-func unhex4(s string) (uint16, bool) {
+func unhex4[T ~string | ~[]byte](s T) (uint16, bool) {
 	var u uint16
 	for i := 0; i < 4; i++ {
 		c := s[i]
@@ -106,7 +106,7 @@ func unhex4(s string) (uint16, bool) {
 }
 
 // escapeAt reports the code unit of an _xHHHH_ escape at the front of s.
-func escapeAt(s string) (uint16, bool) {
+func escapeAt[T ~string | ~[]byte](s T) (uint16, bool) {
 	if len(s) < 7 || s[0] != '_' || (s[1] != 'x' && s[1] != 'X') || s[6] != '_' {
 		return 0, false
 	}
@@ -116,7 +116,9 @@ func escapeAt(s string) (uint16, bool) {
 // AppendUnescaped appends the string that CLIXML text s (already
 // XML-unescaped) stands for: _xHHHH_ escapes become their code units,
 // surrogate pairs are joined, and a lone surrogate is written as WTF-8.
-func AppendUnescaped(dst []byte, s string) []byte {
+func AppendUnescaped(dst []byte, s string) []byte { return appendUnescaped(dst, s) }
+
+func appendUnescaped[T ~string | ~[]byte](dst []byte, s T) []byte {
 	for {
 		i := indexEscape(s)
 		if i < 0 {
@@ -140,7 +142,7 @@ func AppendUnescaped(dst []byte, s string) []byte {
 	}
 }
 
-func indexEscape(s string) int {
+func indexEscape[T ~string | ~[]byte](s T) int {
 	for i := 0; i+7 <= len(s); i++ {
 		if s[i] == '_' {
 			if _, ok := escapeAt(s[i:]); ok {

@@ -2,6 +2,7 @@ package psrp_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -115,10 +116,27 @@ func FuzzDecodeCLIXML(f *testing.F) {
 	f.Add([]byte(`<Obj RefId="0"><TNRef RefId="4" /></Obj>`))
 	p := psrp.NewProjection([]string{"Identity", "DeviceId", "Tags", "FirstSyncTime", "DeviceAccessState"})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = psrp.DecodeValue(b)
+		tree, terr := psrp.DecodeValue(b)
 		out, err := p.AppendJSON(nil, b)
 		if err == nil && !jsonValid(out) {
 			t.Fatalf("projection wrote invalid JSON %q", out)
+		}
+		// Differential: where both decoders accept the object, the
+		// streaming scanner must read a string property as the
+		// encoding/xml-based tree does.
+		if err != nil || terr != nil || tree.Kind != psrp.KindObject {
+			return
+		}
+		v, ok := tree.Obj.Prop("DeviceId")
+		if !ok || v.Kind != psrp.KindString || !utf8.ValidString(v.Text) {
+			return
+		}
+		var got map[string]any
+		if json.Unmarshal(out, &got) != nil {
+			t.Fatalf("projection JSON %q does not decode", out)
+		}
+		if s, _ := got["DeviceId"].(string); s != v.Text {
+			t.Fatalf("DeviceId: projection %q, tree %q", s, v.Text)
 		}
 	})
 }

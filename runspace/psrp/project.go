@@ -1,7 +1,7 @@
 package psrp
 
 import (
-	"encoding/xml"
+	"bytes"
 	"fmt"
 	"math"
 	"strconv"
@@ -11,7 +11,7 @@ import (
 
 // Projection renders output objects (PIPELINE_OUTPUT data: Deserialized.*
 // property bags) as flat JSON objects holding only the selected
-// properties, streaming: it walks the XML tokens once, writes each
+// properties, streaming: it scans the XML once (scanner), writes each
 // selected value as it is read and skips the rest; no tree is built.
 //
 // Values map as runspace's WinRS bootstrap maps them, so the exchange
@@ -25,13 +25,20 @@ import (
 type Projection struct {
 	names []string
 	index map[string]int
-	seg   [][2]int // per selected name: [start,end) in scratch, or start -1
+	seg   [][2]int // per selected name: [start,end) in buf, or start -1
 	buf   []byte
-	refs  map[string][2]int64 // RefId -> [start,end) of the <Obj> in the message
+	refs  []refSpan
 	// expansions counts <Ref>s rendered in the current message: each one
 	// re-reads the referenced object, so a hostile message could nest
 	// them into exponential work without this bound.
 	expansions int
+	tmp, tmp2  []byte
+}
+
+// refSpan is where an <Obj RefId=…> lies in the message.
+type refSpan struct {
+	id         []byte
+	start, end int
 }
 
 // maxExpansions bounds the <Ref>s one message may render. Exchange output
@@ -40,7 +47,7 @@ const maxExpansions = 256
 
 // NewProjection selects props (Exchange property names, in output order).
 func NewProjection(props []string) *Projection {
-	p := &Projection{names: props, index: make(map[string]int, len(props)), seg: make([][2]int, len(props)), refs: map[string][2]int64{}}
+	p := &Projection{names: props, index: make(map[string]int, len(props)), seg: make([][2]int, len(props))}
 	for i, n := range props {
 		p.index[n] = i
 	}
@@ -53,20 +60,24 @@ func (p *Projection) AppendJSON(dst, data []byte) ([]byte, error) {
 		p.seg[i] = [2]int{-1, -1}
 	}
 	p.buf = p.buf[:0]
+	p.refs = p.refs[:0]
 	p.expansions = 0
-	clear(p.refs)
-	t := newTokenizer(data)
-	tok, err := t.next(nil)
+	s := scanner{b: data}
+	t, err := s.next()
 	if err != nil {
 		return dst, err
 	}
-	se, ok := tok.(xml.StartElement)
-	if !ok || se.Name.Local != "Obj" {
+	if t.kind != tagStart || string(t.name) != "Obj" {
 		return dst, fmt.Errorf("%w: output is not an object", ErrCLIXML)
 	}
-	p.noteRef(se, 0)
-	if err := p.topObject(t, 0); err != nil {
+	if err := p.topObject(&s, t); err != nil {
 		return dst, err
+	}
+	p.noteObj(t, s.i)
+	for ; s.i < len(s.b); s.i++ {
+		if !isSpace(s.b[s.i]) {
+			return dst, fmt.Errorf("%w: data after the object", ErrCLIXML)
+		}
 	}
 	dst = append(dst, '{')
 	for i, n := range p.names {
@@ -75,8 +86,8 @@ func (p *Projection) AppendJSON(dst, data []byte) ([]byte, error) {
 		}
 		dst = appendJSONString(dst, n)
 		dst = append(dst, ':')
-		if s := p.seg[i]; s[0] >= 0 {
-			dst = append(dst, p.buf[s[0]:s[1]]...)
+		if sg := p.seg[i]; sg[0] >= 0 {
+			dst = append(dst, p.buf[sg[0]:sg[1]]...)
 		} else {
 			dst = append(dst, "null"...)
 		}
@@ -84,263 +95,284 @@ func (p *Projection) AppendJSON(dst, data []byte) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-func (p *Projection) noteRef(se xml.StartElement, start int64) {
-	if id, ok := attr(se, "RefId"); ok {
-		p.refs[id] = [2]int64{start, -1}
+// noteObj records a complete <Obj> that carries a RefId.
+func (p *Projection) noteObj(t tag, end int) {
+	if id, ok := attrValue(t.attrs, "RefId"); ok {
+		p.refs = append(p.refs, refSpan{id: id, start: t.start, end: end})
 	}
 }
 
-func (p *Projection) endRef(se xml.StartElement, end int64) {
-	if id, ok := attr(se, "RefId"); ok {
-		r := p.refs[id]
-		r[1] = end
-		p.refs[id] = r
+func (p *Projection) topObject(s *scanner, t tag) error {
+	if t.self {
+		return nil
 	}
-}
-
-// topObject reads the top <Obj>'s children, projecting the properties.
-func (p *Projection) topObject(t *tokenizer, depth int) error {
 	for {
-		tok, err := t.next(nil)
+		c, err := s.next()
 		if err != nil {
 			return err
 		}
-		if _, ok := tok.(xml.EndElement); ok {
+		if c.kind == tagEnd {
+			if string(c.name) != "Obj" {
+				return fmt.Errorf("%w: </%s> closes <Obj>", ErrCLIXML, c.name)
+			}
 			return nil
 		}
-		se := tok.(xml.StartElement)
-		switch se.Name.Local {
+		switch string(c.name) {
 		case "Props", "MS":
-			if err := p.properties(t, depth+1); err != nil {
-				return err
-			}
+			err = p.properties(s, c, 1)
+		case "ToString":
+			_, err = s.leaf(c)
 		default:
-			if err := p.skip(t, depth+1); err != nil {
-				return err
-			}
+			err = s.skip(c, 1, p.noteObj)
 		}
-	}
-}
-
-func (p *Projection) properties(t *tokenizer, depth int) error {
-	for {
-		start := t.d.InputOffset()
-		tok, err := t.next(nil)
 		if err != nil {
 			return err
 		}
-		if _, ok := tok.(xml.EndElement); ok {
-			return nil
-		}
-		se := tok.(xml.StartElement)
-		name, _ := attr(se, "N")
-		i, want := p.index[Unescape(name)]
-		if se.Name.Local == "Obj" {
-			p.noteRef(se, start)
-		}
-		if !want || p.seg[i][0] >= 0 {
-			if err := p.skip(t, depth+1); err != nil {
-				return err
-			}
-			if se.Name.Local == "Obj" {
-				p.endRef(se, t.d.InputOffset())
-			}
-			continue
-		}
-		s := len(p.buf)
-		if p.buf, err = p.render(p.buf, t, se, false, depth+1); err != nil {
-			return fmt.Errorf("property %s: %w", name, err)
-		}
-		if se.Name.Local == "Obj" {
-			p.endRef(se, t.d.InputOffset())
-		}
-		p.seg[i] = [2]int{s, len(p.buf)}
 	}
 }
 
-// skip consumes the rest of the element just started, noting the extent
-// of every <Obj> with a RefId inside it.
-func (p *Projection) skip(t *tokenizer, depth int) error {
-	if depth > maxDepth {
-		return fmt.Errorf("%w: nested deeper than %d", ErrCLIXML, maxDepth)
+func (p *Projection) properties(s *scanner, t tag, depth int) error {
+	if t.self {
+		return nil
 	}
 	for {
-		start := t.d.InputOffset()
-		tok, err := t.d.Token()
+		c, err := s.next()
 		if err != nil {
-			return fmt.Errorf("%w: %w", ErrCLIXML, err)
+			return err
 		}
-		switch tk := tok.(type) {
-		case xml.EndElement:
-			return nil
-		case xml.StartElement:
-			if tk.Name.Local == "Obj" {
-				p.noteRef(tk, start)
+		if c.kind == tagEnd {
+			if !bytes.Equal(c.name, t.name) {
+				return fmt.Errorf("%w: </%s> closes <%s>", ErrCLIXML, c.name, t.name)
 			}
-			if err := p.skip(t, depth+1); err != nil {
+			return nil
+		}
+		name, _ := attrValue(c.attrs, "N")
+		if bytes.IndexByte(name, '&') >= 0 || bytes.IndexByte(name, '_') >= 0 {
+			if p.tmp, err = appendEntities(p.tmp[:0], name); err != nil {
 				return err
 			}
-			if tk.Name.Local == "Obj" {
-				p.endRef(tk, t.d.InputOffset())
+			p.tmp2 = appendUnescaped(p.tmp2[:0], p.tmp)
+			name = p.tmp2
+		}
+		i, want := p.index[string(name)]
+		if !want || p.seg[i][0] >= 0 {
+			if err := s.skip(c, depth+1, p.noteObj); err != nil {
+				return err
 			}
+		} else {
+			at := len(p.buf)
+			if p.buf, err = p.render(p.buf, s, c, false, depth+1); err != nil {
+				return fmt.Errorf("property %s: %w", p.names[i], err)
+			}
+			p.seg[i] = [2]int{at, len(p.buf)}
+		}
+		if string(c.name) == "Obj" {
+			p.noteObj(c, s.i)
 		}
 	}
 }
 
-// render writes the JSON of the value whose start element se was just
-// read. asString forces a JSON string (list items, as PowerShell's
-// [string] of each item).
-func (p *Projection) render(dst []byte, t *tokenizer, se xml.StartElement, asString bool, depth int) ([]byte, error) {
+// render writes the JSON of the value whose start tag t was just read.
+// asString forces a JSON string (list items, as PowerShell's [string] of
+// each item).
+func (p *Projection) render(dst []byte, s *scanner, t tag, asString bool, depth int) ([]byte, error) {
 	if depth > maxDepth {
 		return dst, fmt.Errorf("%w: nested deeper than %d", ErrCLIXML, maxDepth)
 	}
-	tag := se.Name.Local
-	switch tag {
+	switch string(t.name) {
 	case "Obj":
-		return p.renderObject(dst, t, asString, depth)
+		return p.renderObject(dst, s, t, asString, depth)
 	case "Ref":
-		if _, err := t.leafText(tag); err != nil {
-			return dst, err
+		if txt, err := s.leaf(t); err != nil || len(bytes.TrimSpace(txt)) > 0 {
+			return dst, fmt.Errorf("%w: <Ref> with content", ErrCLIXML)
 		}
-		id, _ := attr(se, "RefId")
-		r, ok := p.refs[id]
-		if !ok || r[1] < 0 {
+		id, _ := attrValue(t.attrs, "RefId")
+		var span *refSpan
+		for i := range p.refs {
+			if bytes.Equal(p.refs[i].id, id) {
+				span = &p.refs[i]
+				break
+			}
+		}
+		if span == nil {
 			return dst, fmt.Errorf("%w: <Ref RefId=%q> to no complete earlier object", ErrCLIXML, id)
 		}
 		if p.expansions++; p.expansions > maxExpansions {
 			return dst, fmt.Errorf("%w: more than %d <Ref>s in one object", ErrCLIXML, maxExpansions)
 		}
-		sub := newTokenizer(t.src[r[0]:r[1]])
-		tok, err := sub.next(nil)
+		sub := scanner{b: s.b[:span.end], i: span.start}
+		st, err := sub.tag()
 		if err != nil {
 			return dst, err
 		}
-		st, ok := tok.(xml.StartElement)
-		if !ok || st.Name.Local != "Obj" {
-			return dst, fmt.Errorf("%w: <Ref RefId=%q> is not an object", ErrCLIXML, id)
+		return p.renderObject(dst, &sub, st, asString, depth)
+	case "Nil":
+		if _, err := s.leaf(t); err != nil {
+			return dst, err
 		}
-		return p.renderObject(dst, sub, asString, depth)
-	}
-	k, ok := primitiveKinds[tag]
-	if tag == "Nil" {
-		k, ok = KindNil, true
-	}
-	if !ok {
-		return dst, fmt.Errorf("%w: unknown element <%s>", ErrCLIXML, tag)
-	}
-	text, err := t.leafText(tag)
-	if err != nil {
-		return dst, err
-	}
-	return appendPrimitive(dst, tag, k, text, asString)
-}
-
-func appendPrimitive(dst []byte, tag string, k Kind, text string, asString bool) ([]byte, error) {
-	switch k {
-	case KindNil:
 		if asString {
 			return append(dst, `""`...), nil
 		}
 		return append(dst, "null"...), nil
+	}
+	k, ok := primitiveKinds[string(t.name)]
+	if !ok {
+		return dst, fmt.Errorf("%w: unknown element <%s>", ErrCLIXML, t.name)
+	}
+	txt, err := s.leaf(t)
+	if err != nil {
+		return dst, err
+	}
+	return p.appendPrimitive(dst, t.name, k, txt, asString)
+}
+
+func isInteger(b []byte) bool {
+	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 20 {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendText writes raw CLIXML text (entities, then _xHHHH_ escapes
+// resolved) as a JSON string.
+func (p *Projection) appendText(dst, raw []byte) ([]byte, error) {
+	if bytes.IndexByte(raw, '\r') >= 0 {
+		// XML 1.0 §2.11: a parser reads CR LF and a lone CR as LF (Windows
+		// escapes a real CR as _x000D_, which survives).
+		raw = bytes.ReplaceAll(bytes.ReplaceAll(raw, []byte("\r\n"), []byte("\n")), []byte("\r"), []byte("\n"))
+	}
+	if bytes.IndexByte(raw, '&') < 0 && bytes.IndexByte(raw, '_') < 0 {
+		return appendJSONString(dst, raw), nil
+	}
+	var err error
+	if p.tmp, err = appendEntities(p.tmp[:0], raw); err != nil {
+		return dst, err
+	}
+	p.tmp2 = appendUnescaped(p.tmp2[:0], p.tmp)
+	return appendJSONString(dst, p.tmp2), nil
+}
+
+func (p *Projection) appendPrimitive(dst, name []byte, k Kind, raw []byte, asString bool) ([]byte, error) {
+	switch k {
 	case KindString:
-		return appendJSONString(dst, Unescape(text)), nil
+		return p.appendText(dst, raw)
 	case KindBool:
-		if text != "true" && text != "false" {
-			return dst, fmt.Errorf("%w: <B>%s</B>", ErrCLIXML, truncate(text))
-		}
-		if asString { // PowerShell's [string] of a Boolean
-			if text == "true" {
-				return append(dst, `"True"`...), nil
-			}
+		switch {
+		case string(raw) == "true" && asString: // PowerShell's [string] of a Boolean
+			return append(dst, `"True"`...), nil
+		case string(raw) == "false" && asString:
 			return append(dst, `"False"`...), nil
+		case string(raw) == "true", string(raw) == "false":
+			return append(dst, raw...), nil
 		}
-		return append(dst, text...), nil
+		return dst, fmt.Errorf("%w: <B>%.20q</B>", ErrCLIXML, raw)
 	case KindInt:
-		if _, err := strconv.ParseInt(text, 10, 64); err != nil {
-			if _, err := strconv.ParseUint(text, 10, 64); err != nil {
-				return dst, fmt.Errorf("%w: <%s>%s</%s>", ErrCLIXML, tag, truncate(text), tag)
-			}
+		raw = bytes.TrimSpace(raw)
+		if !isInteger(raw) {
+			return dst, fmt.Errorf("%w: <%s>%.20q</%s>", ErrCLIXML, name, raw, name)
+		}
+		if raw[0] == '+' {
+			raw = raw[1:]
 		}
 		if asString {
-			return appendJSONString(dst, text), nil
+			return appendJSONString(dst, raw), nil
 		}
-		return append(dst, text...), nil
+		return append(dst, raw...), nil
 	case KindFloat:
+		text := string(bytes.TrimSpace(raw))
 		f, err := strconv.ParseFloat(text, 64)
 		if err != nil && text != "NaN" && text != "Infinity" && text != "-Infinity" {
-			return dst, fmt.Errorf("%w: <%s>%s</%s>", ErrCLIXML, tag, truncate(text), tag)
+			return dst, fmt.Errorf("%w: <%s>%.20q</%s>", ErrCLIXML, name, text, name)
 		}
 		if asString || math.IsNaN(f) || math.IsInf(f, 0) || err != nil {
 			return appendJSONString(dst, text), nil
 		}
 		return strconv.AppendFloat(dst, f, 'g', -1, 64), nil
 	case KindDateTime:
-		tm, err := parseDT(text)
+		tm, err := parseDT(string(bytes.TrimSpace(raw)))
 		if err != nil {
 			return dst, err
 		}
-		return appendJSONString(dst, tm.UTC().Format(time.RFC3339Nano)), nil
+		dst = append(dst, '"')
+		dst = tm.UTC().AppendFormat(dst, time.RFC3339Nano)
+		return append(dst, '"'), nil
 	}
-	return appendJSONString(dst, text), nil
+	return p.appendText(dst, raw)
 }
 
 // renderObject renders an <Obj>: a list as an array of strings; otherwise
 // its ToString, or its primitive, or null.
-func (p *Projection) renderObject(dst []byte, t *tokenizer, asString bool, depth int) ([]byte, error) {
-	var toString string
-	haveToString, wrote := false, false
-	var prim []byte
-	for {
-		start := t.d.InputOffset()
-		tok, err := t.next(nil)
-		if err != nil {
-			return dst, err
-		}
-		if _, ok := tok.(xml.EndElement); ok {
-			break
-		}
-		se := tok.(xml.StartElement)
-		switch tag := se.Name.Local; {
-		case tag == "ToString":
-			if toString, err = t.leafText(tag); err != nil {
+func (p *Projection) renderObject(dst []byte, s *scanner, t tag, asString bool, depth int) ([]byte, error) {
+	var toString, primRaw, primName []byte
+	var primKind Kind
+	haveToString, havePrim, wrote := false, false, false
+	if !t.self {
+		for {
+			c, err := s.next()
+			if err != nil {
 				return dst, err
 			}
-			haveToString = true
-		case !wrote && !asString && (tag == "LST" || tag == "IE" || tag == "STK" || tag == "QUE"):
-			dst = append(dst, '[')
-			for n := 0; ; n++ {
-				istart := t.d.InputOffset()
-				tok, err := t.next(nil)
-				if err != nil {
+			if c.kind == tagEnd {
+				if string(c.name) != "Obj" {
+					return dst, fmt.Errorf("%w: </%s> closes <Obj>", ErrCLIXML, c.name)
+				}
+				break
+			}
+			name := string(c.name)
+			switch {
+			case name == "ToString":
+				if toString, err = s.leaf(c); err != nil {
 					return dst, err
 				}
-				if _, ok := tok.(xml.EndElement); ok {
-					break
+				haveToString = true
+			case !wrote && !asString && (name == "LST" || name == "IE" || name == "STK" || name == "QUE"):
+				dst = append(dst, '[')
+				for n := 0; !c.self; n++ {
+					it, err := s.next()
+					if err != nil {
+						return dst, err
+					}
+					if it.kind == tagEnd {
+						if !bytes.Equal(it.name, c.name) {
+							return dst, fmt.Errorf("%w: </%s> closes <%s>", ErrCLIXML, it.name, c.name)
+						}
+						break
+					}
+					if n > 0 {
+						dst = append(dst, ',')
+					}
+					if dst, err = p.render(dst, s, it, true, depth+1); err != nil {
+						return dst, err
+					}
+					if string(it.name) == "Obj" {
+						p.noteObj(it, s.i)
+					}
 				}
-				if n > 0 {
-					dst = append(dst, ',')
+				dst = append(dst, ']')
+				wrote = true
+			default:
+				k, isPrim := primitiveKinds[name]
+				if !isPrim || name == "Ref" {
+					if err := s.skip(c, depth+1, p.noteObj); err != nil {
+						return dst, err
+					}
+					if name == "Obj" {
+						p.noteObj(c, s.i)
+					}
+					continue
 				}
-				ise := tok.(xml.StartElement)
-				if ise.Name.Local == "Obj" {
-					p.noteRef(ise, istart)
-				}
-				if dst, err = p.render(dst, t, ise, true, depth+1); err != nil {
+				if primRaw, err = s.leaf(c); err != nil {
 					return dst, err
 				}
-				if ise.Name.Local == "Obj" {
-					p.endRef(ise, t.d.InputOffset())
-				}
-			}
-			dst = append(dst, ']')
-			wrote = true
-		case tag == "Props" || tag == "MS" || tag == "TN" || tag == "TNRef" || tag == "DCT" || tag == "LST" || tag == "IE" || tag == "STK" || tag == "QUE":
-			if err := p.skip(t, depth+1); err != nil {
-				return dst, err
-			}
-		default:
-			_ = start
-			if prim, err = p.render(prim[:0], t, se, asString, depth+1); err != nil {
-				return dst, err
+				primName, primKind, havePrim = c.name, k, true
 			}
 		}
 	}
@@ -348,9 +380,9 @@ func (p *Projection) renderObject(dst []byte, t *tokenizer, asString bool, depth
 	case wrote:
 		return dst, nil
 	case haveToString:
-		return appendJSONString(dst, Unescape(toString)), nil
-	case prim != nil:
-		return append(dst, prim...), nil
+		return p.appendText(dst, toString)
+	case havePrim:
+		return p.appendPrimitive(dst, primName, primKind, primRaw, asString)
 	case asString:
 		return append(dst, `""`...), nil
 	}
@@ -359,7 +391,7 @@ func (p *Projection) renderObject(dst []byte, t *tokenizer, asString bool, depth
 
 // appendJSONString writes s as a JSON string. Invalid UTF-8 (a lone
 // surrogate kept as WTF-8) becomes U+FFFD, as JSON requires.
-func appendJSONString(dst []byte, s string) []byte {
+func appendJSONString[T ~string | ~[]byte](dst []byte, s T) []byte {
 	const hexd = "0123456789abcdef"
 	dst = append(dst, '"')
 	for i := 0; i < len(s); {
@@ -376,7 +408,7 @@ func appendJSONString(dst []byte, s string) []byte {
 			i++
 			continue
 		}
-		r, n := utf8.DecodeRuneInString(s[i:])
+		r, n := utf8.DecodeRuneInString(string(s[i:min(len(s), i+utf8.UTFMax)]))
 		if r == utf8.RuneError && n == 1 {
 			dst = append(dst, `\ufffd`...)
 		} else if r == '\u2028' || r == '\u2029' {

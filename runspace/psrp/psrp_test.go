@@ -203,6 +203,12 @@ func TestProjection(t *testing.T) {
 	if err != nil || string(out2) != string(out) {
 		t.Errorf("second use = %s, %v", out2, err)
 	}
+	// A literal CR LF in the XML is read as LF, as every XML parser does;
+	// a real CR travels escaped.
+	crlf, err := psrp.NewProjection([]string{"A"}).AppendJSON(nil, []byte("<Obj RefId=\"0\"><MS><S N=\"A\">a\r\nb\rc_x000D_</S></MS></Obj>"))
+	if err != nil || string(crlf) != `{"A":"a\u000ab\u000ac\u000d"}` {
+		t.Errorf("CR handling: %s, %v", crlf, err)
+	}
 	for _, bad := range []string{`<S>x</S>`, `<Obj RefId="0"><Props><Ref N="Identity" RefId="9" /></Props></Obj>`, `<Obj RefId="0"><Props><S N="DeviceId">x</Props></Obj>`} {
 		if _, err := psrp.NewProjection([]string{"Identity", "DeviceId"}).AppendJSON(nil, []byte(bad)); err == nil {
 			t.Errorf("AppendJSON(%s) accepted", bad)

@@ -438,11 +438,10 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 		}
 		ds := b.Receive[0].DesiredStream[0]
 		rb := &receiveBody{commandID: strings.ToUpper(strings.TrimSpace(ds.CommandID))}
-		if rb.commandID == "" && !req.ps {
-			// PowerShell shells also answer shell-level Receives, which carry
-			// the runspace pool's messages (MS-PSRP 3.1.5.3, wxf:Receive).
-			return faultInvalidParameter("rsp:DesiredStream has no CommandId (shell-level Receive is not supported).")
-		}
+		// No CommandId: a shell-level Receive. PowerShell shells answer it
+		// with the runspace pool's messages (MS-PSRP 3.1.5.3.7); a cmd
+		// shell has no output of its own, and its shell's lookup answers
+		// with faultUnknownCommand once the ShellId is known to be good.
 		for _, name := range strings.Fields(ds.Streams) {
 			if name != "stdout" && (name != "stderr" || req.ps) {
 				return faultInvalidParameter(fmt.Sprintf("Stream %q is not an output stream of this shell.", name))

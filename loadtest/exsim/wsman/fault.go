@@ -20,14 +20,20 @@ const (
 	CodeInvalidBody             = 2150858791 // ERROR_WSMAN_INVALID_SOAP_BODY 0x80338027
 	CodeOperationTimeout        = 2150858793 // ERROR_WSMAN_OPERATION_TIMEDOUT 0x80338029: Receive long-poll expired
 	CodeInvalidOptions          = 2150858809 // ERROR_WSMAN_INVALID_OPTIONS 0x80338039
-	CodeInvalidParameter        = 2150858810 // ERROR_WSMAN_INVALID_PARAMETER 0x8033803A: unknown CommandId, stream or signal
+	CodeInvalidParameter        = 2150858810 // ERROR_WSMAN_INVALID_PARAMETER 0x8033803A: unknown stream or signal
 	CodeMaxEnvelopeSizeExceeded = 2150858824 // ERROR_WSMAN_MAX_ENVELOPE_SIZE_EXCEEDED 0x80338048
-	CodeInvalidSelectors        = 2150858843 // ERROR_WSMAN_UNEXPECTED_SELECTORS 0x8033805B: shell not found
+	CodeInvalidSelectors        = 2150858843 // ERROR_WSMAN_UNEXPECTED_SELECTORS 0x8033805B: shell or command not found
 	CodeInvalidTimeout          = 2150858881 // ERROR_WSMAN_INVALID_TIMEOUT_HEADER 0x80338081
 	CodeMaxShells               = 2150859173 // ERROR_WSMAN_QUOTA_MAX_SHELLS 0x803381A5: MaxShellsPerUser
 	CodeMaxOperations           = 2150859174 // ERROR_WSMAN_QUOTA_MAX_OPERATIONS 0x803381A6: MaxConcurrentOperationsPerUser
 	CodeCommandTerminated       = 2150859212 // ERROR_WSMAN_COMMAND_TERMINATED 0x803381CC
-	CodeMaxCommandsPerShell     = 2150859241 // ERROR_WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ 0x803381E9: MaxProcessesPerShell
+	CodeMaxShellsPPQ            = 2150859236 // ERROR_WSMAN_QUOTA_MAX_SHELLS_PPQ 0x803381E4: plugin Quotas/MaxShells
+	CodeMaxUsersPPQ             = 2150859237 // ERROR_WSMAN_QUOTA_MAX_USERS_PPQ 0x803381E5: plugin Quotas/MaxConcurrentUsers
+	CodeMaxPluginShellsPPQ      = 2150859238 // ERROR_WSMAN_QUOTA_MAX_PLUGINSHELLS_PPQ 0x803381E6: plugin Quotas/MaxShellsPerUser
+	CodeMaxPluginOperationsPPQ  = 2150859239 // ERROR_WSMAN_QUOTA_MAX_PLUGINOPERATIONS_PPQ 0x803381E7: plugin Quotas/MaxConcurrentOperations
+	CodeMaxOperationsUserPPQ    = 2150859240 // ERROR_WSMAN_QUOTA_MAX_OPERATIONS_USER_PPQ 0x803381E8: plugin Quotas/MaxConcurrentOperationsPerUser
+	CodeMaxCommandsPerShell     = 2150859241 // ERROR_WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ 0x803381E9: MaxProcessesPerShell, plugin MaxConcurrentCommandsPerShell
+	CodeMinRequirementPPQ       = 2150859242 // ERROR_WSMAN_QUOTA_MIN_REQUIREMENT_NOT_AVAILABLE_PPQ 0x803381EA: the plugin's quotas cannot be met at all
 	CodeCmdTooLong              = 2147942606 // HRESULT_FROM_WIN32(ERROR_FILENAME_EXCED_RANGE) 0x800700CE
 	CodePipeClosing             = 2147942632 // HRESULT_FROM_WIN32(ERROR_NO_DATA) 0x800700E8: stdin of an ended command
 	CodeStartFailed             = 2147500037 // E_FAIL 0x80004005: Runner.Start refused the command
@@ -64,7 +70,19 @@ type Fault struct {
 	// Provider, when set, wraps Message in f:ProviderFault with this
 	// provider name, as the shell plugin's own errors are.
 	Provider string
+	// Detail, when set, is the w:FaultDetail URI Windows puts before
+	// f:WSManFault in s:Detail (DSP0226 §14.6), e.g. FaultDetailUnexpectedSelectors.
+	Detail string
 }
+
+// FaultDetail URIs (DSP0226 Table 14; as recorded in pypsrp's
+// tests/tests_pypsrp/responses/test_winrs_bad_cmd_id.yml and
+// test_psrp_is_alive_invalid_selectors.yml).
+const FaultDetailUnexpectedSelectors = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/UnexpectedSelectors"
+
+// textInvalidSelectors is Windows' generic s:Reason for w:InvalidSelectors,
+// with its trailing space (pypsrp recordings above).
+const textInvalidSelectors = "The WS-Management service cannot process the request because the request contained invalid selectors for the resource. "
 
 // Error implements error so faults can travel as errors inside the server.
 func (f *Fault) Error() string {
@@ -101,7 +119,13 @@ func (f *Fault) MarshalEnvelope(machine, relatesTo string) []byte {
 	escape(&b, f.Subcode)
 	b.WriteString(`</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">`)
 	escape(&b, f.Reason)
-	b.WriteString(`</s:Text></s:Reason><s:Detail><f:WSManFault xmlns:f="`)
+	b.WriteString(`</s:Text></s:Reason><s:Detail>`)
+	if f.Detail != "" {
+		b.WriteString(`<w:FaultDetail>`)
+		escape(&b, f.Detail)
+		b.WriteString(`</w:FaultDetail>`)
+	}
+	b.WriteString(`<f:WSManFault xmlns:f="`)
 	b.WriteString(nsWSManFault)
 	b.WriteString(`" Code="`)
 	b.WriteString(strconv.FormatUint(uint64(f.Code), 10))
@@ -132,13 +156,18 @@ func FaultOperationTimeout() *Fault {
 }
 
 // FaultInvalidSelectors reports a ShellId unknown to the server: never
-// created, deleted, reaped for idleness, or owned by another user.
+// created, deleted, reaped for idleness, or owned by another user. Windows
+// puts the generic selector text in s:Reason and the shell's own text in
+// f:Message (the Reason of pypsrp's test_psrp_is_alive_invalid_selectors.yml;
+// the Message as Microsoft Learn's "InvalidShellID" troubleshooting article
+// quotes it, reference/winrm.md §2.6).
 func FaultInvalidSelectors(shellID string) *Fault {
 	text := "The request for the Windows Remote Shell with ShellId " + shellID +
 		" failed because the shell was not found on the server. Possible causes are: the specified ShellId is" +
 		" incorrect or the shell no longer exists on the server. Provide the correct ShellId or create a new" +
-		" shell and retry the operation."
-	return &Fault{Sender: true, Subcode: "w:InvalidSelectors", Code: CodeInvalidSelectors, Reason: text}
+		" shell and retry the operation. "
+	return &Fault{Sender: true, Subcode: "w:InvalidSelectors", Code: CodeInvalidSelectors,
+		Reason: textInvalidSelectors, Message: text, Detail: FaultDetailUnexpectedSelectors}
 }
 
 // FaultMaxShells is the MaxShellsPerUser quota fault on Create.
@@ -164,15 +193,42 @@ func FaultMaxOperations(limit int) *Fault {
 	return &Fault{Subcode: "w:InternalError", Code: CodeMaxOperations, Reason: text}
 }
 
-// FaultMaxCommandsPerShell is the per-shell process quota fault on Command.
+// FaultMaxCommandsPerShell is the per-shell command quota fault on Command
+// (winrs MaxProcessesPerShell, the PowerShell plugin's
+// MaxConcurrentCommandsPerShell). Windows sends it as s:Receiver
+// w:InternalError with the quota text in Reason, as pypsrp issue #148
+// records it ("Code: w:InternalError, Reason: The WS-Management service
+// cannot process the request. The maximum number of concurrent commands per
+// shell has been exceeded. …").
 func FaultMaxCommandsPerShell() *Fault {
-	return &Fault{
-		Sender:  true,
-		Subcode: "w:QuotaLimit",
-		Code:    CodeMaxCommandsPerShell,
-		Reason: "The WS-Management service cannot process the request. The maximum number of concurrent commands" +
-			" per shell has been exceeded. Retry the request later or raise the Maximum Commands per Shell quota.",
+	return FaultPluginQuota(CodeMaxCommandsPerShell)
+}
+
+// pluginQuotaTexts are the quota texts of the per-plugin quota (PPQ) faults.
+// Only MaxCommandsPerShell's is recorded (pypsrp #148); the others follow
+// its form with the quota named as the plugin's Quotas element names it
+// (MS-WSMV 2.2.4.30 QuotasType).
+var pluginQuotaTexts = map[uint32]string{
+	CodeMaxShellsPPQ:           "The maximum number of concurrent shells allowed for this plugin has been exceeded. Retry the request later or raise the Maximum Shells quota.",
+	CodeMaxUsersPPQ:            "The maximum number of concurrent users allowed for this plugin has been exceeded. Retry the request later or raise the Maximum Concurrent Users quota.",
+	CodeMaxPluginShellsPPQ:     "The maximum number of concurrent shells allowed for this user for this plugin has been exceeded. Retry the request later or raise the Maximum Shells per User quota.",
+	CodeMaxPluginOperationsPPQ: "The maximum number of concurrent operations allowed for this plugin has been exceeded. Retry the request later or raise the Maximum Concurrent Operations quota.",
+	CodeMaxOperationsUserPPQ:   "The maximum number of concurrent operations allowed for this user for this plugin has been exceeded. Retry the request later or raise the Maximum Concurrent Operations per User quota.",
+	CodeMaxCommandsPerShell:    "The maximum number of concurrent commands per shell has been exceeded. Retry the request later or raise the Maximum Commands per Shell quota.",
+	CodeMinRequirementPPQ:      "The quota limits for this plugin cannot be met with the current service quota settings. Raise the service quotas or lower the plugin quotas.",
+}
+
+// FaultPluginQuota is the per-plugin quota fault with one of the codes
+// 2150859236–2150859242: w:InternalError, the quota text in Reason and
+// Message (the form of pypsrp #148). A code outside that range is answered
+// with MaxCommandsPerShell's text.
+func FaultPluginQuota(code uint32) *Fault {
+	text, ok := pluginQuotaTexts[code]
+	if !ok {
+		code, text = CodeMaxCommandsPerShell, pluginQuotaTexts[CodeMaxCommandsPerShell]
 	}
+	return &Fault{Subcode: "w:InternalError", Code: code,
+		Reason: "The WS-Management service cannot process the request. " + text}
 }
 
 // FaultCmdTooLong is what the cmd shell plugin answers when the command line

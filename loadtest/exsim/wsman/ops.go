@@ -227,10 +227,7 @@ func (s *Server) commandFor(user, shellID, commandID string, hold bool) (*shell,
 		if sh.isTerminated(commandID) {
 			return nil, nil, FaultCommandTerminated()
 		}
-		if sh.ps {
-			return nil, nil, faultUnknownCommand()
-		}
-		return nil, nil, faultInvalidParameter(fmt.Sprintf("CommandId %s is not a command of shell %s.", commandID, sh.id))
+		return nil, nil, faultUnknownCommand()
 	}
 	if hold {
 		sh.pending++
@@ -399,10 +396,8 @@ func (s *Server) signal(req *request, user string) ([]byte, error) {
 			return marshalEmptyResponse(actionSignalResponse, req.messageID, `<rsp:SignalResponse/>`), nil
 		case terminated:
 			return nil, FaultCommandTerminated()
-		case sh.ps:
-			return nil, faultUnknownCommand()
 		}
-		return nil, faultInvalidParameter(fmt.Sprintf("CommandId %s is not a command of shell %s.", sb.commandID, sh.id))
+		return nil, faultUnknownCommand()
 	}
 	if code == signalTerminate {
 		delete(sh.commands, sb.commandID)

@@ -605,12 +605,16 @@ func (s *Server) dispatchPS(ctx context.Context, r *http.Request, req *request, 
 	return nil, faultActionNotSupported(req.action)
 }
 
-// faultUnknownCommand is what Windows answers a PowerShell shell's request
-// for a CommandId it does not know (pypsrp test_psrp_receive_failure.yml;
-// the trailing spaces are Windows'). The recorded w:FaultDetail
-// .../faultDetail/UnexpectedSelectors is not reproduced.
+// faultUnknownCommand is what Windows answers a request for a CommandId the
+// shell does not know, in a cmd shell and a PowerShell shell alike (pypsrp
+// tests/tests_pypsrp/responses/test_winrs_bad_cmd_id.yml, and
+// test_psrp_receive_failure.yml; the trailing spaces are Windows'). A WinRS
+// Receive without a CommandId addresses the cmd shell's own output, which
+// winrscmd has none of; exsim answers it with the same fault (the command
+// identifier it names does not exist), which is inferred, not recorded.
 func faultUnknownCommand() *Fault {
 	return &Fault{Sender: true, Subcode: "w:InvalidSelectors", Code: CodeInvalidSelectors,
-		Reason:  "The WS-Management service cannot process the request because the request contained invalid selectors for the resource. ",
-		Message: "The Windows Remote Shell received a request to perform an operation on a command identifier that does not exist. Either the command has completed execution or the client specified an invalid command identifier. "}
+		Reason:  textInvalidSelectors,
+		Message: "The Windows Remote Shell received a request to perform an operation on a command identifier that does not exist. Either the command has completed execution or the client specified an invalid command identifier. ",
+		Detail:  FaultDetailUnexpectedSelectors}
 }

@@ -245,7 +245,7 @@ func TestSignal(t *testing.T) {
 		status, _, body := f.post(t, signalRequest(f, shellID, id, "http://example.com/signal/kill"))
 		wantFault(t, status, body, wsman.CodeInvalidParameter)
 		status, _, body = f.post(t, signalRequest(f, shellID, "0BADC0DE-0000-4000-8000-000000000000", "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate"))
-		wantFault(t, status, body, wsman.CodeInvalidParameter)
+		wantFault(t, status, body, wsman.CodeInvalidSelectors)
 	})
 }
 
@@ -336,7 +336,7 @@ func TestSendInput(t *testing.T) {
 		t.Errorf("stdout %q stderr %q", stdout.String(), stderr.String())
 	}
 	status, _, body = f.post(t, msg(winrm.NewSendInputRequest(f.url(), shellID, "0BADC0DE-0000-4000-8000-000000000000", []byte("x"), false, params("PT5S", 153600))))
-	wantFault(t, status, body, wsman.CodeInvalidParameter)
+	wantFault(t, status, body, wsman.CodeInvalidSelectors)
 }
 
 // TestRequestFaults feeds malformed or unsupported envelopes.
@@ -359,7 +359,7 @@ func TestRequestFaults(t *testing.T) {
 		{name: "bad timeout", body: strings.Replace(create, "PT5S", "PT5Q", 1), want: wsman.CodeInvalidTimeout},
 		{name: "tiny MaxEnvelopeSize", body: strings.Replace(create, ">153600<", ">4096<", 1), want: wsman.CodeMaxEnvelopeSizeExceeded},
 		{name: "bad codepage", body: strings.Replace(create, ">65001<", ">utf8<", 1), want: wsman.CodeInvalidOptions},
-		{name: "unknown command", body: receive, want: wsman.CodeInvalidParameter},
+		{name: "unknown command", body: receive, want: wsman.CodeInvalidSelectors},
 		{name: "unknown shell", body: strings.Replace(receive, shellID, "0BADC0DE-0000-4000-8000-000000000001", 1), want: wsman.CodeInvalidSelectors},
 	}
 	for _, tt := range tests {
