@@ -399,7 +399,7 @@ func TestStatusPage(t *testing.T) {
 	}
 	for _, want := range []string{">degraded<", "ex02.contoso.local unreachable", `data-decision="Block"`, `data-count="500"`, "1,500 (60.0%)",
 		`id="plan-new-blocks">812<`, "ex01.contoso.local", "<strong>allowed, was blocked</strong>", `id="sync-quick"`, "1.2.3-test",
-		`<strong class="server-name">EX01</strong><span class="detail mono">ex01.contoso.local</span>`, "Default (Quarantine)", `data-state="Quarantined"`,
+		`<strong class="server-name">EX01</strong><span class="detail mono">ex01.contoso.local</span>`, "Default (Quarantine)", `data-state="Quarantined"`, `data-after="Neither"`, "neither list (Quarantine)",
 		`href="/glossary"`, `action="/device"`, `id="trend-duration"`, `id="trend-lag"`, "p95 1 min 58 s over 40 devices", "(took 4 min 12 s)"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)

@@ -58,7 +58,8 @@ func newFakeBackend(now time.Time) *fakeBackend {
 	full := SyncResult{ID: "20260610T030000Z-5eed0001", Kind: "full", Trigger: "scheduled", Start: now.Add(-7 * time.Hour),
 		End: now.Add(-7*time.Hour + 4*time.Minute + 12*time.Second), Result: ResultOK, Counts: counts, Writes: 318, Failures: 2,
 		Lag: &LagStats{Devices: 40, P50: 62, P95: 118, Max: 170}}
-	fleet := &FleetCounts{SyncID: full.ID, At: full.End, Total: 2500, Decisions: counts, ExchangeStatesBefore: states}
+	fleet := &FleetCounts{SyncID: full.ID, At: full.End, Total: 2500, Decisions: counts, ExchangeStatesBefore: states,
+		ListsAfter: map[string]int{"Allowed": 1500, "Blocked": 500, "Neither": 500}}
 	full.Fleet = fleet
 	quick := SyncResult{ID: "20260610T091500Z-5eed0002", Kind: "quick", Trigger: "scheduled", Start: now.Add(-50 * time.Minute),
 		End: now.Add(-50*time.Minute + 38*time.Second), Result: ResultHeld, Counts: map[string]int{"Allow": 12, "Block": 812},

@@ -84,6 +84,7 @@ type pageData struct {
 	Fleet   *FleetCounts
 	FleetAt timeCell
 	States  *barChart
+	After   *barChart
 	Trends  []*trendChart
 	Refresh int
 	Servers []serverRow
@@ -143,7 +144,7 @@ type chartBar struct {
 
 const (
 	chartLabelW = 150
-	chartBarMax = 300
+	chartBarMax = 160
 	chartRowH   = 30
 	chartBarH   = 20
 )
@@ -237,6 +238,9 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		d.Chart = s.chart(f.Decisions, d.DefaultMeans)
 		d.ChartTitle = "after sync " + f.SyncID + ", " + d.FleetAt.Abs
 		d.States = s.stateChart(f.ExchangeStatesBefore)
+		if len(f.ListsAfter) > 0 {
+			d.After = s.afterChart(f.ListsAfter, d.DefaultMeans)
+		}
 	}
 	if st.LastFull != nil {
 		row := s.syncRow(*st.LastFull, now)
@@ -376,6 +380,29 @@ func (s *Server) chart(counts map[string]int, defaultMeans string) *barChart {
 // exchangeStates is the order of DeviceAccessState values on the page.
 var exchangeStates = []string{"Allowed", "Blocked", "Quarantined", "DeviceDiscovery", "Unknown"}
 
+// afterChart shows what the lists give the devices after the sync; Neither
+// is named by what it leads to.
+func (s *Server) afterChart(counts map[string]int, defaultMeans string) *barChart {
+	var keys []string
+	for _, k := range []string{"Allowed", "Blocked", "Neither"} {
+		if _, ok := counts[k]; ok {
+			keys = append(keys, k)
+		}
+	}
+	c := s.bars(keys, counts)
+	if c != nil {
+		for i := range c.Bars {
+			if c.Bars[i].Label == "Neither" {
+				c.Bars[i].Class, c.Bars[i].Text = "bar-default", "neither list"
+				if defaultMeans != "" {
+					c.Bars[i].Text += " (" + defaultMeans + ")"
+				}
+			}
+		}
+	}
+	return c
+}
+
 func (s *Server) stateChart(counts map[string]int) *barChart {
 	var keys, rest []string
 	for _, k := range exchangeStates {
@@ -396,7 +423,7 @@ func (s *Server) bars(keys []string, counts map[string]int) *barChart {
 	if len(keys) == 0 {
 		return nil
 	}
-	c := &barChart{Width: chartLabelW + chartBarMax + 120, Height: len(keys) * chartRowH}
+	c := &barChart{Width: chartLabelW + chartBarMax + 100, Height: len(keys) * chartRowH}
 	most := 0
 	for _, k := range keys {
 		c.Total += counts[k]

@@ -104,8 +104,15 @@ type FleetCounts struct {
 	// Decisions: Allow, Block, Default, NoChange.
 	Decisions map[string]int `json:"decisions"`
 	// ExchangeStatesBefore are DeviceAccessState values (Allowed, Blocked,
-	// Quarantined, DeviceDiscovery, Unknown) as read, before the writes.
+	// Quarantined, DeviceDiscovery, Unknown) as Exchange last reported
+	// them to the connector (a full sync reads every device, a quick sync
+	// the ones it reads again), before the connector's writes.
 	ExchangeStatesBefore map[string]int `json:"exchangeStatesBefore"`
+	// ListsAfter is what the mailboxes' own lists give the devices after
+	// the sync's writes: Allowed, Blocked, or Neither (device access rules
+	// and the org default decide). Exchange applies it at each device's
+	// next request.
+	ListsAfter map[string]int `json:"listsAfter,omitempty"`
 }
 
 // ServerState is one Exchange endpoint of the runspace pool.

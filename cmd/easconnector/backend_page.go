@@ -168,7 +168,8 @@ func (b *backend) afterSyncPage(ctx context.Context, id string, kind pipeline.Sy
 	if total == 0 {
 		return
 	}
-	f := &server.FleetCounts{SyncID: rep.ID, At: rep.End, Total: total, Decisions: map[string]int{}, ExchangeStatesBefore: map[string]int{}}
+	f := &server.FleetCounts{SyncID: rep.ID, At: rep.End, Total: total, Decisions: map[string]int{}, ExchangeStatesBefore: map[string]int{},
+		ListsAfter: map[string]int{}}
 	if f.At.IsZero() {
 		f.At = time.Now()
 	}
@@ -181,6 +182,11 @@ func (b *backend) afterSyncPage(ctx context.Context, id string, kind pipeline.Sy
 			st = string(exchange.AccessUnknown)
 		}
 		f.ExchangeStatesBefore[st]++
+		after := string(r.ExchangeAfter)
+		if after == "" {
+			after = "Neither"
+		}
+		f.ListsAfter[after]++
 		if !r.MDMLastSync.IsZero() {
 			lastSync[key{strings.ToLower(r.Mailbox), r.DeviceID}] = r.MDMLastSync
 		}
