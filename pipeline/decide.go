@@ -83,7 +83,7 @@ func newMbox(c *exchange.CASMailbox) *mbox {
 
 // row is one partnership and its decision, packed: a fleet's rows are
 // kept from one sync to the next, so the enumerations are indexes into
-// their value lists (80 bytes a row instead of 160).
+// their value lists (88 bytes a row instead of 160).
 type row struct {
 	id, typ, model string
 	firstSync      time.Time
@@ -93,6 +93,10 @@ type row struct {
 	// device once the sync wrote (set when the mailbox is sealed).
 	after    uint8
 	enrolled bool // an MDM record joined
+	// mdmSync is the joined record's last check-in (Graph
+	// lastSyncDateTime) in Unix seconds, 0 when unknown: the status page
+	// measures the change-to-enforcement lag from it.
+	mdmSync int64
 }
 
 // The value lists of the packed fields; index 0 is the unknown value.
@@ -136,6 +140,9 @@ func (rw *row) export(mb *mbox) DeviceRow {
 	}
 	if rw.after != 0 {
 		out.ExchangeAfter = accessStates[rw.after]
+	}
+	if rw.mdmSync != 0 {
+		out.MDMLastSync = time.Unix(rw.mdmSync, 0).UTC()
 	}
 	return out
 }
@@ -309,6 +316,9 @@ func (d *decider) decide(mb *mbox, dev *exchange.MobileDevice) {
 	}
 	if rec != nil {
 		rw.enrolled, rw.c = true, pack(compliances, rec.Compliance)
+		if !rec.LastSyncAt.IsZero() {
+			rw.mdmSync = rec.LastSyncAt.Unix()
+		}
 		if same && mb.upn == "" {
 			mb.upn = rec.UserPrincipalName
 		}

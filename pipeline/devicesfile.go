@@ -25,18 +25,23 @@ const DevicesFile = "devices.bin"
 // The file's layout, all integers unsigned varints unless noted, strings
 // a varint length and UTF-8 bytes:
 //
-//	"EASCDEV1"                        magic and version
+//	"EASCDEV2"                        magic and version
 //	saved at (Unix ms), row count
 //	4 value tables (decisions, reasons, access states, compliances):
 //	    count, then each value        so a row's indexes survive a reordering
 //	mailbox count, then per mailbox:
 //	    dn, guid, smtp, name, upn, device count, then per device:
 //	        id, type, model, then one byte each: decision, reason, state as read,
-//	        compliance, state after (the lists' verdict)
+//	        compliance, state after (the lists' verdict); then the MDM
+//	        record's last check-in in Unix seconds, 0 when unknown
+//	        (version 2; a version 1 file has none)
 //	CRC-32C of everything before it  4 bytes, little endian
 //
 // 100,000 devices on 50,000 mailboxes take about 9 MB (BenchmarkDevicesFile).
-const devicesMagic = "EASCDEV1"
+const (
+	devicesMagic   = "EASCDEV2"
+	devicesMagicV1 = "EASCDEV1" // read, never written
+)
 
 // Bounds of the devices file: a string longer than maxFileString or more
 // rows than maxFileRows is not ours.
@@ -81,6 +86,7 @@ func encodeDevices(b *baseline, savedAt time.Time) []byte {
 			buf = appendString(buf, rw.typ)
 			buf = appendString(buf, rw.model)
 			buf = append(buf, rw.d, rw.r, rw.st, rw.c, rw.after)
+			buf = binary.AppendUvarint(buf, uint64(max(rw.mdmSync, 0)))
 		}
 	}
 	return binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf, crcTable))
@@ -186,9 +192,10 @@ func table[T ~string](d *decoder, what string, list []T, unknown bool) []uint8 {
 
 // decodeDevices parses a devices file.
 func decodeDevices(data []byte) (*savedDevices, error) {
-	if len(data) < len(devicesMagic)+4 || string(data[:len(devicesMagic)]) != devicesMagic {
+	if len(data) < len(devicesMagic)+4 || string(data[:len(devicesMagic)]) != devicesMagic && string(data[:len(devicesMagicV1)]) != devicesMagicV1 {
 		return nil, errors.New("not an easconnector devices file (or a newer version)")
 	}
+	v2 := string(data[:len(devicesMagic)]) == devicesMagic
 	body := data[:len(data)-4]
 	if got, want := crc32.Checksum(body, crcTable), binary.LittleEndian.Uint32(data[len(data)-4:]); got != want {
 		return nil, fmt.Errorf("checksum %08x, want %08x: the file is damaged", got, want)
@@ -231,6 +238,9 @@ func decodeDevices(data []byte) (*savedDevices, error) {
 			rw.d, rw.r = idx(decisions, "decision"), idx(reasons, "reason")
 			rw.st, rw.c = idx(states, "access state"), idx(comps, "compliance")
 			rw.after = idx(states, "access state after")
+			if v2 {
+				rw.mdmSync = int64(d.uvarint("mdm last sync", 1<<40))
+			}
 		}
 		seen += n
 		if _, dup := mbs[dnKey(mb.dn)]; dup {

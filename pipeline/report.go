@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/easconnector/easconnector/exchange"
@@ -206,6 +207,9 @@ type DeviceRow struct {
 	ExchangeAfter exchange.AccessState `json:"exchange_after,omitempty"`
 	// Compliance is the MDM record's state, "" when not enrolled.
 	Compliance mdm.Compliance `json:"compliance,omitempty"`
+	// MDMLastSync is the MDM record's last check-in (Graph
+	// lastSyncDateTime), zero when not enrolled or unknown.
+	MDMLastSync time.Time `json:"mdm_last_sync,omitzero"`
 }
 
 // DeviceQuery selects rows for Engine.Devices. Empty fields match all.

@@ -51,14 +51,17 @@ func (s *Server) routes() http.Handler {
 	handle("/metrics", "metrics", s.methods(map[string]http.HandlerFunc{"GET": s.handleMetrics}))
 	handle("/healthz", "healthz", s.methods(map[string]http.HandlerFunc{"GET": s.handleHealthz}))
 	handle("/readyz", "readyz", s.methods(map[string]http.HandlerFunc{"GET": s.handleReadyz}))
+	handle("/glossary", "glossary", s.methods(map[string]http.HandlerFunc{"GET": s.handleGlossary}))
+	handle("/device", "device", s.methods(map[string]http.HandlerFunc{"GET": s.handleDevicePage}))
 	handle("/signin", "signin", s.methods(map[string]http.HandlerFunc{"GET": s.handleSignin}))
 	handle("/api/v1/status", "status", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handleStatus)}))
 	handle("/api/v1/syncs", "syncs", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handleSyncs), "POST": s.mutating(s.handleTriggerSync)}))
 	handle("/api/v1/devices", "devices", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handleDevices)}))
+	handle("/api/v1/device", "story", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handleStory)}))
 	handle("/api/v1/plans/{id}", "plan", s.methods(map[string]http.HandlerFunc{"GET": s.reading(s.handlePlan)}))
 	handle("/api/v1/plans/{id}/approve", "approve", s.methods(map[string]http.HandlerFunc{"POST": s.mutating(s.handleApprove)}))
 	handle("/", "other", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint: %s (see /api/v1/status, /api/v1/syncs, /api/v1/devices, /api/v1/plans/{id}, /metrics, /healthz, /readyz)", r.URL.Path)
+		writeError(w, http.StatusNotFound, "no such endpoint: %s (see /api/v1/status, /api/v1/syncs, /api/v1/devices, /api/v1/device?q=, /api/v1/plans/{id}, /glossary, /device?q=, /metrics, /healthz, /readyz)", r.URL.Path)
 	})
 	return securityHeaders(mux)
 }

@@ -398,7 +398,9 @@ func TestStatusPage(t *testing.T) {
 		t.Error("page loads external assets or uses style attributes (blocked by the CSP)")
 	}
 	for _, want := range []string{">degraded<", "ex02.contoso.local unreachable", `data-decision="Block"`, `data-count="500"`, "1,500 (60.0%)",
-		`id="plan-new-blocks">812<`, "ex01.contoso.local", "Default → <strong>Allow</strong>", `id="sync-quick"`, "1.2.3-test"} {
+		`id="plan-new-blocks">812<`, "ex01.contoso.local", "<strong>allowed, was blocked</strong>", `id="sync-quick"`, "1.2.3-test",
+		`<strong class="server-name">EX01</strong><span class="detail mono">ex01.contoso.local</span>`, "Default (Quarantine)", `data-state="Quarantined"`, `data-after="Neither"`, "neither list (Quarantine)",
+		`href="/glossary"`, `action="/device"`, `id="trend-duration"`, `id="trend-lag"`, "p95 1 min 58 s over 40 devices", "(took 4 min 12 s)"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
 		}
@@ -410,7 +412,7 @@ func TestStatusPage(t *testing.T) {
 	// Without an admin token the buttons are gone and the page says why.
 	s2, _ := newTestServer(t, func(o *Options) { o.Token, o.ReadToken = secret.String{}, secret.New(testReadToken) })
 	body = do(t, s2, "GET", "/", "", bearer(testReadToken)).Body.String()
-	if strings.Contains(body, `id="sync-quick"`) || strings.Contains(body, "<script") || !strings.Contains(body, "no admin token is configured") {
+	if strings.Contains(body, `id="sync-quick"`) || strings.Contains(body, "Authorization") || !strings.Contains(body, "no admin token is configured") {
 		t.Error("page without a token still offers actions")
 	}
 }
@@ -532,7 +534,8 @@ func TestServeTLS(t *testing.T) {
 
 func TestHuman(t *testing.T) {
 	for d, want := range map[time.Duration]string{
-		45 * time.Second: "45s", 12*time.Minute + 5*time.Second: "12m 5s", 3*time.Hour + 20*time.Minute: "3h 20m", 52 * time.Hour: "2d 4h",
+		45 * time.Second: "45 s", 4*time.Minute + 12*time.Second: "4 min 12 s", 2 * time.Minute: "2 min", 12*time.Minute + 5*time.Second: "12 min",
+		3*time.Hour + 20*time.Minute: "3 h 20 min", 52 * time.Hour: "2 d 4 h",
 	} {
 		if got := human(d); got != want {
 			t.Errorf("human(%v) = %q, want %q", d, got, want)

@@ -175,17 +175,29 @@ func TestBrowserStatusPage(t *testing.T) {
 		t.Errorf("page shows %d mailboxes, API says %d", got, st.HeldPlan.Mailboxes)
 	}
 	bars := regexp.MustCompile(`data-decision="(\w+)"[\s\S]*?data-count="(\d+)">([\d,]+) \(`).FindAllStringSubmatch(dom, -1)
-	if len(bars) != len(st.LastFull.Counts) {
-		t.Fatalf("chart has %d bars, API has %d decisions", len(bars), len(st.LastFull.Counts))
+	if len(bars) != len(st.Fleet.Decisions) {
+		t.Fatalf("chart has %d bars, API has %d decisions", len(bars), len(st.Fleet.Decisions))
 	}
 	for _, b := range bars {
-		want := st.LastFull.Counts[b[1]]
+		want := st.Fleet.Decisions[b[1]]
 		if parse(b[2]) != want || parse(b[3]) != want {
 			t.Errorf("chart bar %s shows %s (%s), API says %d", b[1], b[3], b[2], want)
 		}
 	}
+	states := regexp.MustCompile(`data-state="(\w+)"[\s\S]*?data-count="(\d+)">([\d,]+) \(`).FindAllStringSubmatch(dom, -1)
+	if len(states) != len(st.Fleet.ExchangeStatesBefore) {
+		t.Fatalf("state chart has %d bars, API has %d states", len(states), len(st.Fleet.ExchangeStatesBefore))
+	}
+	for _, b := range states {
+		if want := st.Fleet.ExchangeStatesBefore[b[1]]; parse(b[2]) != want || parse(b[3]) != want {
+			t.Errorf("state bar %s shows %s, API says %d", b[1], b[3], want)
+		}
+	}
+	if !strings.Contains(dom, "Default ("+st.DefaultMeans+")") {
+		t.Errorf("page does not say what Default means (%s)", st.DefaultMeans)
+	}
 	for _, srv := range st.Servers {
-		if !strings.Contains(dom, srv.Name) {
+		if !strings.Contains(dom, srv.Name) || !strings.Contains(dom, srv.Address) {
 			t.Errorf("page does not list server %s", srv.Name)
 		}
 	}
@@ -386,5 +398,54 @@ func TestBrowserTriggerSync(t *testing.T) {
 	fb.mu.Unlock()
 	if got != "Sync queued: "+id {
 		t.Errorf("message = %q, want %q", got, "Sync queued: "+id)
+	}
+}
+
+// TestBrowserRefreshKeepsToken: the page reloads its data in place while a
+// token typed into it stays; the device search opens the device's story
+// and the glossary link works.
+func TestBrowserRefreshKeepsToken(t *testing.T) {
+	needBinary(t, chromiumPath)
+	needBinary(t, chromedriverPath)
+	t.Parallel()
+	s, fb := newTestServer(t, func(o *Options) { o.ReadToken = secret.New(testReadToken); o.PageRefresh = time.Second })
+	base := serve(t, s)
+	wd := startChromedriver(t)
+
+	wd.call("POST", "/session/"+wd.session+"/url", map[string]string{"url": withToken(base) + "/"})
+	token := wd.find("#token")
+	wd.call("POST", wd.elementPath(token, "/value"), map[string]string{"text": testToken})
+
+	fb.mu.Lock()
+	fb.status.Status, fb.status.Reason = StatusConnected, ""
+	fb.mu.Unlock()
+	// The status pill is replaced by each refresh: find it again each time.
+	deadline := time.Now().Add(45 * time.Second)
+	for wd.text(wd.find("#connector-status")) != StatusConnected {
+		if time.Now().After(deadline) {
+			t.Fatal("the page did not refresh to the new status")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var typed string
+	json.Unmarshal(wd.call("GET", wd.elementPath(wd.find("#token"), "/property/value"), nil), &typed)
+	if typed != testToken {
+		t.Errorf("token field after a refresh = %q, want the typed token", typed)
+	}
+	// The approve button was replaced by the refresh; a click still posts.
+	wd.call("POST", wd.elementPath(wd.find("#approve"), "/click"), map[string]any{})
+	if got := wd.waitText(wd.find("#msg"), func(s string) bool { return s != "" && s != "Sending…" }); !strings.HasPrefix(got, "Plan approved") {
+		t.Errorf("approve after a refresh: message %q", got)
+	}
+
+	search := wd.find("#device-search")
+	wd.call("POST", wd.elementPath(search, "/value"), map[string]string{"text": "appl00000002\n"})
+	story := wd.find(`section[data-device="Appl00000002"] .decision`)
+	if got := wd.waitText(story, func(s string) bool { return s != "" }); got != "Block" {
+		t.Errorf("story decision = %q, want Block", got)
+	}
+	wd.call("POST", wd.elementPath(wd.find(`a[href="/glossary#NotCompliant"]`), "/click"), map[string]any{})
+	if got := wd.waitText(wd.find("#NotCompliant"), func(s string) bool { return s != "" }); got != "NotCompliant" {
+		t.Errorf("glossary term = %q", got)
 	}
 }

@@ -40,18 +40,27 @@ func newFakeBackend(now time.Time) *fakeBackend {
 		{"Default", "NotEnrolled", "Quarantined", ""},
 		{"Allow", "Exempt", "Allowed", ""},
 	}
-	counts := map[string]int{}
+	counts, states := map[string]int{}, map[string]int{}
 	for i := range 2500 {
 		d := decisions[i%len(decisions)]
 		f.devices = append(f.devices, DeviceRow{
 			Mailbox: fmt.Sprintf("user%04d@contoso.com", i/2), User: fmt.Sprintf("user%04d@contoso.com", i/2),
 			DeviceID: fmt.Sprintf("Appl%08X", i), DeviceType: "iPhone", DeviceModel: "iPhone15,2",
-			Decision: d.decision, Reason: d.reason, ExchangeState: d.state, Compliance: d.compliance,
+			Decision: d.decision, DecisionText: d.decision, Reason: d.reason, ExchangeStateBefore: d.state, ExchangeState: d.state,
+			Compliance: d.compliance, MDMLastSync: now.Add(-time.Duration(i) * time.Minute).UTC(),
 		})
+		if d.decision == "Default" {
+			f.devices[i].DecisionText = "Default (Quarantine)"
+		}
 		counts[d.decision]++
+		states[d.state]++
 	}
 	full := SyncResult{ID: "20260610T030000Z-5eed0001", Kind: "full", Trigger: "scheduled", Start: now.Add(-7 * time.Hour),
-		End: now.Add(-7*time.Hour + 4*time.Minute + 12*time.Second), Result: ResultOK, Counts: counts, Writes: 318, Failures: 2}
+		End: now.Add(-7*time.Hour + 4*time.Minute + 12*time.Second), Result: ResultOK, Counts: counts, Writes: 318, Failures: 2,
+		Lag: &LagStats{Devices: 40, P50: 62, P95: 118, Max: 170}}
+	fleet := &FleetCounts{SyncID: full.ID, At: full.End, Total: 2500, Decisions: counts, ExchangeStatesBefore: states,
+		ListsAfter: map[string]int{"Allowed": 1500, "Blocked": 500, "Neither": 500}}
+	full.Fleet = fleet
 	quick := SyncResult{ID: "20260610T091500Z-5eed0002", Kind: "quick", Trigger: "scheduled", Start: now.Add(-50 * time.Minute),
 		End: now.Add(-50*time.Minute + 38*time.Second), Result: ResultHeld, Counts: map[string]int{"Allow": 12, "Block": 812},
 		Error: "guard: 812 new blocks exceed the limit of 500"}
@@ -68,14 +77,16 @@ func newFakeBackend(now time.Time) *fakeBackend {
 	f.plans[plan.ID] = plan
 	for i := range 40 {
 		f.changes = append(f.changes, Change{Time: now.Add(-time.Duration(i) * 7 * time.Minute), SyncID: full.ID,
-			Mailbox: fmt.Sprintf("user%04d@contoso.com", i), DeviceID: fmt.Sprintf("Appl%08X", i), From: "Default", To: "Allow", Reason: "Compliant"})
+			Mailbox: fmt.Sprintf("user%04d@contoso.com", i), DeviceID: fmt.Sprintf("Appl%08X", i), From: PlaceBlocked, To: PlaceAllowed, Reason: "Compliant",
+			Summary: "allowed, was blocked"})
 	}
 	f.status = Status{
 		Status: StatusDegraded, Reason: "ex02.contoso.local unreachable; sessions run on ex01",
 		Servers: []ServerState{
-			{Name: "ex01.contoso.local", State: "up", Sessions: 8},
-			{Name: "ex02.contoso.local", State: "down", LastError: "dial tcp 10.0.0.12:5986: connect: connection refused"},
+			{Name: "EX01", Address: "ex01.contoso.local", State: "up", Sessions: 8},
+			{Name: "EX02", Address: "ex02.contoso.local", State: "down", LastError: "dial tcp 10.0.0.12:5986: connect: connection refused"},
 		},
+		DefaultMeans: "Quarantine", Fleet: fleet,
 		LastFull: &full, LastQuick: &quick, NextQuick: now.Add(70 * time.Minute), NextFull: now.Add(17 * time.Hour),
 		HeldPlan: &plan.PlanSummary,
 	}
@@ -164,6 +175,30 @@ func (f *fakeBackend) ApprovePlan(_ context.Context, id string) (string, error) 
 	}
 	f.approved[id] = true
 	return "20260610T102000Z-a11ce000", nil
+}
+
+func (f *fakeBackend) DeviceStories(_ context.Context, q string, limit int) ([]DeviceStory, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []DeviceStory
+	for _, d := range f.devices {
+		if len(out) < limit && (strings.EqualFold(d.DeviceID, q) || strings.EqualFold(d.Mailbox, q) || strings.EqualFold(d.User, q)) {
+			st := DeviceStory{DeviceRow: d, Writes: []Change{}, Notices: []Notice{}}
+			for _, c := range f.changes {
+				if c.DeviceID == d.DeviceID {
+					st.Writes = append(st.Writes, c)
+				}
+			}
+			if len(st.Writes) > 0 {
+				st.LastWrittenTo = st.Writes[0].To
+			}
+			if d.Decision == "Block" {
+				st.Notices = append(st.Notices, Notice{State: "blocked", Sent: f.syncs[2].End})
+			}
+			out = append(out, st)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeBackend) Changes(_ context.Context, limit int) []Change {

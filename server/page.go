@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"cmp"
 	"crypto/rand"
 	_ "embed"
@@ -15,13 +14,23 @@ import (
 	"time"
 )
 
-//go:embed page.html.tmpl
-var pageTemplate string
+// The pages' templates: the status page, a device's story, the glossary.
+// They share the style sheet (the "style" template of page.html.tmpl).
+var (
+	//go:embed page.html.tmpl
+	pageTemplate string
+	//go:embed device.html.tmpl
+	deviceTemplate string
+	//go:embed glossary.html.tmpl
+	glossaryTemplate string
+)
 
-// Limits of the status page's tables.
+// Limits of the status page's tables and charts.
 const (
 	pageSyncs   = 10
 	pageChanges = 25
+	trendSyncs  = 32 // the engine keeps the last 32 results
+	storyLimit  = 20
 )
 
 type pageRenderer struct {
@@ -32,9 +41,15 @@ func newPageRenderer() (*pageRenderer, error) {
 	t, err := template.New("page").Funcs(template.FuncMap{
 		"num":   num,
 		"lower": strings.ToLower,
+		"gloss": glossaryText,
 	}).Option("missingkey=error").Parse(pageTemplate)
 	if err != nil {
 		return nil, fmt.Errorf("server: parse status page template: %w", err)
+	}
+	for name, text := range map[string]string{"device": deviceTemplate, "glossary": glossaryTemplate} {
+		if _, err := t.New(name).Parse(text); err != nil {
+			return nil, fmt.Errorf("server: parse %s page template: %w", name, err)
+		}
 	}
 	return &pageRenderer{tmpl: t}, nil
 }
@@ -63,6 +78,21 @@ type pageData struct {
 	NextQuick   timeCell
 	NextFull    timeCell
 	Plan        *planBox
+	// DefaultMeans is what a Default decision leads to now ("Quarantine").
+	DefaultMeans string
+	// Fleet counts the last sync's view: decisions beside Exchange's states.
+	Fleet   *FleetCounts
+	FleetAt timeCell
+	States  *barChart
+	After   *barChart
+	Trends  []*trendChart
+	Refresh int
+	Servers []serverRow
+}
+
+type serverRow struct {
+	ServerState
+	Detail string // the address, when the name is not the address
 }
 
 type timeCell struct {
@@ -73,8 +103,12 @@ type timeCell struct {
 type syncRow struct {
 	SyncResult
 	Started  timeCell
+	Ended    timeCell
 	Duration string
-	Counts   string // "Allow 1,234 · Block 56 · Default 7"
+	// When reads "ended 2 min ago (took 41 s)" or "running for 12 s".
+	When   string
+	Counts string // "Allow 1,234 · Block 56 · Default 7"
+	Lag    string // "p95 48 s over 12 devices"
 }
 
 type changeRow struct {
@@ -97,7 +131,8 @@ type barChart struct {
 }
 
 type chartBar struct {
-	Label   string
+	Label   string // the value (Allow, Quarantined)
+	Text    string // what the chart shows: "Default (Quarantine)"
 	Count   int
 	Percent string
 	Class   string
@@ -108,8 +143,8 @@ type chartBar struct {
 }
 
 const (
-	chartLabelW = 96
-	chartBarMax = 300
+	chartLabelW = 150
+	chartBarMax = 160
 	chartRowH   = 30
 	chartBarH   = 20
 )
@@ -171,19 +206,40 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		Public:       public,
 	}
 	st := &d.Status
-	syncs := s.opts.Backend.Syncs(ctx, pageSyncs)
+	d.DefaultMeans, d.Refresh = st.DefaultMeans, max(1, int(s.opts.PageRefresh/time.Second))
+	syncs := s.opts.Backend.Syncs(ctx, trendSyncs)
 	if public {
 		publicStatus(st)
 	}
-	for _, sr := range syncs {
+	for i, sr := range syncs {
 		if public {
 			sr.Error = ""
 		}
-		d.Syncs = append(d.Syncs, s.syncRow(sr, now))
+		if i < pageSyncs {
+			d.Syncs = append(d.Syncs, s.syncRow(sr, now))
+		}
+	}
+	d.Trends = s.trends(syncs)
+	for _, sv := range st.Servers {
+		row := serverRow{ServerState: sv}
+		if sv.Address != "" && !strings.EqualFold(sv.Address, sv.Name) {
+			row.Detail = sv.Address
+		}
+		d.Servers = append(d.Servers, row)
 	}
 	if !public {
 		for _, c := range s.opts.Backend.Changes(ctx, pageChanges) {
 			d.Changes = append(d.Changes, changeRow{Change: c, At: s.timeCell(c.Time, now)})
+		}
+	}
+	if f := st.Fleet; f != nil {
+		d.Fleet = f
+		d.FleetAt = s.timeCell(f.At, now)
+		d.Chart = s.chart(f.Decisions, d.DefaultMeans)
+		d.ChartTitle = "after sync " + f.SyncID + ", " + d.FleetAt.Abs
+		d.States = s.stateChart(f.ExchangeStatesBefore)
+		if len(f.ListsAfter) > 0 {
+			d.After = s.afterChart(f.ListsAfter, d.DefaultMeans)
 		}
 	}
 	if st.LastFull != nil {
@@ -204,8 +260,8 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	d.LastFullOK, d.LastQuickOK = okRow(st.LastFull, st.LastFullSuccess), okRow(st.LastQuick, st.LastQuickSuccess)
 	// The chart shows the fleet as the last full sync that got through
 	// decided it, not the empty counts of one that failed.
-	if full := cmp.Or(st.LastFullSuccess, st.LastFull); full != nil {
-		d.Chart = s.chart(full.Counts)
+	if full := cmp.Or(st.LastFullSuccess, st.LastFull); full != nil && d.Chart == nil {
+		d.Chart = s.chart(full.Counts, d.DefaultMeans)
 		d.ChartTitle = "after the last full sync, " + s.timeCell(full.Start, now).Abs
 	}
 	if st.Running != nil {
@@ -217,19 +273,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		d.Plan = &planBox{PlanSummary: *p, Created: s.timeCell(p.Created, now), URL: "/api/v1/plans/" + p.ID}
 	}
 
-	var buf bytes.Buffer
-	if err := s.page.tmpl.Execute(&buf, d); err != nil {
-		s.log.Error("render status page", "err", err)
-		writeError(w, http.StatusInternalServerError, "render status page: %v", err)
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+d.Nonce+"'; script-src 'nonce-"+d.Nonce+
-		"'; connect-src 'self'; img-src data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(http.StatusOK)
-	w.Write(buf.Bytes())
+	s.renderHTML(w, "page", http.StatusOK, d.Nonce, d)
 }
 
 // publicStatus keeps what the aggregate view may show: states, times and
@@ -278,12 +322,19 @@ func (s *Server) timeCell(t, now time.Time) timeCell {
 }
 
 func (s *Server) syncRow(sr SyncResult, now time.Time) syncRow {
-	row := syncRow{SyncResult: sr, Started: s.timeCell(sr.Start, now)}
+	row := syncRow{SyncResult: sr, Started: s.timeCell(sr.Start, now), Ended: s.timeCell(sr.End, now)}
 	switch {
 	case !sr.End.IsZero():
 		row.Duration = human(sr.End.Sub(sr.Start))
+		row.When = "ended " + row.Ended.Rel + " (took " + row.Duration + ")"
 	case sr.Result == ResultRunning:
 		row.Duration = human(now.Sub(sr.Start)) + " so far"
+		row.When = "running for " + human(now.Sub(sr.Start))
+	default:
+		row.When = "started " + row.Started.Rel
+	}
+	if l := sr.Lag; l != nil && l.Devices > 0 {
+		row.Lag = "p95 " + human(seconds(l.P95)) + " over " + num(l.Devices) + " devices"
 	}
 	var parts []string
 	for _, k := range s.orderedKeys(sr.Counts) {
@@ -311,12 +362,68 @@ func (s *Server) orderedKeys(counts map[string]int) []string {
 	return append(keys, rest...)
 }
 
-func (s *Server) chart(counts map[string]int) *barChart {
-	keys := s.orderedKeys(counts)
+// seconds converts a float number of seconds.
+func seconds(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+
+func (s *Server) chart(counts map[string]int, defaultMeans string) *barChart {
+	c := s.bars(s.orderedKeys(counts), counts)
+	if c != nil && defaultMeans != "" {
+		for i := range c.Bars {
+			if c.Bars[i].Label == "Default" {
+				c.Bars[i].Text = "Default (" + defaultMeans + ")"
+			}
+		}
+	}
+	return c
+}
+
+// exchangeStates is the order of DeviceAccessState values on the page.
+var exchangeStates = []string{"Allowed", "Blocked", "Quarantined", "DeviceDiscovery", "Unknown"}
+
+// afterChart shows what the lists give the devices after the sync; Neither
+// is named by what it leads to.
+func (s *Server) afterChart(counts map[string]int, defaultMeans string) *barChart {
+	var keys []string
+	for _, k := range []string{"Allowed", "Blocked", "Neither"} {
+		if _, ok := counts[k]; ok {
+			keys = append(keys, k)
+		}
+	}
+	c := s.bars(keys, counts)
+	if c != nil {
+		for i := range c.Bars {
+			if c.Bars[i].Label == "Neither" {
+				c.Bars[i].Class, c.Bars[i].Text = "bar-default", "neither list"
+				if defaultMeans != "" {
+					c.Bars[i].Text += " (" + defaultMeans + ")"
+				}
+			}
+		}
+	}
+	return c
+}
+
+func (s *Server) stateChart(counts map[string]int) *barChart {
+	var keys, rest []string
+	for _, k := range exchangeStates {
+		if _, ok := counts[k]; ok {
+			keys = append(keys, k)
+		}
+	}
+	for k := range counts {
+		if !slices.Contains(exchangeStates, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	return s.bars(append(keys, rest...), counts)
+}
+
+func (s *Server) bars(keys []string, counts map[string]int) *barChart {
 	if len(keys) == 0 {
 		return nil
 	}
-	c := &barChart{Width: chartLabelW + chartBarMax + 120, Height: len(keys) * chartRowH}
+	c := &barChart{Width: chartLabelW + chartBarMax + 100, Height: len(keys) * chartRowH}
 	most := 0
 	for _, k := range keys {
 		c.Total += counts[k]
@@ -324,13 +431,13 @@ func (s *Server) chart(counts map[string]int) *barChart {
 	}
 	for i, k := range keys {
 		n := counts[k]
-		b := chartBar{Label: k, Count: n, Y: i * chartRowH, BarY: i*chartRowH + (chartRowH-chartBarH)/2, Class: "bar-other"}
+		b := chartBar{Label: k, Text: k, Count: n, Y: i * chartRowH, BarY: i*chartRowH + (chartRowH-chartBarH)/2, Class: "bar-other"}
 		switch strings.ToLower(k) {
-		case "allow":
+		case "allow", "allowed":
 			b.Class = "bar-allow"
-		case "block":
+		case "block", "blocked":
 			b.Class = "bar-block"
-		case "default":
+		case "default", "quarantined":
 			b.Class = "bar-default"
 		}
 		if most > 0 {
@@ -348,18 +455,21 @@ func (s *Server) chart(counts map[string]int) *barChart {
 	return c
 }
 
-// human formats a duration for people: "45s", "12m 5s", "3h 20m", "2d 4h".
+// human formats a duration for people: "45 s", "12 min 5 s", "3 h 20 min",
+// "2 d 4 h".
 func human(d time.Duration) string {
 	d = d.Round(time.Second)
 	switch {
 	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
+		return fmt.Sprintf("%d s", int(d.Seconds()))
+	case d < 10*time.Minute && int(d.Seconds())%60 != 0:
+		return fmt.Sprintf("%d min %d s", int(d.Minutes()), int(d.Seconds())%60)
 	case d < time.Hour:
-		return fmt.Sprintf("%dm %ds", int(d.Minutes()), int(d.Seconds())%60)
+		return fmt.Sprintf("%d min", int(d.Minutes()))
 	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh %dm", int(d.Hours()), int(d.Minutes())%60)
+		return fmt.Sprintf("%d h %d min", int(d.Hours()), int(d.Minutes())%60)
 	}
-	return fmt.Sprintf("%dd %dh", int(d.Hours())/24, int(d.Hours())%24)
+	return fmt.Sprintf("%d d %d h", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 // num formats an integer with thousands separators: 12,345.

@@ -25,6 +25,7 @@ const (
 	DefaultListen          = "127.0.0.1:8443" // config.DefaultListen too
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultBackendTimeout  = 30 * time.Second
+	DefaultPageRefresh     = 30 * time.Second
 
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes = 64 << 10
@@ -89,6 +90,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// BackendTimeout bounds each Backend call (DefaultBackendTimeout).
 	BackendTimeout time.Duration
+	// PageRefresh is how often the status page reloads its data in place
+	// (DefaultPageRefresh).
+	PageRefresh time.Duration
 }
 
 // Server is the admin HTTP server. Build it with New; it is safe for
@@ -130,6 +134,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.BackendTimeout == 0 {
 		opts.BackendTimeout = DefaultBackendTimeout
+	}
+	if opts.PageRefresh <= 0 {
+		opts.PageRefresh = DefaultPageRefresh
 	}
 	if opts.Decisions == nil {
 		opts.Decisions = DefaultDecisions
@@ -202,7 +209,7 @@ func canonical(values []string) map[string]string {
 }
 
 // handlerNames label the request counter.
-var handlerNames = []string{"page", "signin", "metrics", "healthz", "readyz", "status", "syncs", "devices", "plan", "approve", "other"}
+var handlerNames = []string{"page", "glossary", "device", "signin", "metrics", "healthz", "readyz", "status", "syncs", "devices", "story", "plan", "approve", "other"}
 
 func (s *Server) initMetrics() {
 	s.requests = map[string]map[string]*metrics.Counter{}

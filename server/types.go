@@ -35,6 +35,10 @@ type Backend interface {
 	ApprovePlan(ctx context.Context, id string) (syncID string, err error)
 	// Changes returns up to limit entries of the audit log, newest first.
 	Changes(ctx context.Context, limit int) []Change
+	// DeviceStories returns the devices a search matches (q already
+	// validated: a mailbox address, UPN or display name, or a DeviceId,
+	// exact and case-insensitive), at most limit, each with its full story.
+	DeviceStories(ctx context.Context, q string, limit int) ([]DeviceStory, error)
 }
 
 // Errors a Backend wraps to choose the HTTP status.
@@ -80,12 +84,45 @@ type Status struct {
 	NextQuick        time.Time    `json:"nextQuick,omitzero"`
 	NextFull         time.Time    `json:"nextFull,omitzero"`
 	HeldPlan         *PlanSummary `json:"heldPlan,omitempty"`
-	Version          string       `json:"version"`
+	// DefaultMeans is what a Default decision currently leads to when no
+	// device access rule of Exchange matches: the organization's
+	// DefaultAccessLevel (Allow, Block or Quarantine) as the policy sees
+	// it ("" when unknown).
+	DefaultMeans string `json:"defaultMeans,omitempty"`
+	// Fleet counts every partnership of the last sync's view: by the
+	// connector's decision and by the state Exchange reported when the
+	// sync read it (before the sync's own writes).
+	Fleet   *FleetCounts `json:"fleet,omitempty"`
+	Version string       `json:"version"`
+}
+
+// FleetCounts are the partnerships of one sync's view of the fleet.
+type FleetCounts struct {
+	SyncID string    `json:"syncId"`
+	At     time.Time `json:"at"`
+	Total  int       `json:"total"`
+	// Decisions: Allow, Block, Default, NoChange.
+	Decisions map[string]int `json:"decisions"`
+	// ExchangeStatesBefore are DeviceAccessState values (Allowed, Blocked,
+	// Quarantined, DeviceDiscovery, Unknown) as Exchange last reported
+	// them to the connector (a full sync reads every device, a quick sync
+	// the ones it reads again), before the connector's writes.
+	ExchangeStatesBefore map[string]int `json:"exchangeStatesBefore"`
+	// ListsAfter is what the mailboxes' own lists give the devices after
+	// the sync's writes: Allowed, Blocked, or Neither (device access rules
+	// and the org default decide). Exchange applies it at each device's
+	// next request.
+	ListsAfter map[string]int `json:"listsAfter,omitempty"`
 }
 
 // ServerState is one Exchange endpoint of the runspace pool.
 type ServerState struct {
+	// Name is the Exchange server's name (CAS01) as Get-ClientAccessService
+	// reports it, else Address. Address is the endpoint the connector
+	// connects to (configured or discovered FQDN or IP address). Before
+	// address existed, name held the address.
 	Name      string `json:"name"`
+	Address   string `json:"address"`
 	State     string `json:"state"` // e.g. up, down, backoff
 	Sessions  int    `json:"sessions"`
 	LastError string `json:"lastError,omitempty"`
@@ -103,6 +140,22 @@ type SyncResult struct {
 	Counts   map[string]int `json:"counts"` // devices by decision
 	Writes   int            `json:"writes"` // Set-CASMailbox calls that changed a list
 	Failures int            `json:"failures"`
+	// Lag is the change-to-enforcement lag of the sync's writes, where
+	// the MDM gives the time of the change (docs/operations.md).
+	Lag *LagStats `json:"lag,omitempty"`
+	// Fleet is the whole fleet after the sync, when the daemon counted it.
+	Fleet *FleetCounts `json:"fleet,omitempty"`
+}
+
+// LagStats summarises change-to-enforcement lags, in seconds: for each
+// list entry a sync wrote because of the device's MDM compliance, the
+// time from the MDM record's last check-in (Graph lastSyncDateTime, when
+// the compliance change reached the MDM) to the audit log's write time.
+type LagStats struct {
+	Devices int     `json:"devices"`
+	P50     float64 `json:"p50Seconds"`
+	P95     float64 `json:"p95Seconds"`
+	Max     float64 `json:"maxSeconds"`
 }
 
 // PlanSummary describes a plan held by the guard.
@@ -155,27 +208,70 @@ type DevicePage struct {
 
 // DeviceRow is one device with the connector's decision.
 type DeviceRow struct {
-	Mailbox       string `json:"mailbox"`
-	User          string `json:"user"`
-	DeviceID      string `json:"deviceId"`
-	DeviceType    string `json:"deviceType"`
-	DeviceModel   string `json:"deviceModel"`
-	Decision      string `json:"decision"`
-	Reason        string `json:"reason"`
-	ExchangeState string `json:"exchangeState"` // DeviceAccessState as read, before the sync wrote
+	Mailbox     string `json:"mailbox"`
+	User        string `json:"user"`
+	DeviceID    string `json:"deviceId"`
+	DeviceType  string `json:"deviceType"`
+	DeviceModel string `json:"deviceModel"`
+	Decision    string `json:"decision"`
+	// DecisionText is the decision for people: "Default (Quarantine)"
+	// says what Default leads to now (Status.DefaultMeans).
+	DecisionText string `json:"decisionText"`
+	Reason       string `json:"reason"`
+	// ExchangeStateBefore is DeviceAccessState as the sync read it,
+	// before its own write. ExchangeState is the same value under its old
+	// name, kept for clients written before the rename; it will go.
+	ExchangeStateBefore string `json:"exchangeStateBefore"`
+	ExchangeState       string `json:"exchangeState"`
 	// ExchangeAfter is what the mailbox's own lists give the device after
 	// the sync (Allowed, Blocked), empty when rules or the org default decide.
 	ExchangeAfter string `json:"exchangeAfter,omitempty"`
 	Compliance    string `json:"compliance"` // MDM complianceState, "" when not enrolled
+	// MDMLastSync is the MDM record's last check-in (lastSyncDateTime).
+	MDMLastSync time.Time `json:"mdmLastSync,omitzero"`
 }
 
-// Change is one audit log entry: a list change the connector made.
+// DeviceStory is everything the connector knows about one partnership:
+// GET /api/v1/device?q=….
+type DeviceStory struct {
+	DeviceRow
+	UPN string `json:"upn,omitempty"`
+	// LastWrittenTo is where the connector's last write in the audit log
+	// put the device id on the mailbox: PlaceAllowed, PlaceBlocked,
+	// PlaceNeither, or "" when the log holds no write for it.
+	LastWrittenTo string `json:"lastWrittenTo"`
+	// Writes are the audit log's last entries for the device, newest first.
+	Writes []Change `json:"writes"`
+	// Notices are the mails sent to the user about the device.
+	Notices []Notice `json:"notices"`
+}
+
+// Notice is a mail the connector sent about a device.
+type Notice struct {
+	State string    `json:"state"` // blocked or quarantined
+	Sent  time.Time `json:"sent"`
+}
+
+// Change is one device change the connector made on a mailbox: the audit
+// log's entries of one write for one device (removing it from one list
+// and adding it to the other is one change).
 type Change struct {
 	Time     time.Time `json:"time"`
 	SyncID   string    `json:"syncId"`
 	Mailbox  string    `json:"mailbox"`
 	DeviceID string    `json:"deviceId"`
-	From     string    `json:"from"`
-	To       string    `json:"to"`
-	Reason   string    `json:"reason"`
+	// From and To are where the device id was and is: "allowed",
+	// "blocked" or "neither" (left to Exchange's rules and default).
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Reason string `json:"reason"`
+	// Summary reads "blocked, was allowed".
+	Summary string `json:"summary"`
 }
+
+// Places of a device id on a mailbox (Change.From, Change.To).
+const (
+	PlaceAllowed = "allowed"
+	PlaceBlocked = "blocked"
+	PlaceNeither = "neither"
+)

@@ -54,6 +54,8 @@ type backend struct {
 
 	heldMu    sync.Mutex
 	heldCache map[string]heldEntry // by file name
+
+	page pageNotes // fleet counts, lags and server names (backend_page.go)
 }
 
 // heldEntry is a held plan's summary (without its plans) and the file's
@@ -123,6 +125,7 @@ func (b *backend) runSync(ctx context.Context, kind schedule.Kind, id string) er
 		b.sched.Trigger(schedule.Full)
 	}
 	b.afterSync(rep, err)
+	b.afterSyncPage(ctx, id, req.Kind, rep)
 
 	var ge *pipeline.GuardError
 	switch {
@@ -300,6 +303,7 @@ func (b *backend) Status(ctx context.Context) server.Status {
 		st.HeldPlan = b.summary(held)
 	}
 
+	b.decorateStatus(&st)
 	st.Status = server.StatusConnected
 	if up, why := b.exchangeUp(); !up {
 		st.Status, st.Reason = server.StatusDisconnected, why
@@ -387,6 +391,7 @@ func (b *backend) syncResult(r *pipeline.SyncResult, result string) server.SyncR
 		}
 	}
 	b.mu.Unlock()
+	b.decorateSync(&out)
 	if result == "" { // a sync this backend did not run
 		switch {
 		case r.Guard.Result == pipeline.GuardHeld:
@@ -449,11 +454,9 @@ func (b *backend) Devices(ctx context.Context, q server.DeviceQuery) (server.Dev
 		Decision: pipeline.Decision(q.Decision), Reason: pipeline.Reason(q.Reason), User: q.User,
 	}, q.Offset, q.Limit)
 	page := server.DevicePage{Total: total, Devices: make([]server.DeviceRow, 0, len(rows))}
+	means := b.defaultMeans()
 	for _, r := range rows {
-		page.Devices = append(page.Devices, server.DeviceRow{
-			Mailbox: r.Mailbox, User: r.User, DeviceID: r.DeviceID, DeviceType: r.DeviceType, DeviceModel: r.DeviceModel,
-			Decision: string(r.Decision), Reason: string(r.Reason), ExchangeState: string(r.ExchangeState), ExchangeAfter: string(r.ExchangeAfter), Compliance: string(r.Compliance),
-		})
+		page.Devices = append(page.Devices, deviceRow(r, means))
 	}
 	return page, nil
 }
@@ -524,24 +527,4 @@ func (b *backend) ApprovePlan(ctx context.Context, id string) (string, error) {
 	syncID, _ := b.sched.Trigger(kind)
 	b.log.Info("held plan approved", "plan", id, "sync", syncID)
 	return syncID, nil
-}
-
-// Changes implements server.Backend: the newest entries of the audit log.
-func (b *backend) Changes(ctx context.Context, limit int) []server.Change {
-	entries, err := pipeline.ReadAuditTail(b.stateDir, limit)
-	if err != nil {
-		b.log.Warn("read audit log", "err", err)
-	}
-	out := make([]server.Change, 0, len(entries))
-	for _, e := range entries {
-		if !e.Applied() {
-			continue // an intent, a write that never took effect, an org write
-		}
-		from, to := string(e.List), "not "+string(e.List)
-		if e.To == pipeline.Present {
-			from, to = to, from
-		}
-		out = append(out, server.Change{Time: e.Time, SyncID: e.SyncID, Mailbox: e.Mailbox, DeviceID: e.Device, From: from, To: to, Reason: string(e.Reason)})
-	}
-	return out
 }

@@ -18,11 +18,16 @@ const devicesHelp = `Lists device partnerships with the connector's decision, as
 saw them, from a running service's admin API (before the service's own
 first sync: the last sync's list from the state directory, also one of
 easconnector sync). Filters combine.
+DECISION "Default (Quarantine)" means the connector keeps the device in
+neither list, so Exchange's device access rules decide, else the
+organization's DefaultAccessLevel, which is Quarantine in that example.
 EXCHANGE WAS is the access state Exchange reported when the sync read the
 device, before the sync wrote; LISTS NOW is what the mailbox's allowed and
 blocked lists give it after the sync (Allowed, Blocked; "-": neither list
 names it, so device access rules or the org default decide), which Exchange
-applies at the device's next request; MDM is the device's compliance state.`
+applies at the device's next request; MDM is the device's compliance state.
+Every decision, reason and compliance value is explained in the README's
+glossary and at /glossary on the status page.`
 
 func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("devices", "[--decision D] [--reason R] [--user U] [--limit N] [--json] [--server URL] [--config file]", stderr)
@@ -80,8 +85,15 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MAILBOX\tDEVICE ID\tTYPE\tMODEL\tDECISION\tREASON\tEXCHANGE WAS\tLISTS NOW\tMDM")
 	for _, r := range rows {
+		decision, before := r.DecisionText, r.ExchangeStateBefore
+		if decision == "" { // a server from before decisionText
+			decision = r.Decision
+		}
+		if before == "" { // or from before the rename of exchangeState
+			before = r.ExchangeState
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(r.Mailbox, 80), clean(r.DeviceID, 64), clean(r.DeviceType, 40), clean(r.DeviceModel, 40),
-			r.Decision, r.Reason, orDash(r.ExchangeState), orDash(r.ExchangeAfter), orDash(r.Compliance))
+			clean(decision, 40), clean(r.Reason, 40), orDash(before), orDash(r.ExchangeAfter), orDash(r.Compliance))
 	}
 	tw.Flush()
 	switch {

@@ -168,7 +168,8 @@ func TestAuditTail(t *testing.T) {
 	}
 	b := &backend{stateDir: dir}
 	ch := b.Changes(t.Context(), 1)
-	want := server.Change{Time: at.Add(4 * time.Minute), SyncID: "s", Mailbox: "m4@contoso.com", DeviceID: "DEV4", From: "not blocked", To: "blocked", Reason: "NotCompliant"}
+	want := server.Change{Time: at.Add(4 * time.Minute), SyncID: "s", Mailbox: "m4@contoso.com", DeviceID: "DEV4", From: server.PlaceNeither, To: server.PlaceBlocked, Reason: "NotCompliant",
+		Summary: "blocked, was left to Exchange"}
 	if len(ch) != 1 || ch[0] != want {
 		t.Errorf("Changes(1) = %+v, want %+v", ch, want)
 	}

@@ -84,8 +84,8 @@ func TestRunStatusDevices(t *testing.T) {
 	}
 
 	code, out, errOut := runIn(t, t.Context(), "status", "--server", d.base, "--token-file", d.read)
-	for _, re := range []string{`(?m)^Status\s+connected$`, `(?m)^Exchange\s+127\.0\.0\.1 up, \d+ sessions$`,
-		`(?m)^Last full\s+ok .*; Allow \d+.*writes \(startup\)$`, `(?m)^Last quick\s+none yet$`, `(?m)^Next quick\s+(\d{4}-\d\d-\d\d )?\d\d:\d\d(:\d\d)? \(in `} {
+	for _, re := range []string{`(?m)^Status\s+connected$`, `(?m)^Exchange\s+CAS01 \(127\.0\.0\.1\) up, \d+ sessions$`,
+		`(?m)^Last full\s+ok .*; Allow \d+.*writes \(startup\)$`, `(?m)^Last quick\s+none yet$`, `(?m)^Next quick\s+\S.* \(in `} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("status output lacks %s:\n%s%s", re, out, errOut)
 		}

@@ -63,7 +63,11 @@ func printStatus(w io.Writer, st *server.Status, now time.Time) {
 		if i == 0 {
 			k = "Exchange"
 		}
-		v := fmt.Sprintf("%s %s, %d sessions", s.Name, s.State, s.Sessions)
+		name := s.Name
+		if s.Address != "" && !strings.EqualFold(s.Address, s.Name) {
+			name += " (" + s.Address + ")"
+		}
+		v := fmt.Sprintf("%s %s, %d sessions", name, s.State, s.Sessions)
 		if s.LastError != "" {
 			v += " (" + s.LastError + ")"
 		}

@@ -69,7 +69,7 @@ func TestDemo(t *testing.T) {
 	}
 	for _, re := range []string{`Status page\s+http://127\.0\.0\.1:\d+/`, `Admin token\s+[0-9a-f]{32}`, `Metrics\s+http://\S+/metrics`,
 		`Exchange sim\s+http://127\.0\.0\.1:\d+/v1/status`, `Configuration\s+` + regexp.QuoteMeta(filepath.Join(dir, "easconnector.toml")),
-		`(?m)^\d\d:\d\d:\d\d  last full sync ok in \d+s \| allowed \d+, blocked \d+, default \d+ \| writes [1-9]\d* \| mails [1-9]`,
+		`(?m)^\d\d:\d\d:\d\d  last full sync ok in \d+s \| \d+ devices: allowed \d+, blocked \d+, default \(quarantine\) \d+ \| mailbox writes in \d+ syncs? [1-9]\d* \| mails sent [1-9]`,
 		`easdemo: stopped`} {
 		if !regexp.MustCompile(re).MatchString(out.String()) {
 			t.Errorf("demo output lacks %s:\n%s", re, out.String())

@@ -68,9 +68,11 @@ func (c *apiClient) summary(ctx context.Context, mails int) string {
 	return summaryLine(&st, list.Syncs, mails, time.Now())
 }
 
-// summaryLine renders the status line: the running or last sync, the last
-// full sync's decisions, the writes of the syncs the connector remembers,
-// the mails sent and when the next quick sync is due.
+// summaryLine renders the status line: the running or last sync, the
+// fleet's decisions after the last sync (or the last full sync's), the
+// mailbox writes of the syncs the connector remembers, the mails the sink
+// received since the demo started and when the next quick sync is due.
+// Each number says what it covers.
 func summaryLine(st *server.Status, syncs []server.SyncResult, mails int, now time.Time) string {
 	var b strings.Builder
 	var last *server.SyncResult
@@ -89,16 +91,32 @@ func summaryLine(st *server.Status, syncs []server.SyncResult, mails int, now ti
 		b.WriteString("first sync starting")
 	}
 	if last != nil {
-		if f := st.LastFull; f != nil {
-			fmt.Fprintf(&b, " | allowed %s, blocked %s, default %s", num(f.Counts[string(pipeline.Allow)]), num(f.Counts[string(pipeline.Block)]), num(f.Counts[string(pipeline.Default)]))
+		def := "default"
+		if st.DefaultMeans != "" {
+			def += " (" + strings.ToLower(st.DefaultMeans) + ")"
 		}
-		writes := 0
+		counts := func(c map[string]int) string {
+			return fmt.Sprintf("allowed %s, blocked %s, %s %s", num(c[string(pipeline.Allow)]), num(c[string(pipeline.Block)]), def, num(c[string(pipeline.Default)]))
+		}
+		switch {
+		case st.Fleet != nil:
+			fmt.Fprintf(&b, " | %s devices: %s", num(st.Fleet.Total), counts(st.Fleet.Decisions))
+		case st.LastFull != nil:
+			fmt.Fprintf(&b, " | last full sync: %s", counts(st.LastFull.Counts))
+		}
+		writes, n := 0, 0
 		for i := range syncs {
-			writes += syncs[i].Writes
+			if syncs[i].Result != server.ResultRunning {
+				writes, n = writes+syncs[i].Writes, n+1
+			}
 		}
-		fmt.Fprintf(&b, " | writes %s", num(writes))
+		word := "syncs"
+		if n == 1 {
+			word = "sync"
+		}
+		fmt.Fprintf(&b, " | mailbox writes in %d %s %s", n, word, num(writes))
 	}
-	fmt.Fprintf(&b, " | mails %s", num(mails))
+	fmt.Fprintf(&b, " | mails sent %s", num(mails))
 	if st.Running == nil && !st.NextQuick.IsZero() {
 		if until := st.NextQuick.Sub(now); until > 0 {
 			fmt.Fprintf(&b, " | next quick in %s", shortDur(until))

@@ -37,8 +37,10 @@ func Help(family string) (string, bool) {
 var helpEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
 
 // Fill copies a Prometheus text exposition from src to w, giving every
-// "# HELP <family>" line without text the family's Help (or Missing). It
-// returns the families it filled with Missing. Other lines pass unchanged.
+// "# HELP <family>" line the family's Help from Catalog, which wins over a
+// text a component wrote itself, so that /metrics and docs/metrics.md
+// agree. A family not in Catalog keeps its own text, or gets Missing when
+// it has none; Fill returns those families. Other lines pass unchanged.
 func Fill(w io.Writer, src []byte) (missing []string, err error) {
 	bw := bufio.NewWriter(w)
 	for len(src) > 0 {
@@ -49,15 +51,19 @@ func Fill(w io.Writer, src []byte) (missing []string, err error) {
 			src = nil
 		}
 		rest, ok := bytes.CutPrefix(line, []byte("# HELP "))
-		name := string(bytes.TrimRight(rest, "\r\n"))
-		if !ok || strings.ContainsRune(name, ' ') {
+		if !ok {
 			bw.Write(line)
 			continue
 		}
+		name, own, _ := strings.Cut(string(bytes.TrimRight(rest, "\r\n")), " ")
 		help, known := Help(name)
 		if !known {
-			help = Missing
 			missing = append(missing, name)
+			if own != "" {
+				bw.Write(line)
+				continue
+			}
+			help = Missing
 		}
 		fmt.Fprintf(bw, "# HELP %s %s\n", name, helpEscaper.Replace(help))
 	}

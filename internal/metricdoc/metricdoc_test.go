@@ -74,20 +74,23 @@ func TestCatalog(t *testing.T) {
 func TestFill(t *testing.T) {
 	in := "# HELP easconnector_sync_total\n# TYPE easconnector_sync_total counter\neasconnector_sync_total{kind=\"full\",result=\"ok\"} 3\n" +
 		"# HELP easconnector_made_up_total\n# TYPE easconnector_made_up_total counter\neasconnector_made_up_total 1\n" +
-		"# HELP go_goroutines Already described.\n"
+		"# HELP go_goroutines Written by a component.\n" +
+		"# HELP easconnector_made_up_seconds Its own text.\n"
 	var out bytes.Buffer
 	missing, err := Fill(&out, []byte(in))
 	if err != nil {
 		t.Fatal(err)
 	}
 	help, _ := Help("easconnector_sync_total")
+	goroutines, _ := Help("go_goroutines")
 	want := "# HELP easconnector_sync_total " + help + "\n# TYPE easconnector_sync_total counter\neasconnector_sync_total{kind=\"full\",result=\"ok\"} 3\n" +
 		"# HELP easconnector_made_up_total " + Missing + "\n# TYPE easconnector_made_up_total counter\neasconnector_made_up_total 1\n" +
-		"# HELP go_goroutines Already described.\n"
+		"# HELP go_goroutines " + goroutines + "\n" +
+		"# HELP easconnector_made_up_seconds Its own text.\n"
 	if out.String() != want {
 		t.Errorf("Fill() =\n%s\nwant\n%s", out.String(), want)
 	}
-	if len(missing) != 1 || missing[0] != "easconnector_made_up_total" {
-		t.Errorf("Fill() missing = %v, want [easconnector_made_up_total]", missing)
+	if len(missing) != 2 || missing[0] != "easconnector_made_up_total" || missing[1] != "easconnector_made_up_seconds" {
+		t.Errorf("Fill() missing = %v, want [easconnector_made_up_total easconnector_made_up_seconds]", missing)
 	}
 }
