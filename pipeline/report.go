@@ -118,6 +118,13 @@ type Report struct {
 	// OrgConflicts are platform exceptions whose rule an administrator
 	// made differently; the administrator's rule is left alone.
 	OrgConflicts []string `json:"org_conflicts,omitempty"`
+	// ShadowedExceptions are platform exceptions that Exchange's own rule
+	// order (user agent, OS, model, type; first match) overrides for some
+	// devices; UntargetedReached are the policy's device access rules that
+	// decide for devices of users the policy does not target (full syncs
+	// only; platform.go).
+	ShadowedExceptions []ShadowedException `json:"shadowed_exceptions,omitempty"`
+	UntargetedReached  []UntargetedReach   `json:"untargeted_reached,omitempty"`
 	// Skipped counts partnerships not acted on, by skip reason;
 	// SkippedSamples shows up to 100 of them.
 	Skipped        map[string]int  `json:"skipped,omitempty"`
@@ -192,7 +199,12 @@ type DeviceRow struct {
 	DeviceModel string   `json:"device_model"`
 	Decision    Decision `json:"decision"`
 	Reason      Reason   `json:"reason"`
-	// ExchangeState is DeviceAccessState as read, before this sync wrote.
+	// ExchangeState is DeviceAccessState as Exchange shows it after the
+	// sync: the state stored at the phone's last request, or the one the
+	// sync's Set-CASMailbox wrote (Allowed or Blocked for an entry written,
+	// Unknown for an entry removed, until the phone connects again). It is
+	// not a live evaluation: a rule or default change reaches a device at
+	// its next request.
 	ExchangeState exchange.AccessState `json:"exchange_state"`
 	// Compliance is the MDM record's state, "" when not enrolled.
 	Compliance mdm.Compliance `json:"compliance,omitempty"`

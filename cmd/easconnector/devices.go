@@ -16,8 +16,10 @@ import (
 
 const devicesHelp = `Lists device partnerships with the connector's decision, as the last sync
 of a running service saw them, from its admin API. Filters combine.
-EXCHANGE WAS is the access state Exchange reported when the sync read the
-device, before the sync wrote; MDM is the device's compliance state.`
+EXCHANGE is the access state Exchange shows for the device after the sync:
+stored at the phone's last request, or written by the sync's Set-CASMailbox
+(Allowed or Blocked for an entry written, Unknown for an entry removed,
+until the phone connects again); MDM is the device's compliance state.`
 
 func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("devices", "[--decision D] [--reason R] [--user U] [--limit N] [--json] [--server URL] [--config file]", stderr)
@@ -73,7 +75,7 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return printJSON(stdout, stderr, server.DevicePage{Total: total, Offset: 0, Limit: *limit, Devices: rows})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAILBOX\tDEVICE ID\tTYPE\tMODEL\tDECISION\tREASON\tEXCHANGE WAS\tMDM")
+	fmt.Fprintln(tw, "MAILBOX\tDEVICE ID\tTYPE\tMODEL\tDECISION\tREASON\tEXCHANGE\tMDM")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(r.Mailbox, 80), clean(r.DeviceID, 64), clean(r.DeviceType, 40), clean(r.DeviceModel, 40),
 			r.Decision, r.Reason, orDash(r.ExchangeState), orDash(r.Compliance))
