@@ -35,12 +35,40 @@ var popNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 // first sync of 100,000 devices at the lab profile takes most of an hour.
 const largeFleet = 20_000
 
+// asked reports whether -bench names devices=N (an anchored match: "devices=1000" does
+// not name devices=100000) or EASCONNECTOR_BENCH_LARGE=1 asks for every size.
+func asked(devices int) bool {
+	if os.Getenv("EASCONNECTOR_BENCH_LARGE") == "1" {
+		return true
+	}
+	f := flag.Lookup("test.bench")
+	if f == nil {
+		return false
+	}
+	v, name := f.Value.String(), fmt.Sprintf("devices=%d", devices)
+	for i := strings.Index(v, name); i >= 0; i = next(v, name, i) {
+		if end := i + len(name); end == len(v) || v[end] < '0' || v[end] > '9' {
+			return true
+		}
+	}
+	return false
+}
+
+// next finds name in v after position i, or -1.
+func next(v, name string, i int) int {
+	j := strings.Index(v[i+1:], name)
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
+
 // skipUnlessAsked skips a large case that -bench did not name.
 func skipUnlessAsked(b *testing.B, devices int) {
 	if devices < largeFleet || os.Getenv("EASCONNECTOR_BENCH_LARGE") == "1" {
 		return
 	}
-	if f := flag.Lookup("test.bench"); f != nil && strings.Contains(f.Value.String(), fmt.Sprintf("devices=%d", devices)) {
+	if asked(devices) {
 		return
 	}
 	b.Skipf("devices=%d runs only when -bench names it or EASCONNECTOR_BENCH_LARGE=1", devices)
@@ -311,6 +339,10 @@ func (s *totals) report(b *testing.B, fleet int, lab bool) {
 	b.ReportMetric(float64(s.syncLive)/(1<<20), "sync-live-MB")
 	b.ReportMetric(float64(s.cmdlets)/n, "cmdlets/sync")
 	b.ReportMetric(float64(s.writes)/n, "writes/sync")
+	if s.writes > 0 {
+		// What one mailbox write costs end to end, intent commits included.
+		b.ReportMetric(float64(s.elapsed.Nanoseconds())/float64(s.writes), "ns/write")
+	}
 	b.ReportMetric(float64(s.mailboxesRead)/n, "mailboxes-read/sync")
 	if lab && s.bound > 0 {
 		b.ReportMetric(s.elapsed.Seconds()/s.bound.Seconds(), "x-bound")

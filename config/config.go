@@ -39,14 +39,16 @@ type Exchange struct {
 	AllowUnencrypted   bool   `toml:"allow_unencrypted"`
 	CAFile             string `toml:"ca_file"`              // PEM roots for the server certificate
 	InsecureSkipVerify bool   `toml:"insecure_skip_verify"` // lab use only
-	Auth               string `toml:"auth"`                 // basic, ntlm or kerberos
-	User               string `toml:"user"`
-	PasswordEnv        string `toml:"password_env"`  // name of an environment variable
-	PasswordFile       string `toml:"password_file"` // owner-only file
-	Realm              string `toml:"realm"`         // kerberos realm (or user@REALM)
-	Krb5Conf           string `toml:"krb5_conf"`
-	SPN                string `toml:"spn"`         // kerberos; default HTTP/<server>
-	KeytabFile         string `toml:"keytab_file"` // kerberos: log in with these keys, not the password (owner-only file)
+	// Auth is basic, ntlm or kerberos; unset, kerberos in psrp mode (the
+	// /PowerShell/ virtual directory's default) and ntlm in the WinRS modes.
+	Auth         string `toml:"auth"`
+	User         string `toml:"user"`
+	PasswordEnv  string `toml:"password_env"`  // name of an environment variable
+	PasswordFile string `toml:"password_file"` // owner-only file
+	Realm        string `toml:"realm"`         // kerberos realm (or user@REALM)
+	Krb5Conf     string `toml:"krb5_conf"`
+	SPN          string `toml:"spn"`         // kerberos; default HTTP/<server>
+	KeytabFile   string `toml:"keytab_file"` // kerberos: log in with these keys, not the password (owner-only file)
 	// Mode is psrp (the default: MS-PSRP to the CAS's own /PowerShell/
 	// endpoint, Exchange RBAC rights only), remoting or snapin (both WinRS:
 	// they need WinRM shell rights on the target host).
@@ -152,6 +154,10 @@ type Sync struct {
 	// AuditKeep rotated files are kept (0: all).
 	AuditMaxBytes int `toml:"audit_max_bytes"`
 	AuditKeep     int `toml:"audit_keep"`
+	// MemoryLimit is the daemon's soft memory limit (Go's GOMEMLIMIT):
+	// a size ("1536MiB"), "off", or "" to take 90 % of the cgroup's
+	// memory limit when there is one. GOMEMLIMIT in the environment wins.
+	MemoryLimit string `toml:"memory_limit"`
 }
 
 // Server is the [server] section: the admin HTTP endpoint.
@@ -191,7 +197,12 @@ type Notify struct {
 
 // Defaults that are not another package's.
 const (
-	DefaultAuth            = runspace.AuthNTLM
+	// DefaultAuth is exchange.auth in the default mode, psrp: Kerberos is
+	// what Exchange's /PowerShell/ virtual directory accepts out of the
+	// box. When the file sets no auth, decode picks
+	// runspace.DefaultAuthFor(mode): kerberos for psrp, ntlm for the WinRS
+	// modes (the WinRM service's Negotiate).
+	DefaultAuth            = runspace.AuthKerberos
 	DefaultKrb5Conf        = "/etc/krb5.conf"
 	DefaultGraphAuthority  = "https://login.microsoftonline.com"
 	DefaultGraphURL        = "https://graph.microsoft.com"
@@ -320,10 +331,14 @@ func decode(name string, r io.Reader) (*Config, error) {
 		return nil, first
 	}
 	c := Default()
+	c.Exchange.Auth = "" // its default depends on the mode the file picks
 	dec := toml.NewDecoder(bytes.NewReader(doc))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		return nil, decodeError(name, doc, err)
+	}
+	if c.Exchange.Auth == "" {
+		c.Exchange.Auth = runspace.DefaultAuthFor(c.Exchange.Mode)
 	}
 	c.normalize()
 	return &c, nil

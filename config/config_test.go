@@ -28,6 +28,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 const minimal = `
 [exchange]
 servers = ["ex1.contoso.com"]
+auth = "ntlm"
 user = "CONTOSO\\svc-eas"
 password_env = "EASC_TEST_PASSWORD"
 
@@ -50,6 +51,7 @@ func TestParseFillsDefaults(t *testing.T) {
 	got := mustParse(t, minimal)
 	want := Default()
 	want.Exchange.Servers = []string{"ex1.contoso.com"}
+	want.Exchange.Auth = "ntlm"
 	want.Exchange.User = `CONTOSO\svc-eas`
 	want.Exchange.PasswordEnv = "EASC_TEST_PASSWORD"
 	want.MDM.TenantID = "contoso.onmicrosoft.com"
@@ -130,6 +132,8 @@ func TestValidate(t *testing.T) {
 	f("bad env name", func(c *Config) { c.Exchange.PasswordEnv = "$PW" },
 		`exchange.password_env: "$PW" is not an environment variable name`)
 	f("kerberos without realm", func(c *Config) { c.Exchange.Auth = "kerberos" },
+		`exchange.realm: required with auth = "kerberos" unless exchange.user is user@REALM (kerberos is the default in psrp mode, as on Exchange's /PowerShell/ virtual directory; set auth = "basic" or "ntlm" only where the directory has it enabled)`)
+	f("kerberos without realm, remoting", func(c *Config) { c.Exchange.Auth, c.Exchange.Mode = "kerberos", "remoting" },
 		`exchange.realm: required with auth = "kerberos" unless exchange.user is user@REALM`)
 	f("kerberos user@REALM", func(c *Config) { c.Exchange.Auth, c.Exchange.User = "kerberos", "svc@CONTOSO.COM" })
 	f("realm without kerberos", func(c *Config) { c.Exchange.Realm = "CONTOSO.COM" },
@@ -650,5 +654,41 @@ func TestListenLoopbackResolved(t *testing.T) {
 	// The default is the server package's zero value.
 	if d := Default(); d.Server.Listen != server.DefaultListen || server.DefaultListen != "127.0.0.1:8443" {
 		t.Errorf("default listen %q, server's zero value %q: want both 127.0.0.1:8443", d.Server.Listen, server.DefaultListen)
+	}
+}
+
+// TestAuthDefaultByMode: without auth, psrp mode uses Kerberos (what
+// Exchange's /PowerShell/ virtual directory accepts by default) and the
+// WinRS modes NTLM (the WinRM service's Negotiate); an explicit auth wins.
+func TestAuthDefaultByMode(t *testing.T) {
+	f := func(exchange, want string) {
+		t.Helper()
+		doc := strings.Replace(minimal, "auth = \"ntlm\"\nuser = \"CONTOSO\\\\svc-eas\"\n", exchange, 1)
+		c, err := Parse(strings.NewReader(doc))
+		if err != nil {
+			t.Fatalf("Parse(%q) = %v", exchange, err)
+		}
+		if c.Exchange.Auth != want {
+			t.Errorf("Parse(%q): auth = %q, want %q", exchange, c.Exchange.Auth, want)
+		}
+		o, err := c.RunspaceOptions()
+		if err != nil || o.Auth != want {
+			t.Errorf("RunspaceOptions(%q): auth = %q, %v; want %q", exchange, o.Auth, err, want)
+		}
+	}
+	t.Setenv("EASC_TEST_PASSWORD", "pa55")
+	f("user = \"svc-eas@CONTOSO.COM\"\n", "kerberos")
+	f("mode = \"psrp\"\nuser = \"svc-eas@CONTOSO.COM\"\n", "kerberos")
+	f("mode = \"remoting\"\nuser = \"CONTOSO\\\\svc-eas\"\n", "ntlm")
+	f("mode = \"snapin\"\nuser = \"CONTOSO\\\\svc-eas\"\n", "ntlm")
+	f("auth = \"basic\"\nuser = \"svc-eas@contoso.com\"\n", "basic")
+	f("mode = \"remoting\"\nauth = \"kerberos\"\nuser = \"svc-eas@CONTOSO.COM\"\n", "kerberos")
+
+	// A psrp config that names no realm is told why Kerberos is asked for.
+	doc := strings.Replace(minimal, "auth = \"ntlm\"\n", "", 1)
+	_, err := Parse(strings.NewReader(doc))
+	if err == nil || !strings.Contains(err.Error(), "exchange.realm: required with auth = \"kerberos\"") ||
+		!strings.Contains(err.Error(), "default in psrp mode") {
+		t.Errorf("psrp without auth or realm: %v, want the realm error naming the psrp default", err)
 	}
 }

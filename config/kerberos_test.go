@@ -84,7 +84,7 @@ func TestKeytabFile(t *testing.T) {
 // TestKeytabFileRelative: a relative keytab_file is relative to the file.
 func TestKeytabFileRelative(t *testing.T) {
 	dir := t.TempDir()
-	doc := strings.Replace(minimal, "password_env = \"EASC_TEST_PASSWORD\"\n",
+	doc := strings.Replace(strings.Replace(minimal, "auth = \"ntlm\"\n", "", 1), "password_env = \"EASC_TEST_PASSWORD\"\n",
 		"auth = \"kerberos\"\nrealm = \"CONTOSO.COM\"\nkeytab_file = \"svc.keytab\"\nsecond_hop_credential = false\n", 1)
 	path := filepath.Join(dir, "easconnector.toml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {

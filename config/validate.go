@@ -216,7 +216,12 @@ func (e *Exchange) validate(v *validator) {
 			v.errorf("exchange.krb5_conf", "required with auth = \"kerberos\"")
 		}
 		if _, realm, _ := strings.Cut(e.User, "@"); e.Realm == "" && realm == "" {
-			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM")
+			hint := ""
+			if e.Mode == runspace.ModePSRP {
+				hint = " (kerberos is the default in psrp mode, as on Exchange's /PowerShell/ virtual directory; " +
+					"set auth = \"basic\" or \"ntlm\" only where the directory has it enabled)"
+			}
+			v.errorf("exchange.realm", "required with auth = \"kerberos\" unless exchange.user is user@REALM%s", hint)
 		}
 		if e.SPN != "" && !validSPN(e.SPN) {
 			v.errorf("exchange.spn", "must be service/host such as HTTP/ex1.contoso.com (no @REALM, no port), got %q", e.SPN)
@@ -388,6 +393,9 @@ func (s *Sync) validate(v *validator) {
 	v.durRange("sync.shutdown_timeout", s.ShutdownTimeout, time.Second, 10*time.Minute)
 	v.intRange("sync.audit_max_bytes", s.AuditMaxBytes, 64<<10, 1<<30)
 	v.intRange("sync.audit_keep", s.AuditKeep, 0, 100_000)
+	if _, err := ParseMemoryLimit(s.MemoryLimit); err != nil {
+		v.errorf("sync.memory_limit", "%v", err)
+	}
 }
 
 // FullAtClock returns the hour and minute of FullAt (valid after Validate).

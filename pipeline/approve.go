@@ -166,9 +166,15 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 	}
 	// The devices list shows the approved mailboxes as this approval
 	// decided and wrote them; a failed write is read again next sync.
-	var nb *baseline
-	if base != nil {
-		all := maps.Clone(base.byDN)
+	// Without a baseline (the sync that held the plan published none) the
+	// approved mailboxes go into the view Devices shows instead, over the
+	// rows of the last sync that saw the others; a quick sync never plans
+	// against that view.
+	merge := func(byDN map[string]*mbox) *baseline {
+		all := maps.Clone(byDN)
+		if all == nil {
+			all = map[string]*mbox{}
+		}
 		for k, mb := range approved {
 			if len(mb.devs) == 0 {
 				delete(all, k)
@@ -176,8 +182,18 @@ func (e *Engine) approve(ctx context.Context, r *run, id string) error {
 			}
 			all[k] = mb
 		}
-		nb = newBaseline(all)
+		return newBaseline(all)
+	}
+	var nb *baseline
+	if base != nil {
+		nb = merge(base.byDN)
 		nb.skipped = base.skipped
+	} else {
+		var byDN map[string]*mbox
+		if v := e.snapshotView(); v != nil {
+			byDN = v.byDN
+		}
+		e.publishView(merge(byDN))
 	}
 	for _, mb := range planned {
 		if mb.failed {

@@ -89,7 +89,10 @@ type row struct {
 	firstSync      time.Time
 	d, r           uint8 // indexes into decisionList, reasonList
 	st, sr, c      uint8 // indexes into accessStates, accessReasons, compliances
-	enrolled       bool  // an MDM record joined
+	// after indexes accessStates: what the mailbox's own lists give the
+	// device once the sync wrote (set when the mailbox is sealed).
+	after    uint8
+	enrolled bool // an MDM record joined
 }
 
 // The value lists of the packed fields; index 0 is the unknown value.
@@ -127,9 +130,52 @@ func (rw *row) accessReason() exchange.AccessReason { return accessReasons[rw.sr
 func (rw *row) complianceState() mdm.Compliance     { return compliances[rw.c] }
 
 func (rw *row) export(mb *mbox) DeviceRow {
-	return DeviceRow{
+	out := DeviceRow{
 		Mailbox: mb.smtp, User: mb.name, UPN: mb.upn, DeviceID: rw.id, DeviceType: rw.typ, DeviceModel: rw.model,
 		Decision: rw.decision(), Reason: rw.reason(), ExchangeState: rw.accessState(), Compliance: rw.complianceState(),
+	}
+	if rw.after != 0 {
+		out.ExchangeAfter = accessStates[rw.after]
+	}
+	return out
+}
+
+// sealAfter records in each row the access the mailbox's personal lists
+// give the device after this sync: the lists as read, with the plan's
+// changes when the write succeeded. Exchange tries the personal blocked
+// list, then the personal allowed list, before device access rules and the
+// org DefaultAccessLevel (Exchange 2010 help, "Understanding Exchange
+// ActiveSync device access"; the Exchange team blog "Controlling Exchange
+// ActiveSync device access using the Allow/Block/Quarantine list"), so a
+// device in neither list is left unknown: rules or the default decide. It
+// is what the connector's writes leave, not a state Exchange reported:
+// Exchange applies it at the device's next request.
+func (mb *mbox) sealAfter() {
+	for i := range mb.devs {
+		rw := &mb.devs[i]
+		k := foldID(rw.id)
+		inAllowed := slices.ContainsFunc(mb.allowed, func(s string) bool { return foldID(s) == k })
+		inBlocked := slices.ContainsFunc(mb.blocked, func(s string) bool { return foldID(s) == k })
+		if mb.written && mb.plan != nil {
+			for _, c := range mb.plan.Changes {
+				if foldID(c.DeviceID) != k {
+					continue
+				}
+				in := &inAllowed
+				if c.List == ListBlocked {
+					in = &inBlocked
+				}
+				*in = c.Op == OpAdd
+			}
+		}
+		switch {
+		case inBlocked:
+			rw.after = pack(accessStates, exchange.AccessBlocked)
+		case inAllowed:
+			rw.after = pack(accessStates, exchange.AccessAllowed)
+		default:
+			rw.after = 0
+		}
 	}
 }
 
@@ -165,6 +211,7 @@ func newBaseline(mbs map[string]*mbox) *baseline {
 	n := 0
 	for k, mb := range mbs {
 		if !mb.sealed {
+			mb.sealAfter()
 			mb.allowed, mb.blocked = nil, nil
 			mb.plan = nil
 			slices.SortFunc(mb.devs, func(x, y row) int { return strings.Compare(x.id, y.id) })

@@ -144,6 +144,12 @@ func (e *Engine) full(ctx context.Context, r *run) error {
 		e.reportPlatform(r, &j.d.platform, after, org.settings.DefaultAccessLevel, op)
 	}
 	if err := e.guard(r, writes, devices, op); err != nil {
+		if base == nil && r.rep.Held != nil {
+			// Nothing to show yet but this sync's decisions, which the
+			// devices list then shows (and an approval completes) while
+			// the plan waits for review; never planned against.
+			e.publishView(newBaseline(mbs))
+		}
 		return err
 	}
 	if r.dry {
@@ -179,7 +185,6 @@ func (e *Engine) full(ctx context.Context, r *run) error {
 				retry[k] = mb.dn
 			}
 		}
-		settleStoredStates(mbs)
 		e.cacheLists(mbs, now)
 		b := newBaseline(mbs)
 		b.skipped = j.invalid

@@ -3,11 +3,11 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,7 +26,8 @@ import (
 // call reaches Exchange any more: the process is gone.
 type killer struct {
 	pipeline.Exchange
-	k            int64
+	k            int64 // kill after the k-th Set-CASMailbox
+	atRule       bool  // kill after the first New-ActiveSyncDeviceAccessRule
 	n            atomic.Int64
 	from, to     string
 	once         sync.Once
@@ -51,16 +52,20 @@ func (x *killer) SetCASMailbox(ctx context.Context, id string, a, b runspace.Lis
 	}
 	err := x.Exchange.SetCASMailbox(ctx, id, a, b)
 	if x.n.Add(1) == x.k {
-		x.once.Do(func() {
-			x.copyErr = copyDir(x.from, x.to)
-			close(x.killed)
-			x.cancelSyncFn()
-		})
+		x.kill()
 	}
 	if derr := x.dead(ctx); derr != nil {
 		return derr
 	}
 	return err
+}
+
+func (x *killer) kill() {
+	x.once.Do(func() {
+		x.copyErr = copyDir(x.from, x.to)
+		close(x.killed)
+		x.cancelSyncFn()
+	})
 }
 
 func (x *killer) SetOrgSettings(ctx context.Context, u exchange.OrgSettingsUpdate) error {
@@ -74,7 +79,26 @@ func (x *killer) NewDeviceAccessRule(ctx context.Context, ch exchange.Characteri
 	if err := x.dead(ctx); err != nil {
 		return err
 	}
-	return x.Exchange.NewDeviceAccessRule(ctx, ch, q, l)
+	err := x.Exchange.NewDeviceAccessRule(ctx, ch, q, l)
+	if x.atRule {
+		x.kill()
+		return x.dead(ctx)
+	}
+	return err
+}
+
+func (x *killer) SetDeviceAccessRule(ctx context.Context, name string, l exchange.AccessLevel) error {
+	if err := x.dead(ctx); err != nil {
+		return err
+	}
+	return x.Exchange.SetDeviceAccessRule(ctx, name, l)
+}
+
+func (x *killer) RemoveDeviceAccessRule(ctx context.Context, name string) error {
+	if err := x.dead(ctx); err != nil {
+		return err
+	}
+	return x.Exchange.RemoveDeviceAccessRule(ctx, name)
 }
 
 // copyDir copies the regular files of from into to.
@@ -120,32 +144,40 @@ func changeMDM(p *population.Population) {
 
 // TestCrashMidApplyKeepsOwnership kills the engine (as SIGKILL would: what
 // is on disk at that instant is all the next process has) after a number
-// of writes Exchange applied, restarts it over that state, syncs, changes
-// the MDM and syncs again: the lists must end as in a run without the
-// kill. Before intent was recorded ahead of the writes, the entries
-// written since the last save became the administrator's, so a phone
-// that turned noncompliant kept its allow entry.
+// of writes Exchange applied, or right after it created a device access
+// rule, restarts it over that state, syncs, changes the MDM and syncs,
+// then drops the platform exception whose rule came first and syncs
+// again: the lists and the rules must end as in a run without the kill.
+// Before intent was recorded ahead of the writes, the entries written
+// since the last save became the administrator's, so a phone that turned
+// noncompliant kept its allow entry, and a rule created just before the
+// kill was never removed.
 func TestCrashMidApplyKeepsOwnership(t *testing.T) {
 	const devices = 300
-	end := func(kill int64) (map[string][2][]string, *fixture, int) {
+	type result struct {
+		lists  map[string][2][]string
+		rules  []string
+		writes int
+	}
+	end := func(kill int64, atRule bool) (result, *fixture) {
 		// The MDM change revokes more than the blast-radius guard lets
 		// through at this size; the guard is not what is tested here.
 		open := func(o *pipeline.Options) { o.Guard.MaxNewBlocks = devices }
 		f := newFixture(t, fixtureOptions{devices: devices, seed: 21, engine: open})
-		var writes int
-		if kill == 0 {
-			writes = f.sync(pipeline.SyncFull).Writes
+		var res result
+		if kill == 0 && !atRule {
+			res.writes = f.sync(pipeline.SyncFull).Writes
 		} else {
 			crashDir := filepath.Join(t.TempDir(), "after-kill")
 			ctx, cancel := context.WithCancel(testCtx(t, 3*time.Minute))
-			k := &killer{Exchange: f.ex, k: kill, from: f.dir, to: crashDir, killed: make(chan struct{}), cancelSyncFn: cancel}
+			k := &killer{Exchange: f.ex, k: kill, atRule: atRule, from: f.dir, to: crashDir, killed: make(chan struct{}), cancelSyncFn: cancel}
 			f.opts.engine = func(o *pipeline.Options) { open(o); o.Exchange = k }
 			eng := f.newEngine(nil)
 			_, _ = eng.Sync(ctx, pipeline.SyncRequest{Kind: pipeline.SyncFull})
 			select {
 			case <-k.killed:
 			default:
-				t.Fatalf("the sync made fewer than %d writes", kill)
+				t.Fatalf("the sync ended before the kill (after %d writes, at a rule: %v)", kill, atRule)
 			}
 			if k.copyErr != nil {
 				t.Fatal(k.copyErr)
@@ -161,31 +193,49 @@ func TestCrashMidApplyKeepsOwnership(t *testing.T) {
 		f.graph.Update(changeMDM)
 		f.clock.Advance(10 * time.Minute)
 		f.sync(pipeline.SyncFull)
-		if rep := f.sync(pipeline.SyncFull); rep.Writes != 0 {
-			t.Errorf("a further full sync wrote %d mailboxes, want none", rep.Writes)
+		f.policy.PlatformExceptions = f.policy.PlatformExceptions[1:]
+		f.newEngine(nil)
+		f.sync(pipeline.SyncFull)
+		if rep := f.sync(pipeline.SyncFull); rep.Writes != 0 || len(rep.Org) != 0 {
+			t.Errorf("a further full sync wrote %d mailboxes and %v, want nothing", rep.Writes, rep.Org)
 		}
-		return f.lists(), f, writes
+		res.lists = f.lists()
+		for _, r := range f.sim.Org().Rules() {
+			res.rules = append(res.rules, fmt.Sprintf("%s=%s", r.Name, r.AccessLevel))
+		}
+		slices.Sort(res.rules)
+		return res, f
 	}
-	want, ref, writes := end(0)
+	want, ref := end(0, false)
 	ref.checkAccess()
-	if writes < 20 {
-		t.Fatalf("the first sync wrote %d mailboxes; the test needs more", writes)
+	if want.writes < 20 {
+		t.Fatalf("the first sync wrote %d mailboxes; the test needs more", want.writes)
 	}
-	for _, kill := range []int64{1, int64(writes / 2), int64(writes - 1)} {
-		got, f, _ := end(kill)
+	f := func(kill int64, atRule bool) {
+		t.Helper()
+		got, fx := end(kill, atRule)
+		what := fmt.Sprintf("kill after %d of %d writes", kill, want.writes)
+		if atRule {
+			what = "kill after the first rule"
+		}
 		bad := 0
-		for dn, w := range want {
-			if g := got[dn]; !maps.EqualFunc(map[int][]string{0: g[0], 1: g[1]}, map[int][]string{0: w[0], 1: w[1]}, func(a, b []string) bool {
-				return strings.Join(a, ",") == strings.Join(b, ",")
-			}) {
+		for dn, w := range want.lists {
+			if g := got.lists[dn]; fmt.Sprint(g) != fmt.Sprint(w) {
 				if bad++; bad <= 5 {
-					t.Errorf("kill after %d writes: %s lists allowed %v blocked %v, want %v %v", kill, dn, g[0], g[1], w[0], w[1])
+					t.Errorf("%s: %s lists allowed %v blocked %v, want %v %v", what, dn, g[0], g[1], w[0], w[1])
 				}
 			}
 		}
 		if bad > 0 {
-			t.Errorf("kill after %d of %d writes: %d mailboxes differ from the run without the kill", kill, writes, bad)
+			t.Errorf("%s: %d mailboxes differ from the run without the kill", what, bad)
 		}
-		f.checkAccess()
+		if !slices.Equal(got.rules, want.rules) {
+			t.Errorf("%s: device access rules %v, want %v as without the kill", what, got.rules, want.rules)
+		}
+		fx.checkAccess()
 	}
+	f(1, false)
+	f(int64(want.writes/2), false)
+	f(int64(want.writes-1), false)
+	f(0, true)
 }

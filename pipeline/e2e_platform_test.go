@@ -174,11 +174,12 @@ func TestShutOutCountUnderStoredState(t *testing.T) {
 	}
 }
 
-// TestExchangeColumnAfterWrites: the devices list's Exchange column is what
-// Get-MobileDevice shows after the sync. Set-CASMailbox rewrites the stored
-// state of the devices whose entries it writes, so a phone the sync let in
-// shows Allowed there, not the Quarantined it was read with.
-func TestExchangeColumnAfterWrites(t *testing.T) {
+// TestStoredStateFollowsWrites: Set-CASMailbox rewrites the stored state
+// of the devices whose ids it lists, so after a sync Get-MobileDevice shows
+// for every listed device what the devices list's ExchangeAfter says the
+// lists give it, and a phone the sync let in is no longer shown as the
+// Quarantined it was read with.
+func TestStoredStateFollowsWrites(t *testing.T) {
 	f := newFixture(t, fixtureOptions{})
 	f.sync(pipeline.SyncFull)
 	rows, total := f.eng.Devices(pipeline.DeviceQuery{}, 0, 0)
@@ -186,28 +187,42 @@ func TestExchangeColumnAfterWrites(t *testing.T) {
 		t.Fatal("no device rows")
 	}
 	org := f.sim.Org()
-	stored := map[string]exchange.AccessState{}
+	type key struct{ mailbox, id string }
+	stored := map[key]exchange.AccessState{}
 	devs, _, err := org.Devices("", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range devs {
-		stored[strings.ToLower(d.DeviceId)] = d.DeviceAccessState
+	mbs, _ := org.Mailboxes(0, 0)
+	smtp := map[string]string{}
+	for _, mb := range mbs {
+		smtp[strings.ToLower(mb.Name)] = strings.ToLower(mb.PrimarySmtpAddress)
 	}
-	allowed, bad := 0, 0
+	for _, d := range devs {
+		owner, _, _ := strings.Cut(d.Identity, `\ExchangeActiveSyncDevices\`)
+		stored[key{smtp[strings.ToLower(owner)], strings.ToLower(d.DeviceId)}] = d.DeviceAccessState
+	}
+	letIn, bad := 0, 0
 	for _, r := range rows {
-		if r.Decision == pipeline.Allow {
-			allowed++
+		if r.ExchangeAfter == "" {
+			continue
 		}
-		if want, ok := stored[strings.ToLower(r.DeviceID)]; ok && r.ExchangeState != want {
+		want, ok := stored[key{strings.ToLower(r.Mailbox), strings.ToLower(r.DeviceID)}]
+		if !ok {
+			continue
+		}
+		if r.ExchangeState == exchange.AccessQuarantined && r.ExchangeAfter == exchange.AccessAllowed {
+			letIn++
+		}
+		if want != r.ExchangeAfter {
 			bad++
 			if bad <= 5 {
-				t.Errorf("%s on %s: Exchange column %s, Get-MobileDevice shows %s", r.DeviceID, r.Mailbox, r.ExchangeState, want)
+				t.Errorf("%s on %s: lists give %s, Get-MobileDevice shows %s", r.DeviceID, r.Mailbox, r.ExchangeAfter, want)
 			}
 		}
 	}
-	if allowed == 0 {
-		t.Fatal("the sync allowed nothing")
+	if letIn == 0 {
+		t.Fatal("the sync let no quarantined phone in")
 	}
 	if bad > 5 {
 		t.Errorf("… %d rows in all", bad)

@@ -210,9 +210,6 @@ var (
 	ErrClosed = errors.New("engine closed")
 )
 
-// maxResults is how many sync results LastResults keeps.
-const maxResults = 32
-
 // Engine runs syncs: one at a time, each a staged pipeline (discover →
 // join → decide → plan → guard → apply → notify → report). It keeps the
 // state, the audit log and the last sync's per-device decisions. All
@@ -230,12 +227,19 @@ type Engine struct {
 
 	flight sync.Mutex // held by the running Sync
 
-	mu      sync.Mutex // guards the fields below
-	base    *baseline  // the last sync's mailboxes and decisions
+	mu   sync.Mutex // guards the fields below
+	base *baseline  // the last sync's mailboxes and decisions
+	// view is what Devices shows while base is nil: the rows of the
+	// devices file (an earlier process's last sync), or those of an
+	// approval applied before this process had a baseline. Never planned
+	// against.
+	view    *baseline
 	retry   map[string]string
 	current *SyncResult
-	results []SyncResult // oldest first
+	hist    *History
 	closed  bool
+
+	devs *deviceSaver // writes StateDir/devices.bin off the sync's path
 }
 
 // New validates opts, loads the state (unless opts.State is given) and
@@ -275,6 +279,22 @@ func New(opts Options) (*Engine, error) {
 			e.m.lastSuccess[kind].Set(float64(at.UnixNano()) / 1e9)
 		}
 	}
+	// The history and the devices list of earlier runs (a service started
+	// after `easconnector sync` runs shows them at once); both are only
+	// shown, so a damaged file is logged and started afresh.
+	hist, err := LoadHistory(opts.StateDir)
+	if err != nil {
+		e.log.Warn("pipeline: sync history lost; starting a new one", "err", err)
+	}
+	e.hist = hist
+	view, err := loadDevices(opts.StateDir)
+	if err != nil {
+		e.log.Warn("pipeline: devices list of the last run lost; it fills with the next sync", "err", err)
+	}
+	if view != nil {
+		e.view = view.b
+	}
+	e.devs = newDeviceSaver(opts.StateDir, e.log)
 	audit, err := OpenAudit(opts.StateDir, opts.Audit)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
@@ -305,6 +325,7 @@ func (e *Engine) Close() error {
 	}
 	e.closed = true
 	e.mu.Unlock()
+	e.devs.wait()
 	err := e.audit.Close()
 	if serr := SaveState(e.opts.StateDir, e.st); err == nil {
 		err = serr
@@ -323,24 +344,49 @@ func (e *Engine) Current() (SyncResult, bool) {
 }
 
 // LastResults returns the results of the last syncs, newest first (at
-// most 32).
+// most 32), including those of earlier processes (History).
 func (e *Engine) LastResults() []SyncResult {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make([]SyncResult, len(e.results))
-	for i, r := range e.results {
+	out := make([]SyncResult, len(e.hist.Recent))
+	for i, r := range e.hist.Recent {
 		out[len(out)-1-i] = r
 	}
 	return out
 }
 
+// LastSync returns the last finished sync of kind, however many syncs of
+// the other kind followed it, and whether there was one.
+func (e *Engine) LastSync(kind SyncKind) (SyncResult, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.hist.Last[kind]
+	return r, ok
+}
+
+// LastSuccess returns the last sync of kind that ended without an error
+// (see History), and whether there was one.
+func (e *Engine) LastSuccess(kind SyncKind) (SyncResult, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.hist.LastOK[kind]
+	return r, ok
+}
+
 // Devices returns the rows of the last sync's decisions that match q, from
 // offset, at most limit (≤ 0: all), sorted by mailbox and device id, and
 // how many match in all. Before the first sync there are none; a quick
-// sync refreshes the rows of the mailboxes it read.
+// sync refreshes the rows of the mailboxes it read. Until this process's
+// first sync they are those of the last sync of an earlier one (the
+// devices file); while it has no baseline, a full sync whose plan a guard
+// held shows its decisions (nothing written yet), and an approval the
+// mailboxes it applied.
 func (e *Engine) Devices(q DeviceQuery, offset, limit int) ([]DeviceRow, int) {
 	e.mu.Lock()
 	b := e.base
+	if b == nil {
+		b = e.view
+	}
 	e.mu.Unlock()
 	if b == nil {
 		return nil, 0
@@ -380,7 +426,9 @@ func (e *Engine) Devices(q DeviceQuery, offset, limit int) ([]DeviceRow, int) {
 // know what can have changed; without them (after a start) it runs as a
 // full sync and says so in Report.Escalated.
 //
-// When Sync returns, every goroutine it started has exited.
+// When Sync returns, every goroutine it started has exited, except the
+// one writing the devices file (StateDir/devices.bin), which Close waits
+// for.
 func (e *Engine) Sync(ctx context.Context, req SyncRequest) (rep *Report, err error) {
 	if !e.flight.TryLock() {
 		return nil, ErrSyncRunning
@@ -477,13 +525,18 @@ func (e *Engine) finish(r *run, err error) {
 	}
 	e.mu.Lock()
 	e.current = nil
+	var hist History
 	if !r.dry {
-		e.results = append(e.results, *res)
-		if len(e.results) > maxResults {
-			e.results = e.results[len(e.results)-maxResults:]
-		}
+		e.hist.add(*res)
+		hist = e.hist.clone()
 	}
 	e.mu.Unlock()
+	if !r.dry {
+		// Only shown, so a failure is logged and not the sync's.
+		if herr := SaveHistory(e.opts.StateDir, &hist); herr != nil {
+			e.log.Warn("pipeline: save sync history", "sync", res.ID, "err", herr)
+		}
+	}
 	level := slog.LevelInfo
 	if err != nil {
 		level = slog.LevelWarn
@@ -524,10 +577,27 @@ func (e *Engine) publish(b *baseline, retry map[string]string) {
 	defer e.mu.Unlock()
 	if b != nil {
 		e.base = b
+		e.view = nil
+		e.devs.save(b)
 	}
 	if retry != nil {
 		e.retry = retry
 	}
+}
+
+// publishView replaces what Devices shows while there is no baseline.
+func (e *Engine) publishView(v *baseline) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.view = v
+	e.devs.save(v)
+}
+
+// snapshotView returns the view Devices shows without a baseline.
+func (e *Engine) snapshotView() *baseline {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.view
 }
 
 // snapshotBase returns the baseline and a copy of the retry set.

@@ -326,44 +326,6 @@ func listedAfterPlan(mb *mbox, id string) bool {
 	return in(mb.allowed, ra) || in(mb.blocked, rb)
 }
 
-// settleStoredStates makes the rows of mailboxes written in this sync show
-// the DeviceAccessState Exchange now stores for them: Set-CASMailbox
-// rewrites the stored state of the mailbox's devices when it changes a
-// list (an id it put in the blocked list → Blocked, in the allowed list →
-// Allowed, both Individual; an id it took out of both → Unknown until the
-// phone's next request; Exchange 2016's SetCASMailboxBase, see
-// loadtest/exsim's doc). The report's and the status page's Exchange
-// column is then what Get-MobileDevice shows after the sync, not a state
-// this sync has just overwritten.
-func settleStoredStates(mbs map[string]*mbox) {
-	has := func(list []string, id string) bool {
-		return slices.ContainsFunc(list, func(x string) bool { return strings.EqualFold(x, id) })
-	}
-	for _, mb := range mbs {
-		if !mb.written || mb.plan == nil || mb.sealed {
-			continue
-		}
-		p := mb.plan
-		for i := range mb.devs {
-			rw := &mb.devs[i]
-			var st exchange.AccessState
-			var sr exchange.AccessReason
-			switch {
-			case has(p.Blocked.Add, rw.id):
-				st, sr = exchange.AccessBlocked, exchange.ReasonIndividual
-			case has(p.Allowed.Add, rw.id):
-				st, sr = exchange.AccessAllowed, exchange.ReasonIndividual
-			case (has(p.Allowed.Remove, rw.id) || has(p.Blocked.Remove, rw.id)) && !listedAfterPlan(mb, rw.id) &&
-				rw.accessReason() == exchange.ReasonIndividual:
-				st, sr = exchange.AccessUnknown, exchange.ReasonUnknown
-			default:
-				continue
-			}
-			rw.st, rw.sr = pack(accessStates, st), pack(accessReasons, sr)
-		}
-	}
-}
-
 // rulesAfter returns rules with the sync's rule operations applied: what
 // Exchange will evaluate once the org changes are made.
 func rulesAfter(rules []exchange.DeviceAccessRule, op *orgPlan) []exchange.DeviceAccessRule {

@@ -309,7 +309,6 @@ func (e *Engine) quick(ctx context.Context, r *run) error {
 				next[k] = mb.dn
 			}
 		}
-		settleStoredStates(mbs)
 		e.cacheLists(mbs, now)
 		all := maps.Clone(base.byDN)
 		for k, mb := range mbs {

@@ -199,13 +199,18 @@ type DeviceRow struct {
 	DeviceModel string   `json:"device_model"`
 	Decision    Decision `json:"decision"`
 	Reason      Reason   `json:"reason"`
-	// ExchangeState is DeviceAccessState as Exchange shows it after the
-	// sync: the state stored at the phone's last request, or the one the
-	// sync's Set-CASMailbox wrote (Allowed or Blocked for an entry written,
-	// Unknown for an entry removed, until the phone connects again). It is
-	// not a live evaluation: a rule or default change reaches a device at
-	// its next request.
+	// ExchangeState is DeviceAccessState as read, before this sync wrote:
+	// the state Exchange stored at the phone's last request (or that a
+	// Set-CASMailbox wrote since: Allowed or Blocked for a listed id,
+	// Unknown for an id taken out of both lists), not a live evaluation.
 	ExchangeState exchange.AccessState `json:"exchange_state"`
+	// ExchangeAfter is the access the mailbox's own lists give the device
+	// after this sync (Allowed or Blocked; the lists as read when the write
+	// failed or none was needed); empty when neither list names the device,
+	// so that device access rules or the org default decide. Exchange
+	// applies it at the device's next request; Get-MobileDevice shows it at
+	// once, as Set-CASMailbox rewrites the stored state of the ids it lists.
+	ExchangeAfter exchange.AccessState `json:"exchange_after,omitempty"`
 	// Compliance is the MDM record's state, "" when not enrolled.
 	Compliance mdm.Compliance `json:"compliance,omitempty"`
 }

@@ -454,6 +454,9 @@ func decodeState(data []byte) (*State, error) {
 			delete(st.Pending, mb)
 		}
 	}
+	if len(st.PendingRules) == 0 {
+		st.PendingRules = nil
+	}
 	for i, pr := range st.PendingRules {
 		if pr.Name == "" || (pr.Op != ruleNew && pr.Op != ruleSet && pr.Op != ruleRemove) {
 			return nil, fmt.Errorf("pending_rules[%d]: want a name and op %s, %s or %s, got %q, %q", i, ruleNew, ruleSet, ruleRemove, pr.Name, pr.Op)

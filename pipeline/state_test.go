@@ -273,7 +273,10 @@ func marksEqual(a, b Watermarks) bool {
 func FuzzDecodeState(f *testing.F) {
 	f.Add([]byte(`{"version":1,"owned":{"mb":{"allowed":["ApplA"],"blocked":["bad-id"]}},"notified":{"k":"2025-03-01T12:00:00Z"}}`))
 	f.Add([]byte(`{"version":1,"adopt_closed":true,"watermarks":{"last_good_mdm_count":3,"last_full":"2025-03-01T12:00:00Z"}}`))
-	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{"version":3}`))
+	f.Add([]byte(`{"version":2,"owned":{"g1":{"allowed":["ApplA"]}},"pending":{"G1":{"dn":"CN=A","sync_id":"s","changes":[{"device_id":"ApplB","list":"blocked","op":"add"}]},` +
+		`"g2":{"dn":"","changes":[{"device_id":"ApplC","list":"allowed","op":"add"}]}},"pending_rules":[{"op":"new","name":"X (DeviceType)"}],"pending_org":{"sync_id":"s","changes":[{"setting":"DefaultAccessLevel","from":"Allow","to":"Block","applied":false}]}}`))
+	f.Add([]byte(`{"version":2,"pending_rules":[{"op":"drop","name":"X"}]}`))
 	f.Add([]byte(`{"version":1}{}`))
 	f.Add([]byte(`{"version":1,"owned":{"":{"allowed":["A"]}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -286,6 +289,11 @@ func FuzzDecodeState(f *testing.F) {
 				t.Fatalf("decoded ownership not clean: %q %+v", mb, o)
 			}
 		}
+		for mb, p := range st.Pending {
+			if mb == "" || mb != strings.ToLower(mb) || strings.TrimSpace(p.DN) == "" {
+				t.Fatalf("decoded pending write not usable: %q %+v", mb, p)
+			}
+		}
 		out, err := json.Marshal(st)
 		if err != nil {
 			t.Fatal(err)
@@ -294,7 +302,7 @@ func FuzzDecodeState(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-decode of %s: %v", out, err)
 		}
-		if !reflect.DeepEqual(st.Owned, st2.Owned) || len(st.Notified) != len(st2.Notified) || !marksEqual(st.Watermarks, st2.Watermarks) {
+		if !reflect.DeepEqual(st.Owned, st2.Owned) || !reflect.DeepEqual(st.Pending, st2.Pending) || !reflect.DeepEqual(st.PendingRules, st2.PendingRules) || len(st.Notified) != len(st2.Notified) || !marksEqual(st.Watermarks, st2.Watermarks) {
 			t.Fatalf("round trip changed the state:\n%+v\n%+v", st, st2)
 		}
 	})

@@ -33,6 +33,9 @@ $allowed = @{
     'Remove-ActiveSyncDeviceAccessRule'  = @('Identity', 'Confirm')
     'Get-ExchangeServer'                 = @()
     'Get-ClientAccessService'            = @()
+    # Read only: easconnector check lists which of these cmdlets the
+    # account's roles grant (an Exchange session exposes only those).
+    'Get-Command'                        = @('Name[]')
 }
 # allowlist:end
 

@@ -5,9 +5,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // TestCheckCallParams: only the parameters of the bootstrap's per-cmdlet
@@ -96,7 +99,7 @@ func TestWireArgsMatchGo(t *testing.T) {
 // TestAllowlistParsed: Go reads the same per-cmdlet lists as the script,
 // and refuses a block it cannot read.
 func TestAllowlistParsed(t *testing.T) {
-	if len(Allowlist) != 11 || !Allowed("Set-CASMailbox") || Allowed("Invoke-Expression") {
+	if len(Allowlist) != 12 || !Allowed("Set-CASMailbox") || Allowed("Invoke-Expression") {
 		t.Fatalf("Allowlist = %v", Allowlist)
 	}
 	ps, ok := Params("set-casmailbox")
@@ -131,7 +134,7 @@ func TestAllowlistParsed(t *testing.T) {
 // records), but on its own line; the script never passes it to a cmdlet.
 func TestSecondHopPasswordLine(t *testing.T) {
 	const pw = "Pa55w0rd-ünïcode"
-	out, err := SessionConfig{Mode: ModeRemoting, ConnectionURI: "http://cas1/PowerShell/", User: `CONTOSO\svc`, Password: pw}.Encode()
+	out, err := SessionConfig{Mode: ModeRemoting, ConnectionURI: "http://cas1/PowerShell/", User: `CONTOSO\svc`, Password: secret.New(pw)}.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +143,7 @@ func TestSecondHopPasswordLine(t *testing.T) {
 		t.Fatalf("Encode() = %q, want two lines", out)
 	}
 	cfg, err := DecodeSessionConfig(lines[0])
-	if err != nil || cfg.User != `CONTOSO\svc` || cfg.Password != "" {
+	if err != nil || cfg.User != `CONTOSO\svc` || !cfg.Password.IsZero() {
 		t.Fatalf("config line = %+v, %v", cfg, err)
 	}
 	raw, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(strings.TrimSpace(string(lines[0])), FrameTag))
@@ -148,8 +151,19 @@ func TestSecondHopPasswordLine(t *testing.T) {
 	if err := json.Unmarshal(raw, &m); err != nil || strings.Contains(string(raw), pw) || m["password"] != nil {
 		t.Fatalf("config JSON %s carries the password", raw)
 	}
-	if got, err := DecodePasswordLine(lines[1]); err != nil || got != pw {
-		t.Fatalf("DecodePasswordLine() = %q, %v", got, err)
+	if got, err := DecodePasswordLine(lines[1]); err != nil || got.Reveal() != pw {
+		t.Fatalf("DecodePasswordLine() = %q, %v", got.Reveal(), err)
+	}
+	// A SessionConfig that ends up in a log line or an error shows no
+	// password, whatever the verb.
+	sc := SessionConfig{Mode: ModeRemoting, User: `CONTOSO\svc`, Password: secret.New(pw)}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		if got := fmt.Sprintf(verb, sc); strings.Contains(got, pw) || strings.Contains(got, fmt.Sprintf("%x", pw)) {
+			t.Errorf("Sprintf(%s, SessionConfig) = %s: shows the password", verb, got)
+		}
+	}
+	if js, _ := json.Marshal(sc); strings.Contains(string(js), pw) {
+		t.Errorf("json.Marshal(SessionConfig) = %s: shows the password", js)
 	}
 	if out, _ := (SessionConfig{Mode: ModeSnapin}).Encode(); bytes.Count(out, []byte("\n")) != 1 {
 		t.Fatalf("Encode() without a user = %q, want one line", out)

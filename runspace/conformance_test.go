@@ -128,7 +128,7 @@ func newWSFixture(t *testing.T, opts wsman.Options) *wsFixture {
 func (f *wsFixture) client(t *testing.T, mutate func(*runspace.Options)) *winrm.Client {
 	t.Helper()
 	o := runspace.Options{Servers: []string{f.host}, Port: f.port, User: confUser, Password: secret.New(confPass),
-		PlainHTTP: true, Auth: runspace.AuthBasic,
+		PlainHTTP: true, Auth: runspace.AuthBasic, Mode: runspace.ModeRemoting,
 		OperationTimeout: time.Second}
 	if mutate != nil {
 		mutate(&o)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // FuzzDecodeFrame: any line either decodes to a valid frame that survives
@@ -156,7 +158,7 @@ func FuzzSessionConfigEncode(f *testing.F) {
 		if user == "" || !utf8.ValidString(user) {
 			return
 		}
-		out, err := SessionConfig{Mode: ModeRemoting, ConnectionURI: "http://cas1/PowerShell/", User: user, Password: password}.Encode()
+		out, err := SessionConfig{Mode: ModeRemoting, ConnectionURI: "http://cas1/PowerShell/", User: user, Password: secret.New(password)}.Encode()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,8 +173,8 @@ func FuzzSessionConfigEncode(f *testing.F) {
 		if _, ok := raw["password"]; ok || raw["user"] != user || len(raw) != 3 {
 			t.Fatalf("config JSON = %v", raw)
 		}
-		if got, err := DecodePasswordLine(lines[1]); err != nil || got != password {
-			t.Fatalf("DecodePasswordLine() = %q, %v, want %q", got, err, password)
+		if got, err := DecodePasswordLine(lines[1]); err != nil || got.Reveal() != password {
+			t.Fatalf("DecodePasswordLine() = %q, %v, want %q", got.Reveal(), err, password)
 		}
 	})
 }

@@ -59,6 +59,9 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 
 func simOptions(t testing.TB, sim *exsim.Sim, mutate func(*runspace.Options)) runspace.Options {
 	o := runspace.Options{
+		// The WinRS kind, which these tests exercise; psrpOptions picks
+		// psrp, the zero value's mode.
+		Mode:             runspace.ModeRemoting,
 		Servers:          []string{sim.Hosts()[0]},
 		Port:             sim.Port(),
 		PlainHTTP:        !sim.TLS(),
@@ -353,9 +356,14 @@ func TestPoolConcurrencyNeverExceedsSize(t *testing.T) {
 	}
 }
 
-func TestPoolAdaptsToSessionQuota(t *testing.T) {
+// TestPoolAdaptsToSessionQuota: PowerShellMaxConcurrency refuses sessions
+// (WinRS: the bootstrap's New-PSSession; psrp: the quota fault on Create)
+// and the pool's limit shrinks to what the quota allows, then grows back.
+func TestPoolAdaptsToSessionQuota(t *testing.T) { forModes(t, testPoolAdaptsToSessionQuota) }
+
+func testPoolAdaptsToSessionQuota(t *testing.T, mode string) {
 	sim := startSim(t, exsim.Options{Profile: exsim.ProfileLab, PowerShellMaxConcurrency: 2})
-	p := startPool(t, simOptions(t, sim, func(o *runspace.Options) { o.Size = 6 }))
+	p := startPool(t, simOptions(t, sim, func(o *runspace.Options) { o.Size, o.Mode = 6, mode }))
 	ctx := testCtx(t, 60*time.Second)
 	run := func(n int) (failed int) {
 		var wg sync.WaitGroup
@@ -571,6 +579,74 @@ func testPoolFailover(t *testing.T, mode string) {
 	}
 	if !back {
 		t.Errorf("no call ran on %s after it came back", host0)
+	}
+}
+
+// TestPoolReprobesEveryDownServer: a failover server that went down while
+// the preferred one was down too must come back once it recovers, although
+// the preferred one is up again and serves every call: its state and
+// endpoint_up gauge (and so any alert on it) must not stay down for good.
+func TestPoolReprobesEveryDownServer(t *testing.T) { forModes(t, testPoolReprobesEveryDownServer) }
+
+func testPoolReprobesEveryDownServer(t *testing.T, mode string) {
+	sim := startSim(t, exsim.Options{Listeners: 2, Profile: exsim.ProfileZero})
+	p := startPool(t, simOptions(t, sim, func(o *runspace.Options) {
+		o.Size = 1
+		o.CASFailover = true
+		o.Mode = mode
+	}))
+	host0, host1 := sim.Hosts()[0], sim.Hosts()[1]
+	ctx := testCtx(t, 60*time.Second)
+	up := func(host string) float64 {
+		return metricValue(t, p, fmt.Sprintf(`easconnector_runspace_endpoint_up{server=%q}`, host))
+	}
+
+	// The preferred server fails: calls move to the second one.
+	if err := sim.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.Do(ctx, getSettings, nil); err != nil || res.Server != host1 {
+		t.Fatalf("Do() after killing %s = %q, %v; want an answer from %s", host0, res.Server, err, host1)
+	}
+	// Then the second fails too: both are down.
+	if err := sim.Kill(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Do(ctx, getSettings, nil); !errors.Is(err, runspace.ErrAllServersDown) {
+		t.Fatalf("Do() with both servers killed: err = %v, want ErrAllServersDown", err)
+	}
+	if up(host1) != 0 {
+		t.Fatalf("endpoint_up{%s} = %v with the server killed, want 0", host1, up(host1))
+	}
+	// The preferred one returns first and serves.
+	if err := sim.Restart(0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the prober to mark the preferred server up", func() bool { return p.Endpoints()[0].State == runspace.StateUp })
+	if res, err := p.Do(ctx, getSettings, nil); err != nil || res.Server != host0 {
+		t.Fatalf("Do() after %s returned = %q, %v; want an answer from it", host0, res.Server, err)
+	}
+	// Now the second returns: the prober must find it, though nothing
+	// would open a session there while the preferred one is up. Its
+	// backoff grew while it was down (up to 64 × 100ms, with jitter).
+	if err := sim.Restart(1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for p.Endpoints()[1].State != runspace.StateUp {
+		if time.Now().After(deadline) {
+			t.Fatalf("Endpoints()[1] = %+v 30s after %s came back, want up", p.Endpoints()[1], host1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ep := p.Endpoints()[1]; ep.LastError != "" || !ep.DownUntil.IsZero() {
+		t.Errorf("Endpoints()[1] = %+v, want up without an error", ep)
+	}
+	if up(host1) != 1 {
+		t.Errorf("endpoint_up{%s} = %v after it came back, want 1", host1, up(host1))
+	}
+	if up(host0) != 1 {
+		t.Errorf("endpoint_up{%s} = %v, want 1", host0, up(host0))
 	}
 }
 

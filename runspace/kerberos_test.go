@@ -68,6 +68,7 @@ func kerberosServerSkew(t *testing.T, k *kdc.KDC, spn string, skew time.Duration
 
 func kerberosOptions(t *testing.T, k *kdc.KDC, server string, port int, mutate func(*runspace.Options)) runspace.Options {
 	o := runspace.Options{
+		Mode:             runspace.ModeRemoting, // the WinRS kind; psrp Kerberos is in psrp_integration_test.go
 		Servers:          []string{server},
 		Port:             port,
 		PlainHTTP:        true, // loopback only; Kerberos authenticates, nothing encrypts

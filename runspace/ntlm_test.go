@@ -125,7 +125,7 @@ func TestPoolNTLM(t *testing.T) {
 	host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
 	pool := startPool(t, runspace.Options{
-		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true,
+		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true, Mode: runspace.ModeRemoting,
 		User: `CONTOSO\` + exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: 4, OperationTimeout: time.Second, ConnectTimeout: 10 * time.Second,
 	})

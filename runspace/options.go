@@ -53,8 +53,24 @@ const (
 // Microsoft Learn, "Installation and configuration for Windows Remote
 // Management"), and NTLM never sends the password itself. Kerberos is
 // stronger still but needs a krb5.conf and a realm, so it cannot be a
-// zero-value default.
+// zero-value default; config, which has both, picks DefaultAuthFor(mode).
 const DefaultAuth = AuthNTLM
+
+// DefaultAuthFor is the auth mechanism a deployment should use when it
+// names none, by mode. Exchange's /PowerShell/ virtual directory accepts
+// Kerberos only, out of the box: Windows authentication (Negotiate with
+// Kerberos) is its default, Basic is off and must be enabled with
+// Set-PowerShellVirtualDirectory -BasicAuthentication $true, NTLM likewise
+// with -WindowsAuthentication where the IIS provider list has it (Microsoft
+// Learn, "Connect to Exchange servers using remote PowerShell" and
+// "Set-PowerShellVirtualDirectory"). The WinRM service of the WinRS modes
+// offers Negotiate (NTLM) by default (see DefaultAuth).
+func DefaultAuthFor(mode string) string {
+	if mode == ModePSRP || mode == "" {
+		return AuthKerberos
+	}
+	return AuthNTLM
+}
 
 // Session modes (how the bootstrap loads Exchange, see bootstrap.ps1).
 const (
@@ -64,6 +80,9 @@ const (
 	// (configuration Microsoft.Exchange): RBAC rights only, no WinRM shell
 	// rights, no second hop, no script text (psrpsession.go).
 	ModePSRP = "psrp"
+
+	// DefaultMode is the Mode of zero-valued Options, as config's default.
+	DefaultMode = ModePSRP
 )
 
 // PSRP endpoint defaults: the Exchange virtual directory every Exchange
@@ -83,7 +102,9 @@ type Options struct {
 	// Servers are the WinRM hosts (Exchange Client Access servers or a
 	// management host) in preference order. At least one.
 	Servers []string
-	// Port defaults to 5986 (HTTPS), or 5985 with PlainHTTP.
+	// Port defaults to 443 in psrp mode (80 with PlainHTTP), the IIS site
+	// of the /PowerShell/ virtual directory; the WinRS modes default to
+	// WinRM's 5986 (HTTPS), or 5985 with PlainHTTP.
 	Port int
 	// WinRM runs over TLS unless PlainHTTP is set. The certificate is
 	// verified against CACert (PEM; the system roots when empty) and
@@ -123,9 +144,11 @@ type Options struct {
 	SPN       string
 	Keytab    string
 
-	// Mode is "remoting" (the default; SessionConfig.ConnectionURI =
-	// http://<server>/PowerShell/), "snapin" (both WinRS: they need WinRM
-	// shell rights on the target host) or "psrp".
+	// Mode is "psrp" (the default, DefaultMode: MS-PSRP to the server's own
+	// /PowerShell/ endpoint, Exchange RBAC rights only), "remoting"
+	// (SessionConfig.ConnectionURI = http://<server>/PowerShell/) or
+	// "snapin"; both WinRS modes need WinRM shell rights on the target
+	// host.
 	Mode string
 	// EndpointPath is the URL path of the PSRP endpoint (psrp mode;
 	// default /PowerShell/). WinRS modes always use /wsman.
@@ -205,6 +228,9 @@ func (o Options) resolve() (Options, error) {
 		}
 	}
 	o.Servers = servers
+	if o.Mode == "" {
+		o.Mode = DefaultMode
+	}
 
 	switch {
 	case o.Port == 0 && o.Mode == ModePSRP && !o.PlainHTTP:
@@ -274,8 +300,6 @@ func (o Options) resolve() (Options, error) {
 	}
 
 	switch o.Mode {
-	case "":
-		o.Mode = ModeRemoting
 	case ModeRemoting, ModeSnapin:
 	case ModePSRP:
 		if o.EndpointPath == "" {

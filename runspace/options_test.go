@@ -10,7 +10,7 @@ import (
 
 func TestOptionsResolve(t *testing.T) {
 	base := func() Options {
-		return Options{Servers: []string{"cas1.contoso.com"}, User: "svc", Password: secret.New("pw"), Parallel: true}
+		return Options{Servers: []string{"cas1.contoso.com"}, User: "svc", Password: secret.New("pw"), Parallel: true, Mode: ModeRemoting}
 	}
 	tests := []struct {
 		name    string
@@ -84,8 +84,11 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.Size != 1 {
 		t.Errorf("Size = %d without Parallel, want 1", o.Size)
 	}
-	// The zero value is safe: verified HTTPS on 5986 and NTLM, never Basic.
-	if o.Port != DefaultHTTPSPort || o.PlainHTTP || o.InsecureSkipVerify || o.Auth != AuthNTLM || o.Mode != ModeRemoting ||
+	// The zero value is safe and the product's default path: psrp to the
+	// /PowerShell/ virtual directory over verified HTTPS on 443, NTLM
+	// (Kerberos needs a krb5.conf, see DefaultAuthFor), never Basic.
+	if o.Port != DefaultPSRPHTTPSPort || o.PlainHTTP || o.InsecureSkipVerify || o.Auth != AuthNTLM || o.Mode != ModePSRP ||
+		o.EndpointPath != DefaultEndpointPath || o.ConfigurationName != DefaultConfigurationName ||
 		o.RequestTimeout != DefaultRequestTimeout || o.ConnectTimeout != DefaultConnectTimeout ||
 		o.OperationTimeout != DefaultOperationTimeout || o.MaxSessionAge != DefaultMaxSessionAge ||
 		o.MaxRequestsPerSession != DefaultMaxRequestsPerSession || o.Logger == nil {
@@ -98,6 +101,15 @@ func TestOptionsDefaults(t *testing.T) {
 		t.Errorf("connectionURI() = %q", got)
 	}
 	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), PlainHTTP: true, Parallel: true}.resolve()
+	if o.Port != DefaultPSRPHTTPPort || o.Size != DefaultSize {
+		t.Errorf("Port = %d, Size = %d, want %d and %d", o.Port, o.Size, DefaultPSRPHTTPPort, DefaultSize)
+	}
+	// The WinRS modes: WinRM's own ports.
+	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), Mode: ModeRemoting}.resolve()
+	if o.Port != DefaultHTTPSPort || o.urlPath() != "/wsman" {
+		t.Errorf("remoting: Port = %d, path %q, want %d and /wsman", o.Port, o.urlPath(), DefaultHTTPSPort)
+	}
+	o, _ = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), PlainHTTP: true, Parallel: true, Mode: ModeSnapin}.resolve()
 	if o.Port != DefaultHTTPPort || o.Size != DefaultSize {
 		t.Errorf("Port = %d, Size = %d, want %d and %d", o.Port, o.Size, DefaultHTTPPort, DefaultSize)
 	}
@@ -105,5 +117,13 @@ func TestOptionsDefaults(t *testing.T) {
 	o, err = Options{Servers: []string{"cas1"}, User: "u", Password: secret.New("p"), Mode: ModePSRP}.resolve()
 	if err != nil || o.Port != DefaultPSRPHTTPSPort || o.EndpointPath != "/PowerShell/" || o.ConfigurationName != "Microsoft.Exchange" || o.urlPath() != "/PowerShell/" {
 		t.Errorf("psrp defaults: port %d, path %q, configuration %q, %v", o.Port, o.EndpointPath, o.ConfigurationName, err)
+	}
+}
+
+func TestDefaultAuthFor(t *testing.T) {
+	for mode, want := range map[string]string{"": AuthKerberos, ModePSRP: AuthKerberos, ModeRemoting: AuthNTLM, ModeSnapin: AuthNTLM} {
+		if got := DefaultAuthFor(mode); got != want {
+			t.Errorf("DefaultAuthFor(%q) = %q, want %q", mode, got, want)
+		}
 	}
 }

@@ -594,7 +594,8 @@ func (p *Pool) Release(s *Session, err error) {
 
 // Do runs c on a pooled session and streams each output object to each as
 // it arrives (on the calling goroutine). A call that failed because its
-// session broke or Exchange throttled it is run again on another session,
+// session broke, Exchange throttled it, or (psrp) its pipeline stalled
+// without output and was stopped is run again on another session,
 // at most twice with a jittered backoff, when c.Idempotent is set and no
 // object of the failed attempt reached each; a call that never reached a
 // session is retried whatever Idempotent says. An error returned by each
@@ -669,7 +670,7 @@ func retryable(ctx context.Context, c Call, err error, delivered bool) bool {
 	case !c.Idempotent:
 		return false
 	}
-	return errors.Is(err, ErrSessionBroken) || errors.Is(err, ErrThrottled)
+	return errors.Is(err, ErrSessionBroken) || errors.Is(err, ErrThrottled) || errors.Is(err, errStalled)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -683,8 +684,12 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// probeLoop takes preferred servers back: it probes every down server that
-// precedes the first up one once its backoff has expired.
+// probeLoop probes every down server once its backoff has expired, so
+// that the preferred server is taken back when it recovers and a failover
+// server that was down for a moment is up again (its endpoint_up gauge and
+// any alert on it clear) while the preferred one serves: pickLocked only
+// tries down servers when no up one is left, so without the prober a
+// server after the first up one would stay down for good.
 func (p *Pool) probeLoop(stop <-chan struct{}) {
 	defer p.wg.Done()
 	every := min(max(p.opts.FailoverBackoff/2, 50*time.Millisecond), 5*time.Second)
@@ -700,9 +705,6 @@ func (p *Pool) probeLoop(stop <-chan struct{}) {
 		var due []*endpoint
 		now := time.Now()
 		for _, e := range p.eps {
-			if e.state == StateUp {
-				break
-			}
 			if e.due(now) {
 				e.state = StateProbing
 				due = append(due, e)

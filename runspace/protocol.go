@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/easconnector/easconnector/internal/secret"
 )
 
 // The runspace wire protocol (DESIGN.md §3). Every protocol line on the
@@ -95,12 +97,14 @@ type Frame struct {
 // The password is not part of the JSON: ConvertFrom-Json is a cmdlet, and
 // PowerShell module logging (event 4103) records every cmdlet's parameters.
 // Encode writes it on a third line, FrameTag + base64(UTF-8), which the
-// bootstrap reads and decodes with .NET methods only.
+// bootstrap reads and decodes with .NET methods only
+// ([Convert]::FromBase64String, UTF8.GetString). It is a secret.String, so
+// a SessionConfig printed or logged shows no password.
 type SessionConfig struct {
-	Mode          string `json:"mode"`          // "remoting" or "snapin"
-	ConnectionURI string `json:"connectionUri"` // remoting: http://<cas>/PowerShell/
-	User          string `json:"user,omitempty"`
-	Password      string `json:"-"` // sent on its own line after the config, when User is set
+	Mode          string        `json:"mode"`          // "remoting" or "snapin"
+	ConnectionURI string        `json:"connectionUri"` // remoting: http://<cas>/PowerShell/
+	User          string        `json:"user,omitempty"`
+	Password      secret.String `json:"-"` // sent on its own line after the config, when User is set
 }
 
 // Encode returns the config line and, when User is set, the password line.
@@ -113,23 +117,23 @@ func (c SessionConfig) Encode() ([]byte, error) {
 		return line, nil
 	}
 	line = append(line, FrameTag...)
-	line = base64.StdEncoding.AppendEncode(line, []byte(c.Password))
+	line = base64.StdEncoding.AppendEncode(line, []byte(c.Password.Reveal()))
 	return append(line, '\n'), nil
 }
 
 // DecodePasswordLine decodes the line that follows a SessionConfig with a
 // User (the simulator's side).
-func DecodePasswordLine(line []byte) (string, error) {
+func DecodePasswordLine(line []byte) (secret.String, error) {
 	line = bytes.TrimRight(line, "\r\n")
 	payload, ok := bytes.CutPrefix(line, []byte(FrameTag))
 	if !ok {
-		return "", errors.New("password line: not tagged")
+		return secret.String{}, errors.New("password line: not tagged")
 	}
 	pw, err := base64.StdEncoding.DecodeString(string(payload))
 	if err != nil {
-		return "", fmt.Errorf("password line: %w", err)
+		return secret.String{}, fmt.Errorf("password line: %w", err)
 	}
-	return string(pw), nil
+	return secret.New(string(pw)), nil
 }
 
 // EncodeLine returns FrameTag + base64(JSON(v)) + "\n".

@@ -140,6 +140,62 @@ func TestPSRPDeadlineStopsPipelineKeepsSession(t *testing.T) {
 	if log := sim.CallLog(0, 0); len(log) < 2 || log[0].Result == "ok" {
 		t.Errorf("call log %+v: the first call should not be ok", log)
 	}
+	if c := sim.Counters(); c.Hung != 1 || c.SessionsStarted != 1 || c.Cmdlets["Get-ExchangeServer"] != 2 {
+		t.Errorf("simulator: %d hung, %d sessions started, %d calls; want 1 hung call on the one session, then 1 more call",
+			c.Hung, c.SessionsStarted, c.Cmdlets["Get-ExchangeServer"])
+	}
+}
+
+// A stalled pipeline that produced no output is stopped (the session
+// kept) and an idempotent call runs again, as the WinRS path retries it
+// after breaking its session; a call that is not idempotent is not.
+func TestPSRPStalledIdempotentCallRetried(t *testing.T) {
+	sim := startSim(t, exsim.Options{})
+	p := startPool(t, psrpOptions(t, sim, func(o *runspace.Options) {
+		o.Parallel, o.RequestTimeout = false, 300*time.Millisecond
+	}))
+	ctx := testCtx(t, 30*time.Second)
+	mbs, _ := sim.Org().Mailboxes(0, 1)
+	hangOnce := func() {
+		t.Helper()
+		hung := sim.Counters().Hung
+		if err := sim.SetFaults(exsim.Faults{Hang: true, Cmdlets: []string{"Get-CASMailbox"}}); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			// Only the first attempt hangs: the fault ends once exsim
+			// holds it.
+			for sim.Counters().Hung == hung && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+			_ = sim.SetFaults(exsim.Faults{})
+		}()
+	}
+
+	call := getMailbox(mbs[0].DistinguishedName)
+	call.Idempotent = true
+	hangOnce()
+	res, err := p.Do(ctx, call, nil)
+	if err != nil || res.Attempts != 2 || res.Count != 1 {
+		t.Fatalf("idempotent call after a stall = %+v, %v; want 1 object on the 2nd attempt", res, err)
+	}
+	if c := sim.Counters(); c.Hung != 1 || c.Cmdlets["Get-CASMailbox"] != 2 || c.SessionsStarted != 1 {
+		t.Errorf("simulator: %d hung, %d Get-CASMailbox, %d sessions started; want 1, 2 and 1 (session kept)",
+			c.Hung, c.Cmdlets["Get-CASMailbox"], c.SessionsStarted)
+	}
+
+	call.Idempotent = false
+	hangOnce()
+	res, err = p.Do(ctx, call, nil)
+	if runspace.Classify(err) != runspace.ClassTimeout || res.Attempts != 1 {
+		t.Fatalf("non-idempotent call after a stall = %+v, %v (class %s); want a timeout after 1 attempt", res, err, runspace.Classify(err))
+	}
+	if c := sim.Counters(); c.Hung != 2 || c.Cmdlets["Get-CASMailbox"] != 3 || c.SessionsStarted != 1 {
+		t.Errorf("simulator: %d hung, %d Get-CASMailbox, %d sessions started; want 2, 3 and 1", c.Hung, c.Cmdlets["Get-CASMailbox"], c.SessionsStarted)
+	}
+	if e := metricValue(t, p, `easconnector_runspace_errors_total{cmdlet="Get-CASMailbox",class="timeout"}`); e != 1 {
+		t.Errorf("errors_total{timeout} = %v, want 1", e)
+	}
 }
 
 // PowerShellMaxConcurrency refuses the Create; the pool sees throttling.
@@ -172,6 +228,14 @@ func TestPSRPMicroDelayWarningThrottles(t *testing.T) {
 	}
 	if p.Limit() >= before {
 		t.Errorf("limit %d after a micro delay warning, was %d", p.Limit(), before)
+	}
+	// exsim applied the delay to the call it warned about.
+	log := sim.CallLog(0, 0)
+	if len(log) == 0 || log[len(log)-1].Cmd != "Get-ExchangeServer" || log[len(log)-1].Duration < q.MicroDelay {
+		t.Errorf("call log %+v: want the Get-ExchangeServer call delayed by %s", log, q.MicroDelay)
+	}
+	if ev := metricValue(t, p, "easconnector_runspace_throttle_events_total"); ev == 0 {
+		t.Error("no throttle event counted")
 	}
 }
 

@@ -617,6 +617,11 @@ func (ps *psrpState) do(ctx context.Context, c Call, each func(json.RawMessage) 
 	switch {
 	case eachErr != nil:
 		return res, eachErr
+	case state.State == psrp.PipeStopped && errors.Is(stopper.cause(), errRequestTimeout) && res.Count == 0:
+		// A stalled pipeline that produced nothing is stopped and the
+		// session kept; like the WinRS path, which breaks its session,
+		// the pool may run an idempotent call again (errStalled).
+		return res, fmt.Errorf("%w: %w", errStalled, stopper.cause())
 	case state.State == psrp.PipeStopped && stopper.cause() != nil:
 		return res, stopper.cause()
 	case state.State == psrp.PipeFailed && state.Err != nil:

@@ -80,7 +80,7 @@ func scriptServer(t *testing.T, r scriptRunner) runspace.Options {
 	host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
 	return runspace.Options{Servers: []string{host}, Port: p, User: confUser, Password: secret.New(confPass), OperationTimeout: time.Second,
-		PlainHTTP: true, Auth: runspace.AuthBasic}
+		PlainHTTP: true, Auth: runspace.AuthBasic, Mode: runspace.ModeRemoting}
 }
 
 // scriptSession opens a session on a WS-Man server running r.

@@ -77,6 +77,11 @@ var errRequestTimeout = errors.New("request timed out")
 // errSessionClosed is the cause of a session's Err after Close.
 var errSessionClosed = errors.New("session closed")
 
+// errStalled marks a psrp pipeline stopped after RequestTimeout without
+// output: its session is kept, and an idempotent call may run again, as a
+// WinRS request whose session was broken for the same reason.
+var errStalled = errors.New("pipeline stalled and was stopped")
+
 // errNotSent marks failures that happened before the request reached the
 // session's process: a retry cannot apply the call twice.
 var errNotSent = errors.New("request not sent")
@@ -225,7 +230,7 @@ func openWinRS(ctx context.Context, o *Options, f *transportFactory, server stri
 
 	sc := SessionConfig{Mode: o.Mode, ConnectionURI: connectionURI(server)}
 	if o.SecondHopCredential && o.Mode == ModeRemoting {
-		sc.User, sc.Password = o.User, o.Password.Reveal()
+		sc.User, sc.Password = o.User, o.Password
 	}
 	cfg, err := sc.Encode()
 	if err != nil {

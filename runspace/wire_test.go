@@ -84,7 +84,7 @@ func TestNTLMMalformedChallenge(t *testing.T) {
 	host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
 	opts := runspace.Options{
-		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true,
+		Servers: []string{host}, Port: p, Auth: runspace.AuthNTLM, PlainHTTP: true, Mode: runspace.ModeRemoting,
 		User: `CONTOSO\` + exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: 2, OperationTimeout: time.Second, ConnectTimeout: 5 * time.Second,
 		FailoverBackoff: time.Millisecond,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -14,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/easconnector/easconnector/internal/metricdoc"
 )
 
 // Bounds of list parameters.
@@ -208,14 +211,23 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 
 // writeMetrics writes the server's set, the configured sets and, when
 // enabled, process metrics, in the Prometheus text format with HELP and
-// TYPE lines.
+// TYPE lines. The metrics package writes HELP lines without text, so they
+// are filled in from internal/metricdoc's catalog, which docs/metrics.md
+// is generated from too; a family missing from it is logged once.
 func (s *Server) writeMetrics(w io.Writer) {
-	s.set.WritePrometheus(w)
+	var buf bytes.Buffer
+	s.set.WritePrometheus(&buf)
 	for _, set := range s.opts.Metrics {
-		set.WritePrometheus(w)
+		set.WritePrometheus(&buf)
 	}
 	if s.opts.ProcessMetrics {
-		metrics.WriteProcessMetrics(w)
+		metrics.WriteProcessMetrics(&buf)
+	}
+	missing, _ := metricdoc.Fill(w, buf.Bytes())
+	for _, name := range missing {
+		if _, logged := s.undescribed.LoadOrStore(name, true); !logged {
+			s.log.Warn("metric family without a description in internal/metricdoc", "family", name)
+		}
 	}
 }
 
@@ -310,6 +322,13 @@ func (s *Server) handleTriggerSync(w http.ResponseWriter, r *http.Request) {
 	if !noParams(w, r) {
 		return
 	}
+	// curl -d sends application/x-www-form-urlencoded and some clients
+	// text/plain: the body is read as JSON whatever those say (only a JSON
+	// object is accepted). This opens no cross-site path: mutating takes a
+	// Bearer token only, which a browser never adds by itself.
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" || mt == "text/plain" {
+		r.Header.Del("Content-Type")
+	}
 	var req TriggerRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -333,7 +352,7 @@ func (s *Server) handleTriggerSync(w http.ResponseWriter, r *http.Request) {
 // decodeBody reads one JSON object with known fields only.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, "Content-Type %q: want application/json", ct)
+		writeError(w, http.StatusUnsupportedMediaType, `Content-Type %q: send a JSON object such as {"kind":"quick"} as application/json`, ct)
 		return false
 	}
 	dec := json.NewDecoder(r.Body)
@@ -352,7 +371,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	case errors.Is(err, io.EOF):
 		writeError(w, http.StatusBadRequest, `body: empty; want {"kind":"quick"} or {"kind":"full"}`)
 	default:
-		writeError(w, http.StatusBadRequest, "body: %v", err)
+		writeError(w, http.StatusBadRequest, `body: %v; want a JSON object such as {"kind":"quick"}`, err)
 	}
 	return false
 }

@@ -188,7 +188,8 @@ func TestValidation(t *testing.T) {
 	f("POST", "/api/v1/syncs", ``, nil, 400, "body", "empty")
 	f("POST", "/api/v1/syncs", `{"kind":`, nil, 400, "body")
 	f("POST", "/api/v1/syncs", `{"kind":"quick"}{"kind":"full"}`, nil, 400, "more than one")
-	f("POST", "/api/v1/syncs", `kind=quick`, map[string]string{"Authorization": "Bearer " + testToken, "Content-Type": "application/x-www-form-urlencoded"}, 415, "Content-Type")
+	f("POST", "/api/v1/syncs", `kind=quick`, map[string]string{"Authorization": "Bearer " + testToken, "Content-Type": "application/x-www-form-urlencoded"}, 400, "body", `want a JSON object such as {"kind":"quick"}`)
+	f("POST", "/api/v1/syncs", `{"kind":"quick"}`, map[string]string{"Authorization": "Bearer " + testToken, "Content-Type": "multipart/form-data; boundary=x"}, 415, "Content-Type", `{"kind":"quick"}`, "application/json")
 	f("GET", "/api/v1/plans/has%20space", "", nil, 400, "plan id")
 	f("GET", "/api/v1/plans/"+strings.Repeat("p", 129), "", nil, 400, "plan id")
 	f("GET", "/api/v1/plans/unknown-plan", "", nil, 404, "unknown-plan", "not found")
@@ -259,6 +260,14 @@ func TestTriggerSync(t *testing.T) {
 	}
 	if got := strings.Join(fb.triggered(), ","); got != "quick,full" {
 		t.Errorf("backend triggered %q, want quick,full", got)
+	}
+	// What `curl -d '{"kind":"quick"}'` sends (form-urlencoded), and a
+	// client that says text/plain, are read as JSON too.
+	for _, ct := range []string{"application/x-www-form-urlencoded", "text/plain; charset=utf-8"} {
+		w := do(t, s, "POST", "/api/v1/syncs", `{"kind":"quick"}`, map[string]string{"Authorization": "Bearer " + testToken, "Content-Type": ct})
+		if w.Code != 202 {
+			t.Errorf("POST /api/v1/syncs as %s = %d %s, want 202", ct, w.Code, w.Body)
+		}
 	}
 }
 

@@ -9,19 +9,21 @@ import (
 	"testing"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/easconnector/easconnector/internal/metricdoc"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
 // TestMetricsGolden checks the /metrics exposition of the server's own set
 // and two component sets against testdata/metrics.golden, and that every
-// family has HELP and TYPE lines.
+// family has TYPE and a HELP line with text from internal/metricdoc.
 func TestMetricsGolden(t *testing.T) {
 	a := metrics.NewSet()
-	a.NewCounter(`easconnector_pipeline_syncs_total{kind="full",result="ok"}`).Add(3)
-	a.NewCounter(`easconnector_pipeline_syncs_total{kind="quick",result="failed"}`).Add(1)
-	a.NewGauge(`easconnector_pipeline_devices{decision="Block"}`, func() float64 { return 500 })
-	h := a.NewPrometheusHistogramExt("easconnector_runspace_cmdlet_duration_seconds", []float64{0.1, 1, 10})
+	a.NewCounter(`easconnector_sync_total{kind="full",result="ok"}`).Add(3)
+	a.NewCounter(`easconnector_sync_total{kind="quick",result="failed"}`).Add(1)
+	a.NewGauge(`easconnector_sync_devices{decision="Block"}`, func() float64 { return 500 })
+	h := a.NewPrometheusHistogramExt(`easconnector_runspace_request_duration_seconds{cmdlet="Set-CASMailbox"}`, []float64{0.1, 1, 10})
 	for _, v := range []float64{0.05, 0.2, 0.3, 4} {
 		h.Update(v)
 	}
@@ -55,7 +57,11 @@ func TestMetricsGolden(t *testing.T) {
 		line := sc.Text()
 		switch {
 		case strings.HasPrefix(line, "# HELP "):
-			help[strings.Fields(line)[2]] = true
+			f := strings.Fields(line)
+			if len(f) < 4 || strings.Contains(line, metricdoc.Missing) {
+				t.Errorf("%q: want a HELP text from internal/metricdoc", line)
+			}
+			help[f[2]] = true
 		case strings.HasPrefix(line, "# TYPE "):
 			typ[strings.Fields(line)[2]] = true
 		case line != "":
@@ -71,7 +77,7 @@ func TestMetricsGolden(t *testing.T) {
 			}
 		}
 	}
-	if !typ["easconnector_runspace_cmdlet_duration_seconds"] || !strings.Contains(got, "# TYPE easconnector_runspace_cmdlet_duration_seconds histogram") {
+	if !typ["easconnector_runspace_request_duration_seconds"] || !strings.Contains(got, "# TYPE easconnector_runspace_request_duration_seconds histogram") {
 		t.Error("histogram not typed as histogram")
 	}
 }
@@ -82,6 +88,13 @@ func TestProcessMetrics(t *testing.T) {
 	for _, want := range []string{"# TYPE go_goroutines gauge", "process_resident_memory_bytes"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("/metrics with ProcessMetrics lacks %q", want)
+		}
+	}
+	// Every family VictoriaMetrics/metrics writes for the process is in
+	// the catalog: a new version that adds one fails here.
+	for _, line := range strings.Split(got, "\n") {
+		if strings.HasPrefix(line, "# HELP ") && strings.HasSuffix(line, metricdoc.Missing) {
+			t.Errorf("%q: not in internal/metricdoc's catalog", line)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	_ "embed"
 	"encoding/base64"
@@ -54,10 +55,14 @@ type pageData struct {
 	ChartTitle string
 	LastFull   *syncRow
 	LastQuick  *syncRow
-	Running    *syncRow
-	NextQuick  timeCell
-	NextFull   timeCell
-	Plan       *planBox
+	// LastFullOK and LastQuickOK are the last successful syncs, shown
+	// beside a last sync that failed.
+	LastFullOK  *syncRow
+	LastQuickOK *syncRow
+	Running     *syncRow
+	NextQuick   timeCell
+	NextFull    timeCell
+	Plan        *planBox
 }
 
 type timeCell struct {
@@ -184,12 +189,24 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	if st.LastFull != nil {
 		row := s.syncRow(*st.LastFull, now)
 		d.LastFull = &row
-		d.Chart = s.chart(st.LastFull.Counts)
-		d.ChartTitle = "after the last full sync, " + row.Started.Abs
 	}
 	if st.LastQuick != nil {
 		row := s.syncRow(*st.LastQuick, now)
 		d.LastQuick = &row
+	}
+	okRow := func(last, ok *SyncResult) *syncRow {
+		if ok == nil || last != nil && last.ID == ok.ID {
+			return nil
+		}
+		row := s.syncRow(*ok, now)
+		return &row
+	}
+	d.LastFullOK, d.LastQuickOK = okRow(st.LastFull, st.LastFullSuccess), okRow(st.LastQuick, st.LastQuickSuccess)
+	// The chart shows the fleet as the last full sync that got through
+	// decided it, not the empty counts of one that failed.
+	if full := cmp.Or(st.LastFullSuccess, st.LastFull); full != nil {
+		d.Chart = s.chart(full.Counts)
+		d.ChartTitle = "after the last full sync, " + s.timeCell(full.Start, now).Abs
 	}
 	if st.Running != nil {
 		row := s.syncRow(*st.Running, now)
@@ -225,7 +242,7 @@ func publicStatus(st *Status) {
 	for i := range st.Servers {
 		st.Servers[i].LastError = ""
 	}
-	for _, sr := range []**SyncResult{&st.LastFull, &st.LastQuick, &st.Running} {
+	for _, sr := range []**SyncResult{&st.LastFull, &st.LastQuick, &st.LastFullSuccess, &st.LastQuickSuccess, &st.Running} {
 		if *sr != nil {
 			c := **sr
 			c.Error = ""

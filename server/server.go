@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -106,6 +107,7 @@ type Server struct {
 	set          *metrics.Set
 	requests     map[string]map[string]*metrics.Counter // handler → code class
 	authFailures *metrics.Counter
+	undescribed  sync.Map // metric families logged as missing from metricdoc
 }
 
 // constantTimeCompare compares token digests; a variable so that a test can

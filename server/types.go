@@ -65,16 +65,22 @@ const (
 type Status struct {
 	// Status is StatusConnected, StatusDegraded or StatusDisconnected;
 	// Reason says why it is not connected.
-	Status    string        `json:"status"`
-	Reason    string        `json:"reason,omitempty"`
-	Servers   []ServerState `json:"servers"`
-	LastFull  *SyncResult   `json:"lastFull,omitempty"`
-	LastQuick *SyncResult   `json:"lastQuick,omitempty"`
-	Running   *SyncResult   `json:"running,omitempty"`
-	NextQuick time.Time     `json:"nextQuick,omitzero"`
-	NextFull  time.Time     `json:"nextFull,omitzero"`
-	HeldPlan  *PlanSummary  `json:"heldPlan,omitempty"`
-	Version   string        `json:"version"`
+	Status  string        `json:"status"`
+	Reason  string        `json:"reason,omitempty"`
+	Servers []ServerState `json:"servers"`
+	// LastFull and LastQuick are the last finished sync of each kind,
+	// whatever its result; LastFullSuccess and LastQuickSuccess the last
+	// one that succeeded (the same sync when the last one did), however
+	// many syncs of the other kind followed.
+	LastFull         *SyncResult  `json:"lastFull,omitempty"`
+	LastQuick        *SyncResult  `json:"lastQuick,omitempty"`
+	LastFullSuccess  *SyncResult  `json:"lastFullSuccess,omitempty"`
+	LastQuickSuccess *SyncResult  `json:"lastQuickSuccess,omitempty"`
+	Running          *SyncResult  `json:"running,omitempty"`
+	NextQuick        time.Time    `json:"nextQuick,omitzero"`
+	NextFull         time.Time    `json:"nextFull,omitzero"`
+	HeldPlan         *PlanSummary `json:"heldPlan,omitempty"`
+	Version          string       `json:"version"`
 }
 
 // ServerState is one Exchange endpoint of the runspace pool.
@@ -156,8 +162,11 @@ type DeviceRow struct {
 	DeviceModel   string `json:"deviceModel"`
 	Decision      string `json:"decision"`
 	Reason        string `json:"reason"`
-	ExchangeState string `json:"exchangeState"` // DeviceAccessState
-	Compliance    string `json:"compliance"`    // MDM complianceState, "" when not enrolled
+	ExchangeState string `json:"exchangeState"` // DeviceAccessState as read, before the sync wrote
+	// ExchangeAfter is what the mailbox's own lists give the device after
+	// the sync (Allowed, Blocked), empty when rules or the org default decide.
+	ExchangeAfter string `json:"exchangeAfter,omitempty"`
+	Compliance    string `json:"compliance"` // MDM complianceState, "" when not enrolled
 }
 
 // Change is one audit log entry: a list change the connector made.

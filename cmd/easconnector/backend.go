@@ -22,8 +22,8 @@ import (
 // triggerApproval is the trigger of a sync that applies an approved plan.
 const triggerApproval = "approval"
 
-// maxSyncNotes bounds the per-sync notes the backend keeps (the engine
-// keeps the last 32 results).
+// maxSyncNotes bounds the per-sync notes the backend keeps (the engine's
+// history keeps the last 32 results and the last of each kind).
 const maxSyncNotes = 64
 
 // backend implements server.Backend over the engine, the scheduler, the
@@ -45,6 +45,7 @@ type backend struct {
 	order     []string             // note ids, oldest first
 	heldSent  string               // held plan id the admins were last told about
 	lastErr   error                // error of the last sync, nil after a success
+	lastID    string               // the sync lastErr is of
 
 	heldMu    sync.Mutex
 	heldCache map[string]heldEntry // by file name
@@ -110,7 +111,7 @@ func (b *backend) runSync(ctx context.Context, kind schedule.Kind, id string) er
 	result := pipeline.ResultOf(rep, err)
 	b.mu.Lock()
 	b.note(id).result = result
-	b.lastErr = err
+	b.lastErr, b.lastID = err, id
 	b.mu.Unlock()
 	if more {
 		b.sched.Trigger(schedule.Full)
@@ -273,18 +274,14 @@ func (b *backend) Status(ctx context.Context) server.Status {
 		}
 		st.Servers = append(st.Servers, server.ServerState{Name: ep.Server, State: state, Sessions: ep.Sessions, LastError: ep.LastError})
 	}
-	results := b.a.engine.LastResults()
-	for i := range results {
-		r := &results[i]
-		switch {
-		case r.Kind == pipeline.SyncFull && st.LastFull == nil:
-			sr := b.syncResult(r, "")
-			st.LastFull = &sr
-		case r.Kind == pipeline.SyncQuick && st.LastQuick == nil:
-			sr := b.syncResult(r, "")
-			st.LastQuick = &sr
-		}
-	}
+	// The last sync of each kind is kept apart from the recent ones, so a
+	// day of quick syncs never hides the last full one; both outlive a
+	// restart (and include `easconnector sync` runs), from the history in
+	// the state directory.
+	eng := b.a.engine
+	st.LastFull, st.LastFullSuccess = b.found(eng.LastSync(pipeline.SyncFull)), b.found(eng.LastSuccess(pipeline.SyncFull))
+	st.LastQuick, st.LastQuickSuccess = b.found(eng.LastSync(pipeline.SyncQuick)), b.found(eng.LastSuccess(pipeline.SyncQuick))
+	results := eng.LastResults()
 	if cur, ok := b.a.engine.Current(); ok {
 		sr := b.syncResult(&cur, server.ResultRunning)
 		st.Running = &sr
@@ -303,8 +300,22 @@ func (b *backend) Status(ctx context.Context) server.Status {
 		return st
 	}
 	b.mu.Lock()
-	lastErr := b.lastErr
+	lastErr, lastID := b.lastErr, b.lastID
 	b.mu.Unlock()
+	if len(results) > 0 && results[0].ID != lastID {
+		// The engine has recorded a sync whose error runSync has not
+		// (it is returning), or the last sync is of an earlier run or of
+		// `easconnector sync`: its result says whether the connector
+		// keeps up. A held plan speaks for itself (currentHeld).
+		lastErr = nil
+		switch msg := results[0].Error; {
+		case msg == "" || results[0].Guard.Result == pipeline.GuardHeld:
+		case strings.HasPrefix(msg, pipeline.ErrMDM.Error()+": "):
+			lastErr = fmt.Errorf("%w: %s", pipeline.ErrMDM, strings.TrimPrefix(msg, pipeline.ErrMDM.Error()+": "))
+		default:
+			lastErr = errors.New(msg)
+		}
+	}
 	switch {
 	case held != nil:
 		st.Status = server.StatusDegraded
@@ -318,6 +329,16 @@ func (b *backend) Status(ctx context.Context) server.Status {
 		st.Reason = fmt.Sprintf("the last sync could not write %d mailboxes; they are retried next sync", results[0].Failures)
 	}
 	return st
+}
+
+// found converts the result of Engine.LastSync or LastSuccess; nil when
+// there was none.
+func (b *backend) found(r pipeline.SyncResult, ok bool) *server.SyncResult {
+	if !ok {
+		return nil
+	}
+	sr := b.syncResult(&r, "")
+	return &sr
 }
 
 // currentHeld returns the newest plan a guard held that can still be
@@ -424,7 +445,7 @@ func (b *backend) Devices(ctx context.Context, q server.DeviceQuery) (server.Dev
 	for _, r := range rows {
 		page.Devices = append(page.Devices, server.DeviceRow{
 			Mailbox: r.Mailbox, User: r.User, DeviceID: r.DeviceID, DeviceType: r.DeviceType, DeviceModel: r.DeviceModel,
-			Decision: string(r.Decision), Reason: string(r.Reason), ExchangeState: string(r.ExchangeState), Compliance: string(r.Compliance),
+			Decision: string(r.Decision), Reason: string(r.Reason), ExchangeState: string(r.ExchangeState), ExchangeAfter: string(r.ExchangeAfter), Compliance: string(r.Compliance),
 		})
 	}
 	return page, nil

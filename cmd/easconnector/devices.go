@@ -15,11 +15,15 @@ import (
 )
 
 const devicesHelp = `Lists device partnerships with the connector's decision, as the last sync
-of a running service saw them, from its admin API. Filters combine.
-EXCHANGE is the access state Exchange shows for the device after the sync:
-stored at the phone's last request, or written by the sync's Set-CASMailbox
-(Allowed or Blocked for an entry written, Unknown for an entry removed,
-until the phone connects again); MDM is the device's compliance state.`
+saw them, from a running service's admin API (before the service's own
+first sync: the last sync's list from the state directory, also one of
+easconnector sync). Filters combine.
+EXCHANGE WAS is the access state Exchange reported when the sync read the
+device, before the sync wrote: the state Exchange stored at the phone's last
+request (or a Set-CASMailbox wrote since), not a live evaluation; LISTS NOW is what the mailbox's allowed and
+blocked lists give it after the sync (Allowed, Blocked; "-": neither list
+names it, so device access rules or the org default decide), which Exchange
+applies at the device's next request; MDM is the device's compliance state.`
 
 func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("devices", "[--decision D] [--reason R] [--user U] [--limit N] [--json] [--server URL] [--config file]", stderr)
@@ -75,15 +79,15 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return printJSON(stdout, stderr, server.DevicePage{Total: total, Offset: 0, Limit: *limit, Devices: rows})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAILBOX\tDEVICE ID\tTYPE\tMODEL\tDECISION\tREASON\tEXCHANGE\tMDM")
+	fmt.Fprintln(tw, "MAILBOX\tDEVICE ID\tTYPE\tMODEL\tDECISION\tREASON\tEXCHANGE WAS\tLISTS NOW\tMDM")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(r.Mailbox, 80), clean(r.DeviceID, 64), clean(r.DeviceType, 40), clean(r.DeviceModel, 40),
-			r.Decision, r.Reason, orDash(r.ExchangeState), orDash(r.Compliance))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(r.Mailbox, 80), clean(r.DeviceID, 64), clean(r.DeviceType, 40), clean(r.DeviceModel, 40),
+			r.Decision, r.Reason, orDash(r.ExchangeState), orDash(r.ExchangeAfter), orDash(r.Compliance))
 	}
 	tw.Flush()
 	switch {
 	case total == 0:
-		fmt.Fprintln(stdout, "\nNo devices match (the list fills after the service's first sync).")
+		fmt.Fprintln(stdout, "\nNo devices match (the list fills with the first sync).")
 	case len(rows) < total:
 		fmt.Fprintf(stdout, "\n%s of %s devices; --limit 0 lists all.\n", num(len(rows)), num(total))
 	default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,4 +195,13 @@ func TestSyncResultMapping(t *testing.T) {
 	if len(b.notes) != maxSyncNotes || len(b.order) != maxSyncNotes {
 		t.Errorf("notes grew to %d/%d, want at most %d", len(b.notes), len(b.order), maxSyncNotes)
 	}
+}
+
+// humanStdout makes sync and plan print for a terminal, as a person at
+// one sees them, until the test ends.
+func humanStdout(t *testing.T) {
+	t.Helper()
+	prev := humanOutput
+	humanOutput = func(io.Writer) bool { return true }
+	t.Cleanup(func() { humanOutput = prev })
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -98,18 +99,58 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
 		usage(stdout)
 		return exitOK
-	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdout, stderr)
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return exitOK
 		}
+		if c := lookup(args[1]); c != nil && len(args) == 2 {
+			// Help asked for is the output: stdout, exit 0.
+			return c.run(ctx, []string{"-h"}, stdout, stdout)
+		}
+		fmt.Fprintf(stderr, "easconnector help: unknown command %q\n\n", strings.Join(args[1:], " "))
+		usage(stderr)
+		return exitUsage
+	case "-version", "--version", "-V":
+		return runVersion(ctx, nil, stdout, stderr)
+	}
+	if c := lookup(args[0]); c != nil {
+		if wantsHelp(args[1:]) {
+			return c.run(ctx, args[1:], stdout, stdout)
+		}
+		return c.run(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "easconnector: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return exitUsage
+}
+
+// lookup returns the command called name, or nil.
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// wantsHelp reports whether args ask for a command's help (-h, -help or
+// --help before any "--"): the help then goes to stdout, so that
+// `easconnector sync --help | less` works.
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }
 
 func usage(w io.Writer) {
@@ -117,7 +158,7 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'easconnector <command> -h' for the flags of a command.\n")
+	fmt.Fprintf(w, "\nRun 'easconnector help <command>' (or 'easconnector <command> --help') for the flags of a command;\n'easconnector --version' prints the version.\n")
 }
 
 // newFlags returns a FlagSet for a subcommand that reports errors to stderr

@@ -40,7 +40,19 @@ func TestDispatch(t *testing.T) {
 	f([]string{"frobnicate"}, exitUsage, "", `unknown command "frobnicate"`)
 	f([]string{"version"}, exitOK, "easconnector ", "")
 	f([]string{"version", "extra"}, exitUsage, "", `unexpected argument "extra"`)
-	f([]string{"check", "-h"}, exitOK, "", "--device-limit")
+	f([]string{"check", "-h"}, exitOK, "--device-limit", "")
+	f([]string{"--version"}, exitOK, "easconnector ", "")
+	f([]string{"help", "sync"}, exitOK, "3  a guard stopped the sync", "")
+	f([]string{"help", "frobnicate"}, exitUsage, "", `unknown command "frobnicate"`)
+	// Asked-for help is the output (stdout, exit 0), for every command.
+	for _, c := range commands {
+		for _, args := range [][]string{{c.name, "--help"}, {c.name, "-h"}, {"help", c.name}} {
+			code, out, errOut := runCmd(t, args...)
+			if code != exitOK || !strings.Contains(out, "Usage: easconnector "+c.name) || errOut != "" {
+				t.Errorf("run(%q) = %d\nstdout: %s\nstderr: %s\nwant 0 and the usage on stdout", args, code, out, errOut)
+			}
+		}
+	}
 	f([]string{"check", "--bogus"}, exitUsage, "", "flag provided but not defined: -bogus")
 	f([]string{"check", "--config", filepath.Join(t.TempDir(), "none.toml")}, exitUsage, "", "no such file")
 	f([]string{"check", "--device-limit", "-1"}, exitUsage, "", "must not be negative")

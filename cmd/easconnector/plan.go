@@ -19,6 +19,10 @@ with 'easconnector sync --approve ID' (or the status page's Approve button)
 within guard.plan_max_age (24 hours by default); the approval applies only
 the changes that still hold then. It works beside a running service.
 
+Progress goes to stderr. When stdout is not a terminal, plan prints a
+plain summary instead of the change table, one "name: value" per line
+(kept_plan: ID among them); --show ID or --json give every change.
+
 --show ID prints a held plan: one this command kept, or one a guard held.
 --discard ID deletes a held plan, so that it can no longer be approved.
 A plan this command keeps never marks the service degraded; only a guard's
@@ -66,11 +70,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	log := cliLogger(cfg, stderr, *verbose)
-	progOut := stdout
-	if *asJSON {
-		progOut = stderr
-	}
-	prog := newProgress(progOut, !*asJSON && isTerminal(stdout))
+	prog := newProgress(stderr, isTerminal(stderr))
 	a, err := startApp(ctx, cfg, log, appOptions{mode: modeDryRun, progress: prog.event})
 	if err != nil {
 		fmt.Fprintf(stderr, "easconnector plan: %s\n", explainStart(err))
@@ -117,6 +117,14 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if c := printJSON(stdout, stderr, out); c != exitOK {
 			return c
 		}
+		return code
+	}
+	if !humanOutput(stdout) {
+		id := ""
+		if hp != nil {
+			id = hp.ID
+		}
+		printPlain(stdout, rep, syncErr, id)
 		return code
 	}
 	printChanges(stdout, rep.Plans)

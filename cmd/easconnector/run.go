@@ -34,6 +34,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	log := cfg.NewLogger(stderr)
+	applyMemoryLimit(cfg, log)
 	d, err := startDaemon(ctx, cfg, log, daemonOptions{})
 	if err != nil {
 		if ctx.Err() != nil {

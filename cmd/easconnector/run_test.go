@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/exchange"
 	"github.com/easconnector/easconnector/loadtest/mailsink"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/server"
@@ -211,6 +213,7 @@ func TestRunHeldPlan(t *testing.T) {
 	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30, EnrolledRate: 1, CompliantRate: -1, ExemptRate: -1, UntargetedRate: -1},
 		maxNewBlocks: 5, listen: addr, smtpPort: mail.Port()})
 	d := startRun(t, fl, addr)
+	// The plan file is kept before the sync that held it has ended.
 	st := d.waitStatus(t, "the held plan", func(st *server.Status) bool { return st.HeldPlan != nil && st.LastFull != nil })
 	if st.Status != server.StatusDegraded || !strings.Contains(st.Reason, "a guard holds plan "+st.HeldPlan.ID) ||
 		st.LastFull == nil || st.LastFull.Result != server.ResultHeld || st.HeldPlan.Limit != 5 || st.HeldPlan.NewBlocks < 6 {
@@ -222,22 +225,73 @@ func TestRunHeldPlan(t *testing.T) {
 		t.Errorf("digest does not say how to approve %s:\n%s", id, digest)
 	}
 
-	code, out, errOut := runIn(t, t.Context(), "sync", "--approve", id, "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token"))
+	// sync --remote --wait exits 3 for a sync the guard holds, and names
+	// the plan (a second one, held beside the first); --approve --wait
+	// follows that plan's approval to its end.
+	defer func(d time.Duration) { waitPoll = d }(waitPoll)
+	waitPoll = 50 * time.Millisecond
+	tok := filepath.Join(fl.dir, "api.token")
+	code, out, errOut := runIn(t, t.Context(), "sync", "--full", "--remote", d.base, "--token-file", tok, "--wait")
+	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) is held`).FindStringSubmatch(out)
+	if code != exitHeld || m == nil || m[1] == id || !strings.Contains(out, "easconnector sync --approve "+m[1]) {
+		t.Fatalf("sync --full --remote --wait held by the guard = %d, want %d and a new plan\n%s%s", code, exitHeld, out, errOut)
+	}
+	code, out, errOut = runIn(t, t.Context(), "sync", "--approve", m[1], "--remote", d.base, "--token-file", tok, "--wait")
+	if code != exitOK || !strings.Contains(errOut, "Plan "+m[1]+" approved; sync ") || !regexp.MustCompile(`Result:\s+ok`).MatchString(out) ||
+		!regexp.MustCompile(`Writes:\s+[1-9]\d* mailboxes written, 0 failed`).MatchString(out) {
+		t.Fatalf("sync --approve --remote --wait = %d\n%s%s", code, out, errOut)
+	}
+
+	code, out, errOut = runIn(t, t.Context(), "sync", "--approve", id, "--remote", d.base, "--token-file", tok)
 	if code != exitOK || !strings.Contains(out, "Plan "+id+" approved; sync ") {
 		t.Fatalf("sync --approve --remote = %d\n%s%s", code, out, errOut)
 	}
 	st = d.waitStatus(t, "the approval applied", func(st *server.Status) bool {
 		return st.HeldPlan == nil && st.LastFull != nil && st.LastFull.Trigger == triggerApproval
 	})
-	if st.Status != server.StatusConnected || st.LastFull.Result != server.ResultOK || st.LastFull.Writes == 0 {
+	// The first plan's changes were applied with the second: its approval
+	// writes nothing, and leaves nothing held.
+	if st.Status != server.StatusConnected || st.LastFull.Result != server.ResultOK {
 		t.Errorf("status after approval = %+v, last full %+v", st, st.LastFull)
 	}
+	// The devices list shows what the approval decided and wrote, though
+	// the sync that held the plan published no list, and so does a
+	// restarted service before its first sync.
+	checkDevices := func(when string, d *daemonUnderTest) {
+		t.Helper()
+		access := fl.accessCounts(t)
+		code, out, _ := runIn(t, t.Context(), "devices", "--server", d.base, "--token-file", d.read, "--json", "--limit", "0")
+		var page server.DevicePage
+		decodeJSON(t, out, &page)
+		got, after := map[string]int{}, map[string]int{}
+		for _, r := range page.Devices {
+			got[r.Decision]++
+			after[r.ExchangeAfter]++
+		}
+		// The lists the approval wrote are what Exchange now applies.
+		if after["Blocked"] != access[exchange.AccessBlocked] || after["Allowed"] != access[exchange.AccessAllowed] {
+			t.Errorf("devices %s: exchangeAfter %v, Exchange now gives %v", when, after, access)
+		}
+		want := map[string]int{"Allow": access[exchange.AccessAllowed], "Block": access[exchange.AccessBlocked], "Default": access[exchange.AccessQuarantined]}
+		maps.DeleteFunc(want, func(_ string, n int) bool { return n == 0 })
+		if code != exitOK || page.Total != 30 || !maps.Equal(got, want) {
+			t.Errorf("devices %s = %d, total %d, decisions %v; want all 30 as Exchange now treats them, %v", when, code, page.Total, got, want)
+		}
+	}
+	checkDevices("after the approval", d)
 	code, _, errOut = runIn(t, t.Context(), "sync", "--approve", id, "--remote", d.base, "--token-file", filepath.Join(fl.dir, "api.token"))
 	if code != exitFailed || !strings.Contains(errOut, "HTTP 404") {
 		t.Errorf("approving an applied plan again = %d\n%s", code, errOut)
 	}
 	d.stop(t)
 	fl.assertConverged(t)
+	d = startRun(t, fl, addr)
+	st = d.waitStatus(t, "an answer", func(*server.Status) bool { return true })
+	if st.LastFull == nil || st.LastFull.Result != server.ResultOK || st.HeldPlan != nil || st.Status != server.StatusConnected {
+		t.Errorf("status of a restarted service = %s (%s), last full %+v", st.Status, st.Reason, st.LastFull)
+	}
+	checkDevices("after a restart", d)
+	d.stop(t)
 	// The service's writes left one whole hash chain.
 	if code, out, errOut := runIn(t, t.Context(), "audit", "verify", "--config", fl.config); code != exitOK || !strings.Contains(out, "audit log chain OK") {
 		t.Errorf("audit verify after the service ran = %d\n%s%s", code, out, errOut)
@@ -269,7 +323,7 @@ func TestRunKeptPlanNotDegraded(t *testing.T) {
 	addr := freeAddr(t)
 	fl := startFleet(t, fleetOptions{pop: population.Options{Devices: 30}, listen: addr})
 	code, out, errOut := runIn(t, t.Context(), "plan", "--config", fl.config)
-	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) kept`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`(?m)^kept_plan: ([0-9a-f]{32})$`).FindStringSubmatch(out)
 	if code != exitOK || m == nil {
 		t.Fatalf("plan = %d\n%s\n%s", code, out, errOut)
 	}

@@ -70,6 +70,7 @@ func TestMetricsCarryNoPersonalData(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "easconnector_sync_") || !strings.Contains(body, "easconnector_server_requests_total") {
 		t.Fatalf("GET /metrics = %d, %d bytes; want the pipeline's and the server's series without a token", code, len(body))
 	}
+	checkMetricsHelp(t, body)
 	lower := strings.ToLower(body)
 	var personal []string
 	for _, mb := range fl.pop.Mailboxes {

@@ -70,7 +70,13 @@ func printStatus(w io.Writer, st *server.Status, now time.Time) {
 		row(k, v)
 	}
 	row("Last full", syncLine(st.LastFull, now))
+	if ok := st.LastFullSuccess; ok != nil && (st.LastFull == nil || ok.ID != st.LastFull.ID) {
+		row("Last good full", syncLine(ok, now))
+	}
 	row("Last quick", syncLine(st.LastQuick, now))
+	if ok := st.LastQuickSuccess; ok != nil && (st.LastQuick == nil || ok.ID != st.LastQuick.ID) {
+		row("Last good quick", syncLine(ok, now))
+	}
 	if st.Running != nil {
 		row("Running", fmt.Sprintf("%s sync %s, started %s", st.Running.Kind, st.Running.ID, when(st.Running.Start, now)))
 	}

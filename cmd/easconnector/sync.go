@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,7 +26,13 @@ applies a plan that a guard held (or that 'easconnector plan' saved).
 
 Locally it needs the state directory to itself: while the service runs,
 ask it instead with --remote (its admin URL; the token comes from
---token-file or the configuration).
+--token-file or the configuration). With --wait, sync --remote follows the
+sync it asked for until it ends, prints its result and exits with the codes
+below, as a local sync does; without it, it prints the sync's id and exits
+0 once the service has accepted the request.
+
+Progress goes to stderr; stdout carries only the result. When stdout is not
+a terminal the result is a plain summary, one "name: value" per line.
 
 Exit codes:
   0  the sync ran and every write succeeded
@@ -39,13 +46,15 @@ Exit codes:
 // syncFlags are the flags of sync.
 type syncFlags struct {
 	full, quick, dryRun, json, verbose bool
+	wait                               bool
+	waitTimeout                        time.Duration
 	approve                            string
 	remote                             string
 	srv                                serverFlags
 }
 
 func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("sync", "--full|--quick [--dry-run] [--approve ID] [--json] [--config file] [--remote URL [--token-file file]]", stderr)
+	fs := newFlags("sync", "--full|--quick [--dry-run] [--approve ID] [--json] [--config file] [--remote URL [--token-file file] [--wait]]", stderr)
 	var f syncFlags
 	fs.BoolVar(&f.full, "full", false, "read every partnership and mailbox, and re-assert the organization settings")
 	fs.BoolVar(&f.quick, "quick", false, "read only what can have changed")
@@ -53,6 +62,8 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.approve, "approve", "", "apply the held plan with this id")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
 	fs.BoolVar(&f.verbose, "v", false, "log at the configured level (default: warnings only)")
+	fs.BoolVar(&f.wait, "wait", false, "with --remote: follow the requested sync until it ends and exit with its result's code")
+	fs.DurationVar(&f.waitTimeout, "wait-timeout", 6*time.Hour, "with --wait: give up (exit 1) when the sync has not ended after this long")
 	f.srv = addServerFlags(fs, "remote", "configuration file", "ask the running service at this admin URL (http(s)://host:port) instead of syncing here")
 	withHelp(fs, syncHelp)
 	if code := parseFlags(fs, args); code >= 0 {
@@ -73,6 +84,10 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage("say --full or --quick")
 	case f.remote != "" && f.dryRun:
 		return usage("--dry-run runs locally; for a service's view use 'easconnector plan'")
+	case f.wait && f.remote == "":
+		return usage("--wait follows a sync of a running service: give --remote URL (a local sync always runs to its end)")
+	case f.waitTimeout <= 0:
+		return usage("--wait-timeout must be positive, got %s", f.waitTimeout)
 	}
 	if f.remote != "" {
 		return syncRemote(ctx, f, stdout, stderr)
@@ -81,45 +96,201 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // syncRemote asks a running service for a sync (or an approval) and
-// prints its id; it does not wait for the sync.
+// prints its id; with --wait it then follows that sync to its end.
 func syncRemote(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 	c, err := f.srv.client(true)
 	if err != nil {
 		fmt.Fprintf(stderr, "easconnector sync: %v\n", err)
 		return exitFailed
 	}
-	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
+	// Without --wait the request's answer is the output; with it, the
+	// answer is progress (stderr) and the sync's result is the output.
+	msgOut := stdout
+	if f.wait {
+		msgOut = stderr
+	}
+	var id string
 	if f.approve != "" {
 		var resp server.ApproveResponse
-		if err := c.call(ctx, "POST", "/api/v1/plans/"+url.PathEscape(f.approve)+"/approve", nil, nil, &resp); err != nil {
+		if err := c.call(cctx, "POST", "/api/v1/plans/"+url.PathEscape(f.approve)+"/approve", nil, nil, &resp); err != nil {
 			fmt.Fprintf(stderr, "easconnector sync: %v\n", err)
 			return exitFailed
 		}
-		if f.json {
+		if f.json && !f.wait {
 			return printJSON(stdout, stderr, resp)
 		}
-		fmt.Fprintf(stdout, "Plan %s approved; sync %s applies it.\n", f.approve, resp.SyncID)
+		fmt.Fprintf(msgOut, "Plan %s approved; sync %s applies it.\n", f.approve, resp.SyncID)
+		id = resp.SyncID
+	} else {
+		kind := "quick"
+		if f.full {
+			kind = "full"
+		}
+		var resp server.TriggerResponse
+		if err := c.call(cctx, "POST", "/api/v1/syncs", nil, server.TriggerRequest{Kind: kind}, &resp); err != nil {
+			fmt.Fprintf(stderr, "easconnector sync: %v\n", err)
+			return exitFailed
+		}
+		if f.json && !f.wait {
+			return printJSON(stdout, stderr, resp)
+		}
+		if resp.Coalesced {
+			fmt.Fprintf(msgOut, "A sync is running; the %s sync joins the pending sync %s.\n", kind, resp.ID)
+		} else {
+			fmt.Fprintf(msgOut, "Sync %s (%s) requested.\n", resp.ID, kind)
+		}
+		id = resp.ID
+	}
+	if !f.wait {
 		return exitOK
 	}
-	kind := "quick"
-	if f.full {
-		kind = "full"
+	return waitRemote(ctx, c, id, f, stdout, stderr)
+}
+
+// Polling of sync --wait; a test shortens the interval.
+var (
+	waitPoll = 2 * time.Second
+	// waitErrors is how many API calls in a row may fail (a service
+	// restarting, a network blip) before --wait gives up.
+	waitErrors = 5
+)
+
+// waitRemote polls the service's recent syncs (GET /api/v1/syncs, which
+// lists the running sync first, then the finished ones, newest first)
+// until sync id has ended, and maps its result onto sync's exit codes. A
+// sync that has not started yet (queued behind a running one) is not
+// listed: that is waiting, not an error.
+func waitRemote(ctx context.Context, c *apiClient, id string, f syncFlags, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(ctx, f.waitTimeout)
+	defer cancel()
+	start := time.Now()
+	state, failures := "", 0
+	q := url.Values{"limit": {strconv.Itoa(server.MaxLimit)}}
+	for {
+		var resp struct {
+			Syncs []server.SyncResult `json:"syncs"`
+		}
+		cctx, ccancel := context.WithTimeout(ctx, apiTimeout)
+		err := c.call(cctx, "GET", "/api/v1/syncs", q, nil, &resp)
+		ccancel()
+		switch {
+		case err != nil && ctx.Err() != nil:
+		case err != nil:
+			failures++
+			if failures >= waitErrors {
+				fmt.Fprintf(stderr, "easconnector sync: following sync %s: %v (%d attempts in a row failed; the sync may still run: see 'easconnector status')\n", id, err, failures)
+				return exitFailed
+			}
+		default:
+			failures = 0
+			now := "queued behind the running sync"
+			for _, r := range resp.Syncs {
+				if r.ID != id {
+					continue
+				}
+				if r.Result != server.ResultRunning {
+					return printRemoteResult(ctx, c, r, f, stdout, stderr)
+				}
+				now = "running"
+			}
+			if now != state {
+				fmt.Fprintf(stderr, "Sync %s: %s (%s)\n", id, now, time.Since(start).Round(time.Second))
+				state = now
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				fmt.Fprintf(stderr, "easconnector sync: sync %s has not ended after --wait-timeout %s; it may still run: see 'easconnector status'\n", id, f.waitTimeout)
+			} else {
+				fmt.Fprintf(stderr, "easconnector sync: stopped following sync %s (%v); the service goes on with it\n", id, context.Cause(ctx))
+			}
+			return exitFailed
+		case <-time.After(waitPoll):
+		}
 	}
-	var resp server.TriggerResponse
-	if err := c.call(ctx, "POST", "/api/v1/syncs", nil, server.TriggerRequest{Kind: kind}, &resp); err != nil {
-		fmt.Fprintf(stderr, "easconnector sync: %v\n", err)
-		return exitFailed
+}
+
+// remoteExitCode maps a finished sync of the service onto the exit codes
+// of a local sync. The API folds a partial sync (some mailbox writes
+// failed, nothing else) into "failed" with the failures counted and no
+// infrastructure error; that is exit 4, as locally.
+func remoteExitCode(r server.SyncResult) int {
+	switch r.Result {
+	case server.ResultOK:
+		return exitOK
+	case server.ResultHeld:
+		return exitHeld
+	case server.ResultFailed:
+		if r.Failures > 0 && strings.HasSuffix(r.Error, "mailbox writes failed; they are retried next sync") {
+			return exitPartial
+		}
+	}
+	return exitFailed
+}
+
+// remoteOutput is what sync --remote --wait --json prints.
+type remoteOutput struct {
+	Result   string            `json:"result"`
+	ExitCode int               `json:"exit_code"`
+	HeldPlan string            `json:"held_plan_id,omitempty"`
+	Sync     server.SyncResult `json:"sync"`
+}
+
+// printRemoteResult prints the finished sync r and returns its exit code;
+// for a held sync it names the plan to review.
+func printRemoteResult(ctx context.Context, c *apiClient, r server.SyncResult, f syncFlags, stdout, stderr io.Writer) int {
+	code := remoteExitCode(r)
+	held := ""
+	if r.Result == server.ResultHeld {
+		var st server.Status
+		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		if c.call(cctx, "GET", "/api/v1/status", nil, nil, &st) == nil && st.HeldPlan != nil && st.HeldPlan.SyncID == r.ID {
+			held = st.HeldPlan.ID
+		}
+		cancel()
 	}
 	if f.json {
-		return printJSON(stdout, stderr, resp)
+		if c := printJSON(stdout, stderr, remoteOutput{Result: r.Result, ExitCode: code, HeldPlan: held, Sync: r}); c != exitOK {
+			return c
+		}
+		return code
 	}
-	if resp.Coalesced {
-		fmt.Fprintf(stdout, "A sync is running; the %s sync joins the pending sync %s.\n", kind, resp.ID)
-	} else {
-		fmt.Fprintf(stdout, "Sync %s (%s) requested.\n", resp.ID, kind)
+	took := "-"
+	if !r.End.IsZero() {
+		took = r.End.Sub(r.Start).Round(10 * time.Millisecond).String()
 	}
-	return exitOK
+	kv := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	row := func(k, format string, a ...any) { fmt.Fprintf(kv, "%s:\t%s\n", k, fmt.Sprintf(format, a...)) }
+	row("Sync", "%s (%s%s)", r.ID, r.Kind, orEmpty(", ", r.Trigger))
+	row("Result", "%s", r.Result)
+	row("Took", "%s", took)
+	row("Writes", "%s mailboxes written, %s failed", num(r.Writes), num(r.Failures))
+	for _, c := range sortedCounts(r.Counts) {
+		row("Devices "+c.key, "%s", num(c.n))
+	}
+	if r.Error != "" {
+		row("Error", "%s", r.Error)
+	}
+	kv.Flush()
+	switch {
+	case held != "":
+		fmt.Fprintf(stdout, "\nThe guard stopped the sync before any write. Plan %s is held:\n", held)
+		fmt.Fprintf(stdout, "  review it:  easconnector plan --show %s\n", held)
+		fmt.Fprintf(stdout, "  apply it:   easconnector sync --approve %s --remote %s\n", held, c.base.Redacted())
+	case code == exitPartial:
+		fmt.Fprintln(stdout, "\nSome mailbox writes failed; the service retries them next sync (the failed mailboxes are in its log).")
+	}
+	return code
+}
+
+func orEmpty(prefix, s string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + s
 }
 
 // cliLogger is the logger of the one-shot commands: warnings and errors
@@ -142,11 +313,7 @@ func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	log := cliLogger(cfg, stderr, f.verbose)
-	progOut := stdout
-	if f.json {
-		progOut = stderr
-	}
-	prog := newProgress(progOut, !f.json && isTerminal(stdout))
+	prog := newProgress(stderr, isTerminal(stderr))
 	t := cfg.Sync.ShutdownTimeout.Duration
 	mode := modeOnce
 	if f.dryRun {
@@ -185,8 +352,11 @@ func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	if rep != nil {
+	switch {
+	case rep != nil && humanOutput(stdout):
 		printReport(stdout, rep, syncErr)
+	case rep != nil:
+		printPlain(stdout, rep, syncErr, "")
 	}
 	if syncErr != nil && code == exitFailed {
 		fmt.Fprintf(stderr, "easconnector sync: %s\n", explainSync(ctx, syncErr))
@@ -255,6 +425,59 @@ func explainSync(ctx context.Context, err error) string {
 		return err.Error()
 	}
 	return explain(err)
+}
+
+// humanOutput reports whether a person reads stdout (a terminal): sync and
+// plan then print tables and hints, else a plain summary (printPlain). A
+// test replaces it.
+var humanOutput = isTerminal
+
+// printPlain prints a sync's (or a dry run's) summary for a script: one
+// "name: value" per line, names fixed, counts as bare integers, nothing
+// aligned or wrapped. keptPlan is the plan `plan` kept, if any.
+func printPlain(w io.Writer, rep *pipeline.Report, err error, keptPlan string) {
+	line := func(k string, v any) { fmt.Fprintf(w, "%s: %v\n", k, v) }
+	line("sync", rep.ID)
+	line("kind", rep.Kind)
+	line("dry_run", rep.DryRun)
+	line("result", pipeline.ResultOf(rep, err))
+	line("duration_seconds", fmt.Sprintf("%.3f", rep.Duration().Seconds()))
+	if rep.Escalated != "" {
+		line("escalated", rep.Escalated)
+	}
+	line("devices", rep.Devices)
+	line("mailboxes", rep.Mailboxes)
+	line("mdm_records", rep.MDMRecords)
+	if rep.DryRun {
+		line("would_write_mailboxes", rep.Counts.Writes)
+		line("would_change_entries", rep.Counts.AllowAdds+rep.Counts.AllowRemoves+rep.Counts.BlockAdds+rep.Counts.BlockRemoves)
+		line("would_revoke", rep.Counts.Revocations)
+	} else {
+		line("writes", rep.Writes)
+		line("changes", rep.Changes)
+		line("failures", rep.Failures)
+	}
+	line("conflicts", rep.Conflicts)
+	line("skipped", rep.SkippedTotal())
+	line("guard", rep.Guard.Result)
+	for _, c := range sortedCounts(rep.CountsByDecision) {
+		line("decision "+c.key, c.n)
+	}
+	for _, c := range sortedCounts(rep.CountsByReason) {
+		line("reason "+c.key, c.n)
+	}
+	for _, fl := range rep.Failed {
+		line("failed_mailbox", orDash(fl.Mailbox)+": "+fl.Error)
+	}
+	if rep.Held != nil {
+		line("held_plan", rep.Held.ID)
+	}
+	if keptPlan != "" {
+		line("kept_plan", keptPlan)
+	}
+	if err != nil {
+		line("error", err)
+	}
 }
 
 // printReport prints a sync's summary.

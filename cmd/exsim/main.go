@@ -29,12 +29,18 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "exsim:", err)
-		}
-		os.Exit(2)
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitCode maps run's error to the exit status: 0 when it ran (or printed
+// the help that -h asked for), 2 otherwise.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
 	}
+	fmt.Fprintln(stderr, "exsim:", err)
+	return 2
 }
 
 // config is the command line.
@@ -61,10 +67,20 @@ type config struct {
 	roles          string
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("exsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout) // asked-for help is the output
+			break
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: exsim [flags]\n\nRuns a simulated Exchange organization (WS-Management/PSRP listeners and a control API) until SIGINT or SIGTERM.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	fs.IntVar(&c.listeners, "listeners", 1, "number of Client Access listeners (127.0.0.1 … 127.0.0.N, same port)")
 	fs.IntVar(&c.port, "port", 5985, "WS-Management port of every listener (0 picks a free one)")
 	fs.StringVar(&c.control, "control", "127.0.0.1:8990", "control API address (loopback only)")
@@ -125,7 +141,7 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 // run starts the simulator and its control API, reports what it listens
 // on, and stops both when ctx ends.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c, err := parseFlags(args, stderr)
+	c, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -106,3 +106,18 @@ func TestFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestHelp: -h prints the flags on stdout and exits 0; a bad flag exits 2.
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		var out, errOut strings.Builder
+		if code := exitCode(run(context.Background(), []string{arg}, &out, &errOut), &errOut); code != 0 ||
+			!strings.Contains(out.String(), "Usage: exsim") || !strings.Contains(out.String(), "-listeners") {
+			t.Errorf("exsim %s = %d\nstdout: %s\nstderr: %s", arg, code, out.String(), errOut.String())
+		}
+	}
+	var errOut strings.Builder
+	if code := exitCode(run(context.Background(), []string{"--bogus"}, io.Discard, &errOut), &errOut); code != 2 {
+		t.Errorf("exsim --bogus = %d, want 2\n%s", code, errOut.String())
+	}
+}

@@ -188,6 +188,12 @@ func (c *psClient) start(cmds []psrp.Command) (psrp.GUID, int, *psrptest.Envelop
 	return pid, status, env
 }
 
+// operationTimedOut is the fault code of a Receive that saw no output
+// within its w:OperationTimeout (ERROR_WSMAN_OPERATION_TIMEDOUT,
+// 0x80338029; MS-WSMV 3.1.4.14): the client polls again. Under load a large
+// pipeline can take longer than one poll to start answering.
+const operationTimedOut = "2150858793"
+
 // run runs a pipeline to its PIPELINE_STATE and returns every message.
 func (c *psClient) run(cmds ...psrp.Command) []psrp.Message {
 	c.t.Helper()
@@ -204,6 +210,9 @@ func (c *psClient) drain(pid psrp.GUID) []psrp.Message {
 	var all []psrp.Message
 	for range 1000 {
 		env, msgs := c.receive(id)
+		if env.Body == "Fault" && env.FaultCode == operationTimedOut {
+			continue // no output within the operation timeout: poll again, as WinRM clients do
+		}
 		if env.Body == "Fault" {
 			c.t.Fatalf("receive: fault %s", env.FaultCode)
 		}

@@ -253,12 +253,12 @@ func (s *session) open(cfg runspace.SessionConfig) (int, bool) {
 // the listeners' accounts are the directory. Without a credential the
 // session is accepted: exsim does not model Kerberos delegation.
 func (s *session) checkCredential(cfg runspace.SessionConfig) *runspace.RemoteError {
-	if cfg.User == "" && cfg.Password == "" {
+	if cfg.User == "" && cfg.Password.IsZero() {
 		return nil
 	}
 	s.w.sim.counters.add(func(c *Counters) { c.SecondHopCredentials++ })
 	want, ok := s.w.sim.opts.Users[cfg.User]
-	if ok && subtle.ConstantTimeCompare([]byte(want), []byte(cfg.Password)) == 1 {
+	if ok && subtle.ConstantTimeCompare([]byte(want), []byte(cfg.Password.Reveal())) == 1 {
 		return nil
 	}
 	return &runspace.RemoteError{Type: typeRemoting, Category: "OpenError", FQID: "AccessDenied,PSSessionOpenFailed",

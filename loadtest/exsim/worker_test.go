@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/secret"
 	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/runspace"
 )
@@ -139,9 +140,9 @@ func TestSessionStartEdges(t *testing.T) {
 		{"wrong path", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/wsman"}, "HTTP status code of 404"},
 		{"relative uri", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "127.0.0.1/PowerShell/"}, "connection URI"},
 		{"unknown mode is remoting", runspace.SessionConfig{Mode: "other"}, "'ConnectionUri'"},
-		{"second-hop credential", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: DefaultPassword}, ""},
-		{"wrong second-hop password", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: "nope"}, "Access is denied"},
-		{"unknown second-hop user", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: "mallory", Password: DefaultPassword}, "Access is denied"},
+		{"second-hop credential", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: secret.New(DefaultPassword)}, ""},
+		{"wrong second-hop password", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: DefaultUser, Password: secret.New("nope")}, "Access is denied"},
+		{"unknown second-hop user", runspace.SessionConfig{Mode: "remoting", ConnectionURI: "http://127.0.0.1/PowerShell/", User: "mallory", Password: secret.New(DefaultPassword)}, "Access is denied"},
 	}
 	for _, tc := range cases {
 		code, out, _ := runRaw(t, s, stage1+"noise line the bootstrap skips\n"+line(t, tc.cfg))

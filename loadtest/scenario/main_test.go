@@ -1,0 +1,11 @@
+package scenario
+
+import (
+	"context"
+	"os"
+	"testing"
+)
+
+var testContext = context.Background()
+
+func TestMain(m *testing.M) { os.Exit(m.Run()) }
