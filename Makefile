@@ -23,11 +23,11 @@ build:
 test:
 	$(GO) test -race -short -timeout 10m ./...
 
-# The benchmarks (bench/README.md lists them and their units): about 25
+# The benchmarks (bench/README.md lists them and their units): about 15-20
 # minutes on a 2-core host, most of it the lab-latency cases, where Exchange's
 # simulated latency, not the CPU, sets the time. A short version, the
-# zero-latency cases only (about 2 minutes):
-#   make bench BENCH='profile=zero'
+# zero-latency cases of bench/ and the micro-benchmarks (about 2 minutes):
+#   make bench BENCH='./././profile=zero'
 # BENCH is a -bench pattern, BENCHFLAGS adds flags (e.g. -count=10 for benchstat).
 BENCH      ?= .
 BENCHFLAGS ?=
@@ -36,7 +36,7 @@ bench:
 
 # The capacity benchmarks inside the documented minimum host (2 cores at
 # 1.6 GHz, 2 GiB) through a cgroup; results and the profile applied go to
-# bench/results/. About 4 minutes; BENCH= and COUNT= choose the cases.
+# bench/results/. About 1 minute; PROFILE_BENCH= and COUNT= choose the cases.
 bench-profile:
 	BENCH='$(PROFILE_BENCH)' COUNT='$(COUNT)' bash bench/profile.sh
 

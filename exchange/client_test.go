@@ -166,7 +166,7 @@ func TestCallsSent(t *testing.T) {
 func TestEveryCmdletAllowlisted(t *testing.T) {
 	for _, cmd := range []string{cmdGetMobileDevice, cmdGetCASMailbox, cmdSetCASMailbox, cmdGetOrgSettings, cmdSetOrgSettings,
 		cmdGetDeviceAccessRule, cmdNewDeviceAccessRule, cmdSetDeviceAccessRule, cmdRemoveDeviceAccessRule,
-		cmdGetExchangeServer, cmdGetClientAccessService} {
+		cmdGetExchangeServer, cmdGetClientAccessService, cmdGetCommand} {
 		if !runspace.Allowed(cmd) {
 			t.Errorf("%s is not in runspace.Allowlist %v", cmd, runspace.Allowlist)
 		}

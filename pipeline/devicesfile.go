@@ -50,11 +50,18 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // encodeDevices serialises the rows of b.
 func encodeDevices(b *baseline, savedAt time.Time) []byte {
-	rows := 0
+	// One allocation: an upper bound of the size (a length ≤ maxFileString
+	// takes at most 2 varint bytes).
+	rows, size := 0, 512
 	for _, mb := range b.order {
 		rows += len(mb.devs)
+		size += len(mb.dn) + len(mb.guid) + len(mb.smtp) + len(mb.name) + len(mb.upn) + 5*2 + binary.MaxVarintLen64
+		for i := range mb.devs {
+			rw := &mb.devs[i]
+			size += len(rw.id) + len(rw.typ) + len(rw.model) + 3*2 + 5
+		}
 	}
-	buf := make([]byte, 0, 64+len(b.order)*96+rows*48)
+	buf := make([]byte, 0, size)
 	buf = append(buf, devicesMagic...)
 	buf = binary.AppendUvarint(buf, uint64(max(savedAt.UnixMilli(), 0)))
 	buf = binary.AppendUvarint(buf, uint64(rows))

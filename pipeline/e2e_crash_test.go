@@ -152,7 +152,9 @@ func changeMDM(p *population.Population) {
 // since the last save became the administrator's, so a phone that turned
 // noncompliant kept its allow entry, and a rule created just before the
 // kill was never removed.
-func TestCrashMidApplyKeepsOwnership(t *testing.T) {
+func TestCrashMidApplyKeepsOwnership(t *testing.T) { forModes(t, testCrashMidApplyKeepsOwnership) }
+
+func testCrashMidApplyKeepsOwnership(t *testing.T, mode string) {
 	const devices = 300
 	type result struct {
 		lists  map[string][2][]string
@@ -163,7 +165,7 @@ func TestCrashMidApplyKeepsOwnership(t *testing.T) {
 		// The MDM change revokes more than the blast-radius guard lets
 		// through at this size; the guard is not what is tested here.
 		open := func(o *pipeline.Options) { o.Guard.MaxNewBlocks = devices }
-		f := newFixture(t, fixtureOptions{devices: devices, seed: 21, engine: open})
+		f := newFixture(t, fixtureOptions{devices: devices, seed: 21, engine: open, mode: mode})
 		var res result
 		if kill == 0 && !atRule {
 			res.writes = f.sync(pipeline.SyncFull).Writes
@@ -234,8 +236,11 @@ func TestCrashMidApplyKeepsOwnership(t *testing.T) {
 		}
 		fx.checkAccess()
 	}
-	f(1, false)
 	f(int64(want.writes/2), false)
+	if mode == runspace.ModeRemoting {
+		return // the WinRS kind: one kill point keeps both kinds covered within make test's budget
+	}
+	f(1, false)
 	f(int64(want.writes-1), false)
 	f(0, true)
 }

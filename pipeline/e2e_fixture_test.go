@@ -26,7 +26,10 @@ import (
 // The end-to-end tests run the engine against the real components: exsim
 // (Exchange behind WS-Management) through runspace.Pool and
 // exchange.Client, and graphsim (Graph and its token endpoint) through
-// mdm.Graph, both loaded with the same seeded population.
+// mdm.Graph, both loaded with the same seeded population. The pool speaks
+// the product's default, PSRP to exsim's /PowerShell/ endpoint; a subset
+// (forModes) also runs over WinRS (remoting mode) so both session kinds
+// stay covered end to end.
 
 const graphSecret = "e2e-secret"
 
@@ -72,6 +75,15 @@ type fixtureOptions struct {
 	policy    func(*pipeline.Policy)
 	engine    func(*pipeline.Options)
 	orgLevel  exchange.AccessLevel // the org default before the first sync (default Quarantine)
+	mode      string               // runspace mode ("": the zero value's, psrp, as the product's default)
+}
+
+// forModes runs test in psrp mode (the default) and in remoting mode (the
+// WinRS kind).
+func forModes(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range []string{runspace.ModePSRP, runspace.ModeRemoting} {
+		t.Run(mode, func(t *testing.T) { test(t, mode) })
+	}
 }
 
 // fixture is one organization on both simulators, a pool, an MDM source
@@ -166,6 +178,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	}
 
 	f.pool, err = runspace.NewPool(runspace.Options{
+		Mode:    o.mode,
 		Servers: sim.Hosts(), Port: sim.Port(), Auth: runspace.AuthBasic, PlainHTTP: true,
 		User: exsim.DefaultUser, Password: secret.New(exsim.DefaultPassword),
 		Parallel: true, Size: o.size, ConnectTimeout: 20 * time.Second, RequestTimeout: 2 * time.Minute,
@@ -179,6 +192,20 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	if err := f.pool.Start(ctx); err != nil {
 		t.Fatalf("pool.Start: %v", err)
 	}
+	// Every cmdlet of the test went over the session kind it names (exsim's
+	// call log says which: "psrp" or "" for the WinRS bootstrap).
+	t.Cleanup(func() {
+		want := ""
+		if o.mode == "" || o.mode == runspace.ModePSRP {
+			want = "psrp"
+		}
+		for _, c := range sim.CallLog(0, 0) {
+			if c.Protocol != want {
+				t.Errorf("call %d (%s) came over protocol %q, want %q (mode %q)", c.Seq, c.Cmd, c.Protocol, want, o.mode)
+				break
+			}
+		}
+	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()

@@ -117,8 +117,10 @@ func subset(a, b map[string]bool) []string {
 // exactly the affected mailboxes, reads lists and writes only among them,
 // and leaves Exchange as the decision table says; a quick sync with
 // nothing changed reads no mailbox and writes nothing.
-func TestQuickSyncChurn(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
+func TestQuickSyncChurn(t *testing.T) { forModes(t, testQuickSyncChurn) }
+
+func testQuickSyncChurn(t *testing.T, mode string) {
+	f := newFixture(t, fixtureOptions{mode: mode})
 	f.sync(pipeline.SyncFull)
 	before := f.recordEASIDs()
 	changes := f.churn(0.01)

@@ -452,7 +452,7 @@ func (e *Engine) Sync(ctx context.Context, req SyncRequest) (rep *Report, err er
 	if id == "" {
 		id = NewSyncID(start)
 	}
-	r := &run{e: e, dry: req.DryRun, rep: &Report{SyncResult: SyncResult{ID: id, Kind: req.Kind, Start: start}, DryRun: req.DryRun}}
+	r := &run{e: e, dry: req.DryRun, rep: &Report{SyncResult: SyncResult{ID: id, Kind: req.Kind, Trigger: req.Trigger, Start: start}, DryRun: req.DryRun}}
 	e.mu.Lock()
 	cur := r.rep.SyncResult
 	e.current = &cur

@@ -25,6 +25,10 @@ type SyncRequest struct {
 	// ID is the sync id; empty means NewSyncID(now). The scheduler passes
 	// its own so that its logs and ours agree.
 	ID string
+	// Trigger says what started the sync (e.g. "startup", "manual",
+	// "cli"); it is kept in the result and the history, so a later
+	// process can still say it.
+	Trigger string
 }
 
 // Skip reasons: why a device partnership was not acted on. They are

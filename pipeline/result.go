@@ -59,10 +59,11 @@ func GuardOutcomeOf(err error, heldID string) GuardOutcome {
 // it. It is filled by one goroutine (the report stage); Tally collects the
 // concurrent counts.
 type SyncResult struct {
-	ID    string    `json:"id"`
-	Kind  SyncKind  `json:"kind"`
-	Start time.Time `json:"start"`
-	End   time.Time `json:"end,omitzero"`
+	ID      string    `json:"id"`
+	Kind    SyncKind  `json:"kind"`
+	Trigger string    `json:"trigger,omitempty"` // SyncRequest.Trigger
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end,omitzero"`
 	// Devices and Mailboxes are the partnerships decided on and the
 	// mailboxes planned.
 	Devices          int              `json:"devices"`

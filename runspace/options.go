@@ -441,3 +441,19 @@ func urlHost(server string) string {
 	}
 	return server
 }
+
+// EndpointURL returns the URL Open connects to on server and the auth
+// mechanism it uses, with o's defaults applied: for psrp
+// https://<server>:443/PowerShell/, for the WinRS modes WinRM's
+// https://<server>:5986/wsman (easconnector check prints them).
+func (o Options) EndpointURL(server string) (url, auth string, err error) {
+	r, err := o.resolve()
+	if err != nil {
+		return "", "", err
+	}
+	scheme := "https"
+	if r.PlainHTTP {
+		scheme = "http"
+	}
+	return fmt.Sprintf("%s://%s:%d%s", scheme, urlHost(strings.TrimSpace(server)), r.Port, r.urlPath()), r.Auth, nil
+}

@@ -127,3 +127,18 @@ func TestDefaultAuthFor(t *testing.T) {
 		}
 	}
 }
+
+func TestEndpointURL(t *testing.T) {
+	f := func(o Options, server, wantURL, wantAuth string) {
+		t.Helper()
+		o.Servers, o.User, o.Password = []string{"cas1"}, "u", secret.New("p")
+		url, auth, err := o.EndpointURL(server)
+		if err != nil || url != wantURL || auth != wantAuth {
+			t.Errorf("EndpointURL(%s) = %q, %q, %v; want %q, %q", server, url, auth, err, wantURL, wantAuth)
+		}
+	}
+	f(Options{}, "cas1.contoso.com", "https://cas1.contoso.com:443/PowerShell/", AuthNTLM)
+	f(Options{Auth: AuthBasic, EndpointPath: "/PowerShell-Proxy/"}, "cas1", "https://cas1:443/PowerShell-Proxy/", AuthBasic)
+	f(Options{PlainHTTP: true, Port: 8080}, "::1", "http://[::1]:8080/PowerShell/", AuthNTLM)
+	f(Options{Mode: ModeRemoting}, "cas1", "https://cas1:5986/wsman", AuthNTLM)
+}

@@ -57,6 +57,7 @@ type Pool struct {
 	current   *endpoint     // where the last session opened
 	changed   chan struct{} // closed and replaced on every state change
 	stopProbe chan struct{}
+	orphans   *orphanBook // shells asked for without an answer (orphans.go)
 }
 
 // NewPool validates opts and returns a pool that is not started. It does no
@@ -81,6 +82,7 @@ func NewPool(opts Options) (*Pool, error) {
 	p.bg, p.bgCancel = context.WithCancel(context.Background())
 	p.closing, p.closingCancel = context.WithCancel(context.Background())
 	p.met.limit.Store(int64(o.Size))
+	p.orphans = newOrphanBook(&p.opts)
 	for _, s := range o.Servers {
 		p.eps = append(p.eps, p.newEndpoint(s, false))
 	}
@@ -142,6 +144,7 @@ func (p *Pool) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start runspace pool: %w", err)
 	}
+	p.orphans.attach(f)
 	p.mu.Lock()
 	p.f = f
 	p.opening++
@@ -770,8 +773,9 @@ func (p *Pool) probe(f *transportFactory, server string) error {
 // flight, then closes every session (stdin EOF, terminate, shell deletion,
 // each bounded). If ctx ends first, the calls still running are aborted and
 // the deletion of their shells gets up to 2 more seconds (a shell left
-// behind holds one of the account's quota slots until WinRM reaps it).
-// When Close returns, no goroutine of the pool is left, unless even that
+// behind holds one of the account's quota slots until WinRM reaps it),
+// and the shells whose creation went unanswered get a last sweep within
+// ctx (orphans.go). When Close returns, no goroutine of the pool is left, unless even that
 // failed (then it says so). Close is idempotent.
 func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Lock()
@@ -818,6 +822,7 @@ func (p *Pool) Close(ctx context.Context) error {
 		}
 		cancel()
 	}
+	p.orphans.flush(ctx) // shells whose creation went unanswered
 	p.bgCancel()
 	p.mu.Lock()
 	p.finished = true

@@ -67,6 +67,8 @@ type transportFactory struct {
 
 	envMu   sync.Mutex
 	envSize map[string]int // psrp: MaxEnvelopeSize per server (envelopeFor)
+
+	orphans *orphanBook // the pool's (orphans.go); nil for a standalone session
 }
 
 // newTransportFactory prepares the transports. With Kerberos it reads the
@@ -196,6 +198,7 @@ func (f *transportFactory) httpTransport(idlePerHost int) *http.Transport {
 
 // close drops the shared idle connections (their goroutines end).
 func (f *transportFactory) close() {
+	f.orphans.detach(f)
 	if f.shared != nil {
 		f.shared.CloseIdleConnections()
 	}
@@ -336,7 +339,8 @@ func (t *transport) Post(_ *winrm.Client, m *soap.SoapMessage) (string, error) {
 	return resp, err
 }
 
-func (t *transport) post(action, body string) (string, error) {
+// send is post without the orphan book (orphans.go).
+func (t *transport) send(action, body string) (string, error) {
 	if action == "Command" {
 		// The client hard-codes console-mode stdin; a pipe is what a
 		// line-oriented protocol wants (as Ansible does when streaming).

@@ -19,8 +19,13 @@ import (
 	"github.com/easconnector/easconnector/server"
 )
 
-// triggerApproval is the trigger of a sync that applies an approved plan.
-const triggerApproval = "approval"
+// triggerApproval is the trigger of a sync that applies an approved plan;
+// triggerCLI that of `easconnector sync` run locally (the service stopped),
+// which a service started later shows from the history.
+const (
+	triggerApproval = "approval"
+	triggerCLI      = "cli"
+)
 
 // maxSyncNotes bounds the per-sync notes the backend keeps (the engine's
 // history keeps the last 32 results and the last of each kind).
@@ -106,6 +111,7 @@ func (b *backend) runSync(ctx context.Context, kind schedule.Kind, id string) er
 	more := len(b.approvals) > 0
 	b.note(id).trigger = trigger
 	b.mu.Unlock()
+	req.Trigger = trigger
 
 	rep, err := b.a.engine.Sync(ctx, req)
 	result := pipeline.ResultOf(rep, err)
@@ -371,6 +377,7 @@ func (b *backend) syncResult(r *pipeline.SyncResult, result string) server.SyncR
 	for d, n := range r.CountsByDecision {
 		out.Counts[string(d)] = n
 	}
+	out.Trigger = r.Trigger // kept in the history: also of earlier runs
 	b.mu.Lock()
 	n := b.notes[r.ID]
 	if n != nil {

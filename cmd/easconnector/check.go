@@ -14,7 +14,6 @@ import (
 
 	"github.com/easconnector/easconnector/config"
 	"github.com/easconnector/easconnector/exchange"
-	"github.com/easconnector/easconnector/mdm"
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/runspace"
 )
@@ -36,6 +35,14 @@ type serverCheck struct {
 	stage      string // what failed: connect, settings, devices
 	err        error
 	found      []string // Client Access servers it reported (discovery)
+	endpoint   string   // the URL the session opens
+	mech       string   // the auth mechanism (basic, ntlm, kerberos)
+	mode       string   // the session kind (psrp, remoting, snapin)
+	// missing are the cmdlets easconnector runs that the session does not
+	// offer (psrp: the account's RBAC roles do not grant them); rbacErr
+	// says why they could not be listed.
+	missing []string
+	rbacErr error
 	// The organization as this server showed it, for the device access
 	// rule check (rulesErr: reading rules or devices failed).
 	settings exchange.OrgSettings
@@ -46,8 +53,23 @@ type serverCheck struct {
 
 func (r *serverCheck) ok() bool { return r.err == nil }
 
+const checkHelp = `Checks everything the service needs, without changing anything: each
+Exchange server (reachable, login, the ActiveSync settings, a device count;
+discovered Client Access servers too), then in one table the MDM (the token,
+a page of devices, each group's members, the application permissions), the
+mail relay when [notify] is on (connect, STARTTLS or TLS, AUTH; nothing is
+sent), the state directory (writable, owner-only, the lock, free space), the
+admin server (tokens, certificate, listen address), and the settings that
+weaken security (insecure_skip_verify, plain HTTP to
+Exchange, Graph or the admin API, unencrypted mail). Each failed or warned
+line is followed by its cause and the fix.
+
+Exit codes: 0 nothing failed (warnings allowed), 1 a check failed, 2 usage
+or a configuration that does not load.`
+
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", "[--config file] [--device-limit n]", stderr)
+	withHelp(fs, checkHelp)
 	cfgPath := fs.String("config", defaultConfig, "configuration file")
 	limit := fs.Int("device-limit", 1000, "count at most this many devices per server (0: count all, which can take minutes)")
 	if code := parseFlags(fs, args); code >= 0 {
@@ -104,83 +126,21 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			break
 		}
 	}
-	mdmOK := true
-	if cfg.MDM.Source == "graph" {
-		gopts, err := cfg.GraphOptions()
-		if err != nil {
-			fmt.Fprintf(stderr, "easconnector check: %v\n", err)
-			return exitUsage
-		}
-		gopts.MaxRetries, gopts.MaxRetryWait = 2, 30*time.Second // a check reports, it does not wait out an outage
-		mdmOK = checkGraph(ctx, stdout, gopts, cfg.MDM.IncludedGroups, cfg.MDM.ExcludedGroups)
-	}
-	for _, r := range results {
-		if !r.ok() {
-			return exitFailed
-		}
-	}
-	if !mdmOK || ctx.Err() != nil {
+	// Everything else the service needs, in one table with the cause and
+	// the fix of each failure (the Exchange servers sum up in its first
+	// line).
+	if printServiceChecks(stdout, checkService(ctx, cfg, results)) > 0 || ctx.Err() != nil {
 		return exitFailed
 	}
 	return exitOK
-}
-
-// checkGraph reads a page of managed devices and of each configured
-// group's members with the configured app registration and prints what
-// came back and which application permission is missing, if any: a 403,
-// members without ids (fatal: the sync would stop), members whose UPN and
-// mail come back null (the app cannot read users; the sync works by
-// object id, see docs/operations.md). It reports whether nothing fatal
-// was found.
-func checkGraph(ctx context.Context, w io.Writer, opts mdm.GraphOptions, included, excluded []string) bool {
-	fmt.Fprintf(w, "\nMicrosoft Graph (tenant %s, app %s)\n", opts.TenantID, opts.ClientID)
-	g, err := mdm.NewGraph(opts)
-	if err != nil {
-		fmt.Fprintf(w, "  %v\n", err)
-		return false
-	}
-	res, err := g.Probe(ctx, slices.Concat(included, excluded))
-	if err != nil {
-		fmt.Fprintf(w, "  %v\n", err)
-		return false
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  READ\tITEMS\tWITHOUT NAME OR USERID\tRESULT")
-	result := func(err error) string {
-		if err != nil {
-			return "FAILED"
-		}
-		return "OK"
-	}
-	fmt.Fprintf(tw, "  managedDevices\t%d\t%d without userId\t%s\n", res.Devices, res.DevicesWithoutUserID, result(res.DevicesErr))
-	for _, gp := range res.Groups {
-		kind := "excluded"
-		if slices.ContainsFunc(included, func(id string) bool { return strings.EqualFold(id, gp.ID) }) {
-			kind = "included"
-		}
-		fmt.Fprintf(tw, "  %s group %s\t%d users\t%d without UPN and mail\t%s\n", kind, gp.ID, gp.Users, gp.Unnamed, result(gp.Err))
-	}
-	tw.Flush()
-	ok := true
-	findings := res.Findings()
-	for _, f := range findings {
-		level := "warning"
-		if f.Fatal {
-			level, ok = "error", false
-		}
-		fmt.Fprintf(w, "  %s: %s\n", level, f.Text)
-	}
-	if len(findings) == 0 {
-		fmt.Fprintf(w, "  the application has the permissions the connector needs (%s, %s, %s)\n", mdm.PermDevices, mdm.PermMembers, mdm.PermUsers)
-	}
-	return ok
 }
 
 // checkServer opens one session on server, reads the organization settings
 // (timing the round trip) and counts devices; with discover it also lists
 // the organization's Client Access servers.
 func checkServer(ctx context.Context, opts runspace.Options, server string, limit int, discover, rules bool) *serverCheck {
-	r := &serverCheck{server: server, reachable: "?", auth: "-", devLimit: limit}
+	r := &serverCheck{server: server, reachable: "?", auth: "-", devLimit: limit, mode: cmp(opts.Mode, runspace.DefaultMode)}
+	r.endpoint, r.mech, _ = opts.EndpointURL(server) // Open reports a bad option
 	s, err := runspace.Open(ctx, opts, server)
 	if err != nil {
 		r.stage, r.err = "connect", err
@@ -206,12 +166,31 @@ func checkServer(ctx context.Context, opts runspace.Options, server string, limi
 	r.exchange, r.host = info.Exchange, info.Host
 
 	c := exchange.New(s)
+	if r.mode == runspace.ModePSRP {
+		// Read only, and first: a cmdlet the roles do not grant explains
+		// every later failure. Nothing is probed by calling it.
+		r.missing, r.rbacErr = c.MissingCmdlets(ctx, exchange.Cmdlets())
+		if len(requiredMissing(r.missing)) > 0 {
+			r.stage, r.err = "RBAC", errRBACGap
+		}
+	}
 	start := time.Now()
 	if r.settings, err = c.OrgSettings(ctx); err != nil {
-		r.stage, r.err = "read ActiveSync organization settings", err
+		if r.err == nil {
+			r.stage, r.err = "read ActiveSync organization settings", err
+		}
 		return r
 	}
 	r.rtt = time.Since(start)
+	if r.exchange == "" {
+		// The PSRP session reports no Exchange version (its
+		// APPLICATION_PRIVATE_DATA has PowerShell's only): the server's
+		// own AdminDisplayVersion, as Get-ExchangeServer shows it.
+		r.exchange = serverVersion(ctx, c, server)
+	}
+	if r.err != nil {
+		return r
+	}
 	if r.devices, err = c.CountMobileDevices(ctx, limit); err != nil {
 		r.stage, r.err = "count mobile devices", err
 		return r
@@ -275,6 +254,38 @@ func checkRules(w io.Writer, p *pipeline.Policy, r *serverCheck) {
 	}
 }
 
+// errRBACGap fails a server whose session lacks cmdlets easconnector needs.
+var errRBACGap = errors.New("the account's Exchange roles do not grant every cmdlet easconnector runs")
+
+// optionalCmdlets may be missing without failing the check: CAS discovery
+// falls back from Get-ClientAccessService (Exchange 2016 and later) to
+// Get-ExchangeServer.
+var optionalCmdlets = []string{"Get-ClientAccessService"}
+
+func requiredMissing(missing []string) []string {
+	return slices.DeleteFunc(slices.Clone(missing), func(c string) bool { return slices.Contains(optionalCmdlets, c) })
+}
+
+// serverVersion returns the AdminDisplayVersion of server as
+// Get-ExchangeServer reports it (matched by FQDN, name or the FQDN's first
+// label; else the organization's only server), or "" when it cannot tell.
+func serverVersion(ctx context.Context, c *exchange.Client, server string) string {
+	servers, err := c.ExchangeServers(ctx)
+	if err != nil {
+		return ""
+	}
+	short, _, _ := strings.Cut(server, ".")
+	for _, s := range servers {
+		if strings.EqualFold(s.Fqdn, server) || strings.EqualFold(s.Name, server) || strings.EqualFold(s.Name, short) {
+			return s.AdminDisplayVersion
+		}
+	}
+	if len(servers) == 1 {
+		return servers[0].AdminDisplayVersion
+	}
+	return ""
+}
+
 // discoverCAS lists the organization's Client Access servers, by
 // Get-ClientAccessService, else by the ClientAccess role of
 // Get-ExchangeServer. It returns nil when neither works (nothing to add).
@@ -336,6 +347,10 @@ func printChecks(w io.Writer, results []*serverCheck) {
 			cmp(r.exchange, "-"), devices, rtt, result)
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
+	for _, r := range results {
+		printDetails(w, r)
+	}
 	if failed > 0 {
 		fmt.Fprintln(w)
 		for _, r := range results {
@@ -347,13 +362,42 @@ func printChecks(w io.Writer, results []*serverCheck) {
 	fmt.Fprintf(w, "\n%d of %d servers OK\n", len(results)-failed, len(results))
 }
 
+// rbacAdvice is where a missing cmdlet is granted.
+const rbacAdvice = "grant it with deploy/exchange/New-EasConnectorRbac.ps1 -ServiceAccount <account> (see docs/exchange-rbac.md)"
+
+// printDetails writes what a server's session is: endpoint, auth
+// mechanism, Exchange version, and (psrp) the RBAC gap.
+func printDetails(w io.Writer, r *serverCheck) {
+	fmt.Fprintf(w, "%s\n  endpoint  %s (%s, auth %s)\n  exchange  %s\n", r.server, cmp(r.endpoint, "-"), r.mode, cmp(r.mech, "-"), cmp(r.exchange, "-"))
+	switch {
+	case r.mode != runspace.ModePSRP:
+		fmt.Fprintf(w, "  rbac      not listed in %s mode (the WinRS shell needs WinRM shell rights; see docs/exchange-rbac.md)\n", r.mode)
+	case r.auth != "ok":
+		fmt.Fprintln(w, "  rbac      - (no session)")
+	case r.rbacErr != nil:
+		fmt.Fprintf(w, "  rbac      could not list the granted cmdlets: %v\n", r.rbacErr)
+	case len(r.missing) == 0:
+		fmt.Fprintf(w, "  rbac      ok: the account may run all %d cmdlets easconnector runs\n", len(exchange.Cmdlets()))
+	default:
+		for _, c := range r.missing {
+			what := "cannot run"
+			if slices.Contains(optionalCmdlets, c) {
+				what = "cannot run (optional: CAS discovery falls back to Get-ExchangeServer)"
+			}
+			fmt.Fprintf(w, "  rbac      %s %s: %s\n", what, c, rbacAdvice)
+		}
+	}
+}
+
 // explain turns a session or cmdlet error into advice for an administrator.
 func explain(err error) string {
 	var re *runspace.RemoteError
 	switch runspace.Classify(err) {
 	case runspace.ClassAuth:
 		return "authentication failed: the server refused exchange.user and its password (wrong password, " +
-			"locked or expired account, or this auth method is not enabled on the WinRM listener): " + err.Error()
+			"locked or expired account, or this auth method is not enabled: psrp accepts Kerberos on the " +
+			"/PowerShell/ virtual directory by default, Basic and NTLM only where Set-PowerShellVirtualDirectory " +
+			"enabled them; the WinRS modes need it on the WinRM listener): " + err.Error()
 	case runspace.ClassTLS:
 		return "TLS failure: the server's certificate is not trusted or not issued for this name " +
 			"(set exchange.ca_file to the issuing CA; connect by the name in the certificate): " + err.Error()
@@ -361,8 +405,9 @@ func explain(err error) string {
 		return "quota exceeded: the account has too many PowerShell sessions or cmdlets running " +
 			"(Exchange PowerShellMaxConcurrency, WinRM MaxShellsPerUser); close other sessions or raise the quota: " + err.Error()
 	case runspace.ClassInit:
-		return "the bootstrap could not load Exchange (remoting needs http://<server>/PowerShell/ and Exchange " +
-			"permissions for the account; snapin needs the Exchange management tools): " + err.Error()
+		return "the Exchange session did not open (psrp: the /PowerShell/ runspace pool refused the account, which " +
+			"needs an Exchange role assignment, see docs/exchange-rbac.md; remoting: the bootstrap needs " +
+			"http://<server>/PowerShell/ and Exchange permissions; snapin: the Exchange management tools): " + err.Error()
 	case runspace.ClassTimeout:
 		return "timed out (server slow or unreachable; see exchange.connect_timeout and request_timeout): " + err.Error()
 	case runspace.ClassTransport:
@@ -373,6 +418,11 @@ func explain(err error) string {
 		return "protocol error: the server does not speak easconnector's bootstrap protocol: " + err.Error()
 	case runspace.ClassCanceled:
 		return "interrupted"
+	case runspace.ClassOther:
+		if errors.Is(err, errRBACGap) {
+			return err.Error() + " (the rbac lines above name them): run deploy/exchange/New-EasConnectorRbac.ps1 " +
+				"-ServiceAccount <account> to grant them (see docs/exchange-rbac.md)"
+		}
 	case runspace.ClassRemote:
 		if errors.As(err, &re) && strings.Contains(re.Type, "CommandNotFoundException") {
 			return "the account may not run this cmdlet (assign the Exchange role that grants it): " + err.Error()

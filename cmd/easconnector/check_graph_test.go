@@ -64,13 +64,21 @@ excluded_groups = [%q]
 			}
 		}
 	}
-	f(graphsim.Grants{}, exitOK, `managedDevices\s+\d+\s+0 without userId\s+OK`,
-		`included group `+pop.Included.ID+`\s+\d+ users\s+0 without UPN and mail\s+OK`,
-		`has the permissions the connector needs`)
-	f(graphsim.Grants{NoUsers: true}, exitOK, `included group `+pop.Included.ID+`\s+(\d+) users\s+\d+ without UPN and mail\s+OK`,
-		`warning: group `+pop.Included.ID+`: \d+ of \d+ members came with userPrincipalName and mail null .*grant `+regexp.QuoteMeta(mdm.PermUsers))
-	f(graphsim.Grants{NoMembers: true}, exitFailed, `excluded group `+pop.Excluded.ID+`\s+0 users\s+0 without UPN and mail\s+FAILED`,
-		`error: group `+pop.Excluded.ID+`: access denied: grant the application `+regexp.QuoteMeta(mdm.PermMembers))
-	f(graphsim.Grants{NoDevices: true}, exitFailed, `managedDevices\s+0\s+0 without userId\s+FAILED`,
-		`error: managedDevices: access denied: grant the application `+regexp.QuoteMeta(mdm.PermDevices))
+	f(graphsim.Grants{}, exitOK, `mdm\s+token\s+OK\s+tenant `, `mdm\s+managedDevices\s+OK\s+\d+ read, 0 without userId`,
+		`mdm\s+included group `+pop.Included.ID+`\s+OK\s+\d+ users, 0 without UPN and mail`,
+		`mdm\s+permissions\s+OK\s+`+regexp.QuoteMeta(mdm.PermDevices))
+	f(graphsim.Grants{NoUsers: true}, exitOK, `mdm\s+included group `+pop.Included.ID+`\s+WARN\s+\d+ users, [1-9]\d* without UPN and mail`,
+		`WARN mdm included group `+pop.Included.ID+`:\n  cause: group `+pop.Included.ID+`: \d+ of \d+ members came with userPrincipalName and mail null .*\n  fix:   grant the application permission `+regexp.QuoteMeta(mdm.PermUsers),
+		`mdm\s+permissions\s+WARN\s+missing `+regexp.QuoteMeta(mdm.PermUsers))
+	f(graphsim.Grants{NoMembers: true}, exitFailed, `mdm\s+excluded group `+pop.Excluded.ID+`\s+FAILED\s+0 users`,
+		`FAILED mdm excluded group `+pop.Excluded.ID+`:\n  cause: group `+pop.Excluded.ID+`: access denied: grant the application `+regexp.QuoteMeta(mdm.PermMembers),
+		`mdm\s+permissions\s+FAILED\s+missing `+regexp.QuoteMeta(mdm.PermMembers))
+	f(graphsim.Grants{NoDevices: true}, exitFailed, `mdm\s+managedDevices\s+FAILED\s+0 read`,
+		`FAILED mdm managedDevices:\n  cause: managedDevices: access denied: grant the application `+regexp.QuoteMeta(mdm.PermDevices),
+		`fix:   grant the application permission `+regexp.QuoteMeta(mdm.PermDevices))
+	// A wrong secret fails at the token, before any read.
+	if err := os.WriteFile(filepath.Join(dir, "graph.secret"), []byte("wrong-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f(graphsim.Grants{}, exitFailed, `mdm\s+token\s+FAILED\s+tenant `, `FAILED mdm token:\n  cause: .*token: HTTP 401.*\n  fix:   check \[mdm\] tenant_id, client_id and the secret`)
 }

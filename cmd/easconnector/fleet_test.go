@@ -17,7 +17,9 @@ import (
 
 	"github.com/easconnector/easconnector/exchange"
 	"github.com/easconnector/easconnector/loadtest/exsim"
+	"github.com/easconnector/easconnector/loadtest/exsim/wsman"
 	"github.com/easconnector/easconnector/loadtest/graphsim"
+	"github.com/easconnector/easconnector/loadtest/kdc"
 	"github.com/easconnector/easconnector/loadtest/population"
 	"github.com/easconnector/easconnector/pipeline"
 )
@@ -49,10 +51,18 @@ type fleetOptions struct {
 	// them); with smtpPort and secrets.smtp, notify uses STARTTLS and AUTH.
 	secrets fleetSecrets
 	// exchangeTLS serves Exchange over HTTPS (exsim's CA in ca_file) and
-	// sends the second-hop credential.
+	// sends the second-hop credential (remoting mode only).
 	exchangeTLS bool
-	logLevel    string            // [log] level ("" = info)
-	graphCert   *x509.Certificate // graphsim also accepts assertions signed for it
+	// mode is [exchange] mode ("": not written, the default psrp).
+	mode string
+	// kerberos makes exsim accept Kerberos tickets for kerberosSPN from
+	// this KDC and the configuration log in as its user; auth is then not
+	// written (psrp's default is kerberos). Without it, auth = "basic".
+	kerberos *kdc.KDC
+	// keytab logs in with the KDC's client keytab instead of the password.
+	keytab    bool
+	logLevel  string            // [log] level ("" = info)
+	graphCert *x509.Certificate // graphsim also accepts assertions signed for it
 }
 
 // fleetSecrets are a fleet's credentials.
@@ -93,8 +103,20 @@ func startFleet(t *testing.T, o fleetOptions) *fleet {
 		o.runspaces = 4
 	}
 	sec := o.secrets.withDefaults()
+	users := map[string]string{exsim.DefaultUser: sec.exchange}
+	var kerb *wsman.Kerberos
+	if o.kerberos != nil {
+		var err error
+		if kerb, err = wsman.NewKerberos(o.kerberos.ServiceKeytab, kerberosSPN); err != nil {
+			t.Fatal(err)
+		}
+		// The ticket's principal is the account; Basic with this
+		// password must not be what lets the connector in.
+		users[o.kerberos.User] = "basic-is-not-used-" + o.kerberos.Password
+		sec.exchange = o.kerberos.Password
+	}
 	sim, err := exsim.Start(exsim.Options{Population: population.Generate(o.pop), Listeners: o.listeners, Profile: o.profile, Quiet: true,
-		Users: map[string]string{exsim.DefaultUser: sec.exchange}, TLS: o.exchangeTLS})
+		Users: users, TLS: o.exchangeTLS, Kerberos: kerb})
 	if err != nil {
 		t.Fatalf("exsim.Start: %v", err)
 	}
@@ -136,13 +158,24 @@ func startFleet(t *testing.T, o fleetOptions) *fleet {
 	if o.exchangeTLS {
 		exchangeTLS = "https = true\nca_file = \"exsim-ca.pem\"\nsecond_hop_credential = true"
 	}
+	if o.mode != "" {
+		exchangeTLS += fmt.Sprintf("\nmode = %q", o.mode)
+	}
+	login := fmt.Sprintf("auth = \"basic\"\nuser = %q\npassword_file = \"exchange.pw\"", exsim.DefaultUser)
+	if k := o.kerberos; k != nil {
+		// No auth key: kerberos is psrp's default.
+		login = fmt.Sprintf("user = %q\nrealm = %q\nkrb5_conf = %q\nspn = %q", k.User, k.Realm, k.Krb5Conf, kerberosSPN)
+		if o.keytab {
+			login += fmt.Sprintf("\nkeytab_file = %q", k.ClientKeytab)
+		} else {
+			login += "\npassword_file = \"exchange.pw\""
+		}
+	}
 	doc := fmt.Sprintf(`[exchange]
 servers = [%q]
 port = %d
 %s
-auth = "basic"
-user = %q
-password_file = "exchange.pw"
+%s
 connect_timeout = "10s"
 request_timeout = "30s"
 enable_parallel_command_support = true
@@ -179,7 +212,7 @@ quick_jitter = "0s"
 listen = %q
 token_file = "api.token"
 read_token_file = "api-read.token"
-`, sim.Hosts()[0], sim.Port(), exchangeTLS, exsim.DefaultUser, o.runspaces, orDefault(o.logLevel, "info"), graphsim.DefaultTenantID, graphsim.DefaultClientID, graphURL, graphURL,
+`, sim.Hosts()[0], sim.Port(), exchangeTLS, login, o.runspaces, orDefault(o.logLevel, "info"), graphsim.DefaultTenantID, graphsim.DefaultClientID, graphURL, graphURL,
 		f.pop.Included.ID, f.pop.Excluded.ID, o.maxNewBlocks, orDefault(o.shutdown, "10s"), orDefault(o.quick, "1h"), o.listen)
 	switch {
 	case o.smtpPort != 0 && sec.smtp != "":
@@ -211,6 +244,11 @@ admin_recipients = ["eas-admins@contoso.com"]
 	}
 	return f
 }
+
+// kerberosSPN is the service principal of every exsim listener in Kerberos
+// fleets: the listeners answer on loopback addresses, which name no host
+// a ticket could be for, so the configuration names the SPN (exchange.spn).
+const kerberosSPN = "HTTP/cas01.easconnector.test"
 
 // testToken and testReadToken are the admin and the read-only API tokens
 // of fleet configurations.

@@ -44,7 +44,7 @@ func TestRunShowsTheStateDirectory(t *testing.T) {
 	}
 	d := startRun(t, fl, addr)
 	st := d.waitStatus(t, "an answer", func(*server.Status) bool { return true })
-	if st.LastFull == nil || st.LastFull.ID != cli.Report.ID || st.LastFull.Result != server.ResultOK ||
+	if st.LastFull == nil || st.LastFull.ID != cli.Report.ID || st.LastFull.Result != server.ResultOK || st.LastFull.Trigger != triggerCLI ||
 		st.LastFullSuccess == nil || st.LastFullSuccess.ID != cli.Report.ID || st.LastFull.Counts["Block"] != cli.Report.CountsByDecision["Block"] {
 		t.Errorf("status at start = last full %+v, last success %+v; want the sync --full %s", st.LastFull, st.LastFullSuccess, cli.Report.ID)
 	}
@@ -105,25 +105,30 @@ func TestRunShowsTheStateDirectory(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^Last full\s+ok `).MatchString(out) {
 		t.Errorf("status after 34 quick syncs = %d:\n%s", code, out)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), "GET", d.base+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tok, err := os.ReadFile(d.read)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	getPage := func() (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), "GET", d.base+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || strings.Contains(string(body), "No full sync has finished yet") || !strings.Contains(string(body), `id="last-full"><span class="pill r-ok">`) {
-		dd := regexp.MustCompile(`<dd id="last-full">.*</dd>`).Find(body)
-		t.Errorf("status page after 34 quick syncs = %d, says no full sync finished: %v, last full %s", resp.StatusCode,
-			strings.Contains(string(body), "No full sync has finished yet"), dd)
+	lastFullCell := regexp.MustCompile(`<dd id="last-full">.*</dd>`)
+	code, body := getPage()
+	if code != 200 || strings.Contains(string(body), "No full sync has finished yet") || !strings.Contains(string(body), `id="last-full"><span class="pill r-ok">`) {
+		t.Errorf("status page after 34 quick syncs = %d, says no full sync finished: %v, last full %s", code,
+			strings.Contains(string(body), "No full sync has finished yet"), lastFullCell.Find(body))
 	}
 	http.DefaultClient.CloseIdleConnections()
 
@@ -141,5 +146,11 @@ func TestRunShowsTheStateDirectory(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^Last full\s+failed `).MatchString(out) || !regexp.MustCompile(`(?m)^Last good full\s+ok `).MatchString(out) {
 		t.Errorf("status after a failed full sync:\n%s", out)
 	}
+	code, body = getPage()
+	if cell := lastFullCell.Find(body); code != 200 || !regexp.MustCompile(`r-failed.*· last ok `).Match(cell) ||
+		strings.Contains(string(body), "No full sync has finished yet") {
+		t.Errorf("status page after a failed full sync = %d, last full %s", code, cell)
+	}
+	http.DefaultClient.CloseIdleConnections()
 	d.stop(t)
 }

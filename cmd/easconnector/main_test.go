@@ -83,7 +83,13 @@ request_timeout = "30s"
 [mdm]
 source = "file"
 file = "mdm.json"
+
+[sync]
+state_dir = "state"
 `, sim.Hosts()[0], sim.Port(), exsim.DefaultUser, extra)
+	if err := os.WriteFile(filepath.Join(dir, "mdm.json"), []byte("[]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(dir, "easconnector.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -73,7 +73,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	prog := newProgress(stderr, isTerminal(stderr))
 	a, err := startApp(ctx, cfg, log, appOptions{mode: modeDryRun, progress: prog.event})
 	if err != nil {
-		fmt.Fprintf(stderr, "easconnector plan: %s\n", explainStart(err))
+		printStartFailure(stderr, "plan", *cfgPath, err)
 		return exitFailed
 	}
 	kind := pipeline.SyncFull

@@ -85,7 +85,7 @@ func TestRunStatusDevices(t *testing.T) {
 
 	code, out, errOut := runIn(t, t.Context(), "status", "--server", d.base, "--token-file", d.read)
 	for _, re := range []string{`(?m)^Status\s+connected$`, `(?m)^Exchange\s+127\.0\.0\.1 up, \d+ sessions$`,
-		`(?m)^Last full\s+ok .*; Allow \d+.*writes \(startup\)$`, `(?m)^Last quick\s+none yet$`, `(?m)^Next quick\s+\S+ \(in `} {
+		`(?m)^Last full\s+ok .*; Allow \d+.*writes \(startup\)$`, `(?m)^Last quick\s+none yet$`, `(?m)^Next quick\s+(\d{4}-\d\d-\d\d )?\d\d:\d\d(:\d\d)? \(in `} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("status output lacks %s:\n%s%s", re, out, errOut)
 		}
@@ -177,8 +177,12 @@ func TestRunStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut := runIn(t, t.Context(), "run", "--config", fl.config)
-	if code != exitFailed || !strings.Contains(errOut, "start-up failed") || strings.Contains(errOut, "retrying") {
-		t.Errorf("run with a wrong password = %d\n%s", code, errOut)
+	if code != exitFailed || !strings.Contains(errOut, "start-up failed") || strings.Contains(errOut, "retrying") ||
+		!strings.Contains(errOut, "easconnector run: cannot start: exchange: ") ||
+		!strings.Contains(errOut, "\n  cause: Exchange: authentication failed") ||
+		!strings.Contains(errOut, "\n  fix:   correct exchange.user and its password") ||
+		!strings.Contains(errOut, "'easconnector check --config "+fl.config+"'") {
+		t.Errorf("run with a wrong password = %d, want the cause and the fix\n%s", code, errOut)
 	}
 
 	fl = startFleet(t, fleetOptions{pop: population.Options{Devices: 10}})
@@ -230,6 +234,7 @@ func TestRunHeldPlan(t *testing.T) {
 	// follows that plan's approval to its end.
 	defer func(d time.Duration) { waitPoll = d }(waitPoll)
 	waitPoll = 50 * time.Millisecond
+	humanStdout(t)
 	tok := filepath.Join(fl.dir, "api.token")
 	code, out, errOut := runIn(t, t.Context(), "sync", "--full", "--remote", d.base, "--token-file", tok, "--wait")
 	m := regexp.MustCompile(`Plan ([0-9a-f]{32}) is held`).FindStringSubmatch(out)

@@ -258,6 +258,31 @@ func printRemoteResult(ctx context.Context, c *apiClient, r server.SyncResult, f
 		}
 		return code
 	}
+	if !humanOutput(stdout) {
+		// The same names as a local sync's plain summary.
+		line := func(k string, v any) { fmt.Fprintf(stdout, "%s: %v\n", k, v) }
+		line("sync", r.ID)
+		line("kind", r.Kind)
+		if r.Trigger != "" {
+			line("trigger", r.Trigger)
+		}
+		line("result", r.Result)
+		if !r.End.IsZero() {
+			line("duration_seconds", fmt.Sprintf("%.3f", r.End.Sub(r.Start).Seconds()))
+		}
+		line("writes", r.Writes)
+		line("failures", r.Failures)
+		for _, c := range sortedCounts(r.Counts) {
+			line("decision "+c.key, c.n)
+		}
+		if held != "" {
+			line("held_plan", held)
+		}
+		if r.Error != "" {
+			line("error", r.Error)
+		}
+		return code
+	}
 	took := "-"
 	if !r.End.IsZero() {
 		took = r.End.Sub(r.Start).Round(10 * time.Millisecond).String()
@@ -309,7 +334,7 @@ func cliLogger(cfg *config.Config, w io.Writer, verbose bool) *slog.Logger {
 func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*f.srv.config)
 	if err != nil {
-		fmt.Fprintf(stderr, "easconnector sync: %v\n", err)
+		printStartFailure(stderr, "sync", *f.srv.config, err)
 		return exitFailed
 	}
 	log := cliLogger(cfg, stderr, f.verbose)
@@ -321,11 +346,11 @@ func syncLocal(ctx context.Context, f syncFlags, stdout, stderr io.Writer) int {
 	}
 	a, err := startApp(ctx, cfg, log, appOptions{mode: mode, progress: prog.event, writeGrace: writeGrace(t), lockCommand: "sync"})
 	if err != nil {
-		fmt.Fprintf(stderr, "easconnector sync: %s\n", explainStart(err))
+		printStartFailure(stderr, "sync", *f.srv.config, err)
 		return exitFailed
 	}
 
-	req := pipeline.SyncRequest{Kind: pipeline.SyncQuick, DryRun: f.dryRun, ApproveID: f.approve}
+	req := pipeline.SyncRequest{Kind: pipeline.SyncQuick, DryRun: f.dryRun, ApproveID: f.approve, Trigger: triggerCLI}
 	if f.full {
 		req.Kind = pipeline.SyncFull
 	}
@@ -401,15 +426,6 @@ func syncExitCode(rep *pipeline.Report, err error) int {
 		return exitHeld
 	}
 	return exitFailed
-}
-
-// explainStart says what stopped the start-up, in an administrator's terms.
-func explainStart(err error) string {
-	var ce *connectError
-	if errors.As(err, &ce) {
-		return "Exchange: " + explain(ce.err)
-	}
-	return err.Error()
 }
 
 // explainSync says why a sync failed.

@@ -38,8 +38,16 @@ func TestSyncRemoteWait(t *testing.T) {
 	if err := fl.sim.SetFaults(exsim.Faults{}); err != nil {
 		t.Fatal(err)
 	}
+	// A pipe gets the plain summary, with a local sync's names.
 	code, out, errOut = runIn(t, t.Context(), "sync", "--full", "--remote", d.base, "--token-file", tok, "--wait")
-	if code != exitOK || !regexp.MustCompile(`Result:\s+ok`).MatchString(out) || !regexp.MustCompile(`Writes:\s+[1-9]\d* mailboxes written, 0 failed`).MatchString(out) ||
+	if code != exitOK || !regexp.MustCompile(`(?m)^result: ok$`).MatchString(out) || !regexp.MustCompile(`(?m)^writes: [1-9]\d*$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^failures: 0$`).MatchString(out) || !strings.Contains(errOut, "requested") || strings.Contains(out, "requested") {
+		t.Errorf("sync --full --remote --wait = %d, want 0, the plain result on stdout and the request on stderr\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	// A terminal gets the table.
+	humanStdout(t)
+	code, out, errOut = runIn(t, t.Context(), "sync", "--full", "--remote", d.base, "--token-file", tok, "--wait")
+	if code != exitOK || !regexp.MustCompile(`Result:\s+ok`).MatchString(out) || !regexp.MustCompile(`Writes:\s+0 mailboxes written, 0 failed`).MatchString(out) ||
 		!strings.Contains(errOut, "requested") || strings.Contains(out, "requested") {
 		t.Errorf("sync --full --remote --wait = %d, want 0, the result on stdout and the request on stderr\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}

@@ -226,9 +226,10 @@ func (e *env) writeConfig() (path, token string, err error) {
 [exchange]
 servers = [%q]          # CAS01; CAS02 (%s) is found by discovery
 port = %d
+mode = "psrp"                  # MS-PSRP to /PowerShell/, as in production (the default)
 https = false                  # the simulator speaks plain HTTP on loopback
-second_hop_credential = false  # no password over plain HTTP
-auth = "basic"
+second_hop_credential = false  # remoting mode only; no password over plain HTTP
+auth = "basic"                 # production: kerberos, the /PowerShell/ directory's default
 user = %q
 password_file = "exchange.password"
 cas_failover = true

@@ -75,6 +75,11 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %s:\n%s", re, out.String())
 		}
 	}
+	// The demo runs the product's default path, and says so.
+	cfg, _ := os.ReadFile(filepath.Join(dir, "easconnector.toml"))
+	if !regexp.MustCompile(`(?m)^mode = "psrp"\s`).Match(cfg) {
+		t.Errorf("demo configuration does not say mode = \"psrp\":\n%s", cfg)
+	}
 	log, _ := os.ReadFile(filepath.Join(dir, "easconnector.log"))
 	for _, want := range []string{"demo: fleet activity", `msg=stopped`} {
 		if !strings.Contains(string(log), want) {

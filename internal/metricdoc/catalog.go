@@ -126,6 +126,19 @@ var Catalog = []Section{
 		{Name: "easconnector_runspace_failovers_total", Type: "c",
 			Help:  "New sessions that had to open on a server further down the list than the previous one (count of sessions).",
 			Alert: "any increase (info)"},
+		{Name: "easconnector_runspace_orphan_shells_pending", Type: "g",
+			Help:    "Shells the connector asked a server to create or delete without getting an answer, not deleted yet (count of shells).",
+			Details: "Each may hold one of the account's MaxShellsPerUser / PowerShellMaxConcurrency slots until the server answers again and the pool deletes it.",
+			Alert:   "above `runspaces` for 30 min"},
+		{Name: "easconnector_runspace_orphan_shells_deleted_total", Type: "c",
+			Help: "Orphaned shells deleted once their server answered again (count of shells)."},
+		{Name: "easconnector_runspace_orphan_shells_gone_total", Type: "c",
+			Help: "Remembered shells found absent when swept: never created, or already deleted or reaped (count of shells)."},
+		{Name: "easconnector_runspace_orphan_shells_forgotten_total", Type: "c",
+			Help:  "Remembered shells dropped because too many were pending on one server (count of shells).",
+			Alert: "any increase: shells may be left until WinRM's idle timeout"},
+		{Name: "easconnector_runspace_shell_creations_held_total", Type: "c",
+			Help: "Shell creations delayed or refused by the backoff against a server whose creations go unanswered (count of creations)."},
 	}, After: "Error classes (`class`): `throttle`, `auth`, `tls`, `timeout`, `transport`,\n" +
 		"`fault` (a WinRM fault), `remote` (the cmdlet itself failed: Exchange's\n" +
 		"error), `init` (Exchange could not be loaded), `canceled`, `protocol`,\n" +

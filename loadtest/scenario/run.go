@@ -485,9 +485,6 @@ func (r *Run) collect(ctx context.Context, first, final server.SyncResult) (*Rep
 			rep.FailedSyncs++
 		}
 		rep.SyncFailures += s.Failures
-		if r.sc.OnSync != nil {
-			r.sc.OnSync(r, s)
-		}
 	}
 	if first.Result != server.ResultOK {
 		rep.FailedSyncs++
@@ -529,7 +526,11 @@ func (r *Run) collect(ctx context.Context, first, final server.SyncResult) (*Rep
 	r.mu.Lock()
 	changes := r.changes
 	r.mu.Unlock()
-	lr := Lags(changes, WritesFromCalls(calls))
+	writes := WritesFromCalls(calls)
+	if r.sc.Finish != nil {
+		r.sc.Finish(r, syncs, writes)
+	}
+	lr := Lags(changes, writes)
 	rep.Changes, rep.Lag, rep.Unwritten = len(changes), Distribution(lr.Lags), lr.Unwritten
 	return rep, nil
 }

@@ -90,6 +90,9 @@ type request struct {
 	send    []sendStream
 	receive *receiveBody
 	signal  *signalBody
+
+	raw         []byte           // the envelope as received
+	enumeration *enumerationBody // Enumerate and Pull (enumerate.go)
 }
 
 // shellBody is a Create's rsp:Shell. PowerShell clients choose the ShellId
@@ -212,7 +215,7 @@ type xmlSignal struct {
 // request is never nil: when the header could be read, its messageID is set
 // even if a fault is returned, so the fault can echo it in RelatesTo.
 func parseEnvelope(data []byte) (*request, *Fault) {
-	req := &request{}
+	req := &request{raw: data}
 	var env xmlEnvelope
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&env); err != nil {
@@ -309,6 +312,8 @@ func (req *request) parseHeader(h *xmlHeader) *Fault {
 	}
 	switch req.action {
 	case actionCreate, actionDelete, actionCommand, actionSend, actionReceive, actionSignal:
+	case actionEnumerate, actionPull:
+		return req.enumerationHeader(uri)
 	case actionGet:
 		if !strings.EqualFold(uri, resourceURIConfig) {
 			return faultResourceNotFound(uri)
@@ -396,6 +401,8 @@ func (req *request) parseBody(b *xmlBody) *Fault {
 		return req.parseShell(b.Shell[0])
 	case actionDelete, actionGet:
 		return nil
+	case actionEnumerate, actionPull:
+		return req.parseEnumeration()
 	case actionCommand:
 		if len(b.CommandLine) != 1 {
 			return faultInvalidBody("Command needs an rsp:CommandLine body.")

@@ -436,6 +436,8 @@ func (s *Server) dispatch(ctx context.Context, r *http.Request, req *request, us
 	switch req.action {
 	case actionGet:
 		return s.getConfig(req), nil
+	case actionEnumerate, actionPull:
+		return s.enumerate(req, user)
 	case actionCreate:
 		return s.create(r, req, user)
 	case actionCommand:
