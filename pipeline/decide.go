@@ -271,6 +271,9 @@ type decider struct {
 	now    time.Time
 	tally  *Tally
 	intern map[string]string
+	// platform tallies the devices platform exceptions concern, for the
+	// report of shadowed exceptions (platform.go).
+	platform platformTally
 }
 
 func newDecider(p *Policy, snap *mdm.Snapshot, now time.Time, tally *Tally) (*decider, error) {
@@ -309,6 +312,7 @@ func (d *decider) decide(mb *mbox, dev *exchange.MobileDevice) {
 	rec, same := d.ix.Lookup(dev.DeviceId, u)
 	dec, why := Decide(d.p, Input{Device: *dev, User: u, Scope: mb.scope, Record: rec, SameUser: same}, d.now)
 	d.tally.Add(dec, why)
+	d.platform.note(d.p, dev, mb.smtp, dec, why)
 	rw := row{
 		id: dev.DeviceId, typ: d.str(dev.DeviceType), model: d.str(dev.DeviceModel), firstSync: dev.FirstSyncTime,
 		d: index(decisionIndex(dec), decisionIndex(NoChange)), r: index(reasonIndex(why), reasonIndex(ReasonDisabled)),

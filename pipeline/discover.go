@@ -137,9 +137,11 @@ func (e *Engine) full(ctx context.Context, r *run) error {
 	var op *orgPlan
 	if p.Enabled {
 		op = planOrg(p, e.opts.Org, org, e.st.OwnedRules())
-		op.countShutOut(mbs)
+		after := rulesAfter(org.rules, op)
+		op.countShutOut(mbs, after)
 		r.rep.Org = op.report()
 		r.rep.OrgConflicts = op.conflicts
+		e.reportPlatform(r, &j.d.platform, after, org.settings.DefaultAccessLevel, op)
 	}
 	if err := e.guard(r, writes, devices, op); err != nil {
 		if base == nil && r.rep.Held != nil {

@@ -158,6 +158,9 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	if err := sim.Org().SetOrg(exchange.OrgSettings{DefaultAccessLevel: o.orgLevel}); err != nil {
 		t.Fatalf("SetOrg: %v", err)
 	}
+	// The phones have connected under that default before the connector
+	// starts: Get-MobileDevice shows the states stored then.
+	sim.Org().ContactAll()
 
 	f.graph = graphsim.New(f.gpop, graphsim.Options{ClientSecret: graphSecret})
 	url, err := f.graph.Start()
@@ -422,11 +425,16 @@ func (f *fixture) checkAccess() {
 			case adminA:
 				want = exchange.AccessAllowed
 			default:
+				// Exchange's order: the first characteristic with a
+				// matching rule decides (exsim.RuleOrder).
 				want = stateOf(level)
-				best := 0
-				for _, r := range rules {
-					if matches(x.device, r) && severity(r.AccessLevel) > best {
-						best, want = severity(r.AccessLevel), stateOf(r.AccessLevel)
+			byOrder:
+				for _, ch := range exsim.RuleOrder {
+					for _, r := range rules {
+						if r.Characteristic == ch && matches(x.device, r) {
+							want = stateOf(r.AccessLevel)
+							break byOrder
+						}
 					}
 				}
 				if containsFold(x.mailbox.ActiveSyncAllowedDeviceIDs, x.device.DeviceId) || containsFold(x.mailbox.ActiveSyncBlockedDeviceIDs, x.device.DeviceId) {
@@ -463,18 +471,6 @@ func matches(d exchange.MobileDevice, r exchange.DeviceAccessRule) bool {
 		v = d.DeviceUserAgent
 	}
 	return v != "" && strings.EqualFold(v, r.QueryString)
-}
-
-func severity(l exchange.AccessLevel) int {
-	switch l {
-	case exchange.LevelBlock:
-		return 3
-	case exchange.LevelQuarantine:
-		return 2
-	case exchange.LevelAllow:
-		return 1
-	}
-	return 0
 }
 
 // lists returns every mailbox's lists in exsim, by DN.

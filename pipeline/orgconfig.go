@@ -255,15 +255,17 @@ func (op *orgPlan) dropOwned(name string) {
 
 // countShutOut counts the devices a tightening DefaultAccessLevel would
 // shut out: left to Exchange (Default, in neither list after the plan) and
-// allowed by the organization default now.
-func (op *orgPlan) countShutOut(mbs map[string]*mbox) {
+// allowed by the organization default now (allowedByDefault, which does
+// not trust the stored DeviceAccessState alone). rules are the device
+// access rules as they will be after the sync.
+func (op *orgPlan) countShutOut(mbs map[string]*mbox, rules []exchange.DeviceAccessRule) {
 	if !op.tighten {
 		return
 	}
 	for _, mb := range mbs {
 		for i := range mb.devs {
 			rw := &mb.devs[i]
-			if rw.decision() == Default && rw.accessState() == exchange.AccessAllowed && rw.accessReason() == exchange.ReasonGlobal {
+			if rw.decision() == Default && allowedByDefault(mb, rw, rules, op.levelFrom) {
 				op.shutOut++
 			}
 		}

@@ -19,8 +19,17 @@ import (
 
 // attentionStates are the access states a quick sync always looks at: a
 // device Exchange holds in quarantine or discovery may be one the policy
-// would allow.
-var attentionStates = []exchange.AccessState{exchange.AccessQuarantined, exchange.AccessDeviceDiscovery}
+// would allow, and one in Unknown lost its list entry since the phone's
+// last request (Set-CASMailbox stores Unknown for an id it takes out of
+// both lists; exsim's doc), which, if the entry was ours, must come back
+// before the phone's next request meets the organization default.
+//
+// These are stored states (Get-MobileDevice reports what Exchange saved at
+// the phone's last request, or what Set-CASMailbox wrote since), not live
+// ones, so the filter only nominates: the device's mailbox is read and
+// planned like any other, and a device the baseline left to Exchange on
+// purpose (Default) is not nominated however it shows.
+var attentionStates = []exchange.AccessState{exchange.AccessQuarantined, exchange.AccessDeviceDiscovery, exchange.AccessUnknown}
 
 // recordKey is an MDM record's key in the fingerprint cache: its MDM id,
 // else its EAS id and owner.
@@ -198,6 +207,11 @@ func (e *Engine) quick(ctx context.Context, r *run) error {
 				continue // left to Exchange on purpose
 			}
 			add(dn, "attention")
+			// Its stored state may say the lists changed behind the cache
+			// (Unknown: an entry was taken out): read them afresh.
+			if prev := base.byDN[dnKey(dn)]; prev != nil {
+				e.opts.Caches.Mailboxes.Del(prev.identity())
+			}
 		}
 		for _, dn := range retry {
 			add(dn, "retry")

@@ -123,6 +123,13 @@ type Report struct {
 	// OrgConflicts are platform exceptions whose rule an administrator
 	// made differently; the administrator's rule is left alone.
 	OrgConflicts []string `json:"org_conflicts,omitempty"`
+	// ShadowedExceptions are platform exceptions that Exchange's own rule
+	// order (user agent, OS, model, type; first match) overrides for some
+	// devices; UntargetedReached are the policy's device access rules that
+	// decide for devices of users the policy does not target (full syncs
+	// only; platform.go).
+	ShadowedExceptions []ShadowedException `json:"shadowed_exceptions,omitempty"`
+	UntargetedReached  []UntargetedReach   `json:"untargeted_reached,omitempty"`
 	// Skipped counts partnerships not acted on, by skip reason;
 	// SkippedSamples shows up to 100 of them.
 	Skipped        map[string]int  `json:"skipped,omitempty"`
@@ -197,13 +204,17 @@ type DeviceRow struct {
 	DeviceModel string   `json:"device_model"`
 	Decision    Decision `json:"decision"`
 	Reason      Reason   `json:"reason"`
-	// ExchangeState is DeviceAccessState as read, before this sync wrote.
+	// ExchangeState is DeviceAccessState as read, before this sync wrote:
+	// the state Exchange stored at the phone's last request (or that a
+	// Set-CASMailbox wrote since: Allowed or Blocked for a listed id,
+	// Unknown for an id taken out of both lists), not a live evaluation.
 	ExchangeState exchange.AccessState `json:"exchange_state"`
 	// ExchangeAfter is the access the mailbox's own lists give the device
 	// after this sync (Allowed or Blocked; the lists as read when the write
 	// failed or none was needed); empty when neither list names the device,
 	// so that device access rules or the org default decide. Exchange
-	// applies it at the device's next request.
+	// applies it at the device's next request; Get-MobileDevice shows it at
+	// once, as Set-CASMailbox rewrites the stored state of the ids it lists.
 	ExchangeAfter exchange.AccessState `json:"exchange_after,omitempty"`
 	// Compliance is the MDM record's state, "" when not enrolled.
 	Compliance mdm.Compliance `json:"compliance,omitempty"`

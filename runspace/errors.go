@@ -61,8 +61,9 @@ const (
 	// 2150859236 to ..._MIN_REQUIREMENT_NOT_AVAILABLE_PPQ 2150859242
 	// (wsmerror.h), MaxCommandsPerShell among them. Windows sends them as
 	// w:InternalError, not w:QuotaLimit (pypsrp issue #148).
-	FaultFirstPluginQuota = 2150859236
-	FaultLastPluginQuota  = 2150859242
+	FaultFirstPluginQuota    = 2150859236
+	FaultMaxCommandsPerShell = 2150859241
+	FaultLastPluginQuota     = 2150859242
 )
 
 // FaultError is a WS-Management fault returned by a WinRM server.
@@ -117,7 +118,10 @@ func (e *FaultError) Is(target error) bool {
 	case ErrThrottled:
 		return e.throttle()
 	case ErrSessionBroken:
-		return e.Code == FaultInvalidSelectors || strings.HasSuffix(e.Subcode, ":InvalidSelectors")
+		// MaxCommandsPerShell is counted over the shell's life on Windows
+		// (pypsrp issue #148): the shell takes no more commands, so it is
+		// replaced, and the fault is throttling as well.
+		return e.Code == FaultInvalidSelectors || strings.HasSuffix(e.Subcode, ":InvalidSelectors") || e.Code == FaultMaxCommandsPerShell
 	}
 	return false
 }

@@ -103,3 +103,17 @@ func TestRemoteError(t *testing.T) {
 		t.Errorf("remoteError(plain) = %v, want the RemoteError alone", err)
 	}
 }
+
+// TestMaxCommandsPerShellFault: Windows counts MaxCommandsPerShell over a
+// shell's life (pypsrp issue #148), so its fault is throttling on a shell
+// that must be replaced; the other plugin quota faults only throttle.
+func TestMaxCommandsPerShellFault(t *testing.T) {
+	f := &FaultError{Code: FaultMaxCommandsPerShell, Subcode: "w:InternalError"}
+	if !errors.Is(f, ErrThrottled) || !errors.Is(f, ErrSessionBroken) {
+		t.Errorf("MaxCommandsPerShell fault: throttled %v, session broken %v; want both", errors.Is(f, ErrThrottled), errors.Is(f, ErrSessionBroken))
+	}
+	g := &FaultError{Code: FaultFirstPluginQuota, Subcode: "w:InternalError"}
+	if !errors.Is(g, ErrThrottled) || errors.Is(g, ErrSessionBroken) {
+		t.Errorf("MaxShellsPPQ fault: throttled %v, session broken %v; want throttled only", errors.Is(g, ErrThrottled), errors.Is(g, ErrSessionBroken))
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/easconnector/easconnector/config"
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/runspace"
 )
 
@@ -42,6 +43,12 @@ type serverCheck struct {
 	// says why they could not be listed.
 	missing []string
 	rbacErr error
+	// The organization as this server showed it, for the device access
+	// rule check (rulesErr: reading rules or devices failed).
+	settings exchange.OrgSettings
+	rules    []exchange.DeviceAccessRule
+	sample   []exchange.MobileDevice
+	rulesErr error
 }
 
 func (r *serverCheck) ok() bool { return r.err == nil }
@@ -87,6 +94,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var results []*serverCheck
 	seen := map[string]bool{}
 	discover := cfg.Exchange.CASFailover
+	rulesRead := false // the device access rule check reads from the first server that answers
 	queue := slices.Clone(cfg.Exchange.Servers)
 	for i := 0; i < len(queue); i++ {
 		server := queue[i]
@@ -94,7 +102,8 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			continue
 		}
 		seen[strings.ToLower(server)] = true
-		r := checkServer(ctx, opts, server, *limit, discover)
+		r := checkServer(ctx, opts, server, *limit, discover, !rulesRead)
+		rulesRead = rulesRead || r.ok()
 		r.discovered = i >= len(cfg.Exchange.Servers)
 		results = append(results, r)
 		if discover && r.found != nil {
@@ -106,6 +115,17 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	printChecks(stdout, results)
+	for _, r := range results {
+		if r.ok() {
+			pol, err := cfg.PipelinePolicy(r.settings.DefaultAccessLevel)
+			if err != nil {
+				fmt.Fprintf(stderr, "easconnector check: %v\n", err)
+				return exitUsage
+			}
+			checkRules(stdout, &pol, r)
+			break
+		}
+	}
 	// Everything else the service needs, in one table with the cause and
 	// the fix of each failure (the Exchange servers sum up in its first
 	// line).
@@ -118,7 +138,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // checkServer opens one session on server, reads the organization settings
 // (timing the round trip) and counts devices; with discover it also lists
 // the organization's Client Access servers.
-func checkServer(ctx context.Context, opts runspace.Options, server string, limit int, discover bool) *serverCheck {
+func checkServer(ctx context.Context, opts runspace.Options, server string, limit int, discover, rules bool) *serverCheck {
 	r := &serverCheck{server: server, reachable: "?", auth: "-", devLimit: limit, mode: cmp(opts.Mode, runspace.DefaultMode)}
 	r.endpoint, r.mech, _ = opts.EndpointURL(server) // Open reports a bad option
 	s, err := runspace.Open(ctx, opts, server)
@@ -155,7 +175,7 @@ func checkServer(ctx context.Context, opts runspace.Options, server string, limi
 		}
 	}
 	start := time.Now()
-	if _, err := c.OrgSettings(ctx); err != nil {
+	if r.settings, err = c.OrgSettings(ctx); err != nil {
 		if r.err == nil {
 			r.stage, r.err = "read ActiveSync organization settings", err
 		}
@@ -178,7 +198,60 @@ func checkServer(ctx context.Context, opts runspace.Options, server string, limi
 	if discover {
 		r.found = discoverCAS(ctx, c)
 	}
+	if rules {
+		r.rules, r.sample, r.rulesErr = readRulesAndDevices(ctx, c, limit)
+	}
 	return r
+}
+
+// errSampleFull stops the device read of the rule check at its limit.
+var errSampleFull = errors.New("device sample full")
+
+// readRulesAndDevices reads the device access rules and up to limit
+// devices (0: all) for checkRules.
+func readRulesAndDevices(ctx context.Context, c *exchange.Client, limit int) ([]exchange.DeviceAccessRule, []exchange.MobileDevice, error) {
+	rules, err := c.DeviceAccessRules(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read device access rules: %w", err)
+	}
+	var devs []exchange.MobileDevice
+	err = c.MobileDevices(ctx, exchange.DeviceFilter{}, func(d exchange.MobileDevice, derr error) error {
+		if derr == nil {
+			devs = append(devs, d)
+		}
+		if limit > 0 && len(devs) >= limit {
+			return errSampleFull
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errSampleFull) {
+		return rules, nil, fmt.Errorf("read mobile devices: %w", err)
+	}
+	return rules, devs, nil
+}
+
+// checkRules prints how the policy's platform exceptions fare under
+// Exchange's rule order (user agent, OS, model, type; the first match
+// decides whatever its level): an exception that an administrator's rule,
+// or another exception's, overrides for some devices is shadowed and does
+// not do what the policy says (pipeline.ShadowedByRules). It is a warning,
+// not a failure: the connector runs, but the policy is not what Exchange
+// enforces for those devices.
+func checkRules(w io.Writer, p *pipeline.Policy, r *serverCheck) {
+	fmt.Fprintln(w)
+	if r.rulesErr != nil {
+		fmt.Fprintf(w, "Device access rules: %s: %s\n", r.server, explain(r.rulesErr))
+		return
+	}
+	fmt.Fprintf(w, "Device access rules: %d in Exchange, %d platform exceptions in the policy, checked against %d devices\n",
+		len(r.rules), len(p.PlatformExceptions), len(r.sample))
+	shadows := pipeline.ShadowedByRules(p, r.rules, r.settings.DefaultAccessLevel, r.sample)
+	for _, s := range shadows {
+		fmt.Fprintf(w, "WARNING: %s\n", s)
+	}
+	if len(shadows) == 0 && len(p.PlatformExceptions) > 0 {
+		fmt.Fprintln(w, "No platform exception is shadowed by Exchange's rule order.")
+	}
 }
 
 // errRBACGap fails a server whose session lacks cmdlets easconnector needs.

@@ -22,7 +22,8 @@ DECISION "Default (Quarantine)" means the connector keeps the device in
 neither list, so Exchange's device access rules decide, else the
 organization's DefaultAccessLevel, which is Quarantine in that example.
 EXCHANGE WAS is the access state Exchange reported when the sync read the
-device, before the sync wrote; LISTS NOW is what the mailbox's allowed and
+device, before the sync wrote: the state Exchange stored at the phone's last
+request (or a Set-CASMailbox wrote since), not a live evaluation; LISTS NOW is what the mailbox's allowed and
 blocked lists give it after the sync (Allowed, Blocked; "-": neither list
 names it, so device access rules or the org default decide), which Exchange
 applies at the device's next request; MDM is the device's compliance state.

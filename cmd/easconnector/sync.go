@@ -546,6 +546,12 @@ func printReport(w io.Writer, rep *pipeline.Report, err error) {
 	for _, c := range rep.OrgConflicts {
 		row("Org conflict", "%s", c)
 	}
+	for _, s := range rep.ShadowedExceptions {
+		row("Shadowed", "%s", s)
+	}
+	for _, u := range rep.UntargetedReached {
+		row("Untargeted", "%s", u)
+	}
 	if len(rep.Collisions) > 0 {
 		row("Collisions", "%s device ids are enrolled by more than one user in the MDM (cloned or spoofed ids?)", num(len(rep.Collisions)))
 	}

@@ -62,6 +62,10 @@ type Options struct {
 	MaxEnvelopeKB    int
 	IdleTimeout      time.Duration
 	MaxTimeout       time.Duration
+	// MaxCommandsPerShell, when positive, makes each listener's PowerShell
+	// shells refuse pipelines after that many, as Windows counts the
+	// plugin's MaxConcurrentCommandsPerShell (wsman.Options).
+	MaxCommandsPerShell int
 	// Seed drives jitter and injected errors (0 → 1).
 	Seed uint64
 	// Quiet suppresses the banner and CLIXML noise a real powershell.exe
@@ -259,7 +263,7 @@ func (l *listener) serve(s *Sim, ln net.Listener) {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12})
 	}
 	ws := wsman.NewServer(wsman.Options{
-		Machine: l.worker.server.Name, Users: s.opts.Users, MaxShellsPerUser: s.opts.MaxShellsPerUser,
+		Machine: l.worker.server.Name, Users: s.opts.Users, MaxShellsPerUser: s.opts.MaxShellsPerUser, MaxCommandsPerShell: s.opts.MaxCommandsPerShell,
 		MaxEnvelopeKB: s.opts.MaxEnvelopeKB, IdleTimeout: s.opts.IdleTimeout, MaxTimeout: s.opts.MaxTimeout, Logger: s.opts.Logger,
 		PowerShell: l.worker, PowerShellConfigurations: []string{ConfigurationName}, Kerberos: s.opts.Kerberos,
 	}, l.worker)

@@ -149,9 +149,10 @@ func (f *Fault) MarshalEnvelope(machine, relatesTo string) []byte {
 }
 
 // FaultOperationTimeout is the Receive long-poll expiry. Its text contains
-// "OperationTimeout", which is what masterzen/winrm retries on.
+// "OperationTimeout", which is what masterzen/winrm retries on; the two
+// trailing spaces are Windows' (pypsrp test_winrs_operation_timeout.yml).
 func FaultOperationTimeout() *Fault {
-	const text = "The WS-Management service cannot complete the operation within the time specified in OperationTimeout."
+	const text = "The WS-Management service cannot complete the operation within the time specified in OperationTimeout.  "
 	return &Fault{Subcode: "w:TimedOut", Code: CodeOperationTimeout, Reason: text}
 }
 

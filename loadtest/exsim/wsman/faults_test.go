@@ -107,6 +107,16 @@ func TestFaultsAsWindowsSendsThem(t *testing.T) {
 		})
 	}
 
+	t.Run("operation timeout", func(t *testing.T) {
+		id := f.execute(t, shellID, "sleep")
+		status, body := f.receive(t, shellID, id, "PT0.2S")
+		if status != http.StatusInternalServerError {
+			t.Fatalf("status = %d, want 500: %s", status, body)
+		}
+		if got, want := parseWindowsFault(t, body), recordedFault(t, "winrs_operation_timeout_receive.xml"); got != want {
+			t.Errorf("fault = %+v\nWindows: %+v", got, want)
+		}
+	})
 	t.Run("shell not found", func(t *testing.T) {
 		const gone = "6F1903CA-E06A-4A8B-BDFC-B44203149D55"
 		status, _, body := f.post(t, msg(winrm.NewGetOutputRequest(f.url(), gone, unknown, "stdout stderr", params("PT5S", 153600))))

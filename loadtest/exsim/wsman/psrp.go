@@ -265,7 +265,7 @@ func (s *Server) commandPS(sh *shell, req *request) ([]byte, error) {
 			running++
 		}
 	}
-	if running >= s.opts.MaxProcessesPerShell {
+	if running >= s.opts.MaxProcessesPerShell || s.opts.MaxCommandsPerShell > 0 && sh.started >= s.opts.MaxCommandsPerShell {
 		s.mu.Unlock()
 		return nil, FaultMaxCommandsPerShell()
 	}
@@ -274,6 +274,7 @@ func (s *Server) commandPS(sh *shell, req *request) ([]byte, error) {
 		s.mu.Unlock()
 		return nil, FaultMaxOperations(s.opts.MaxOperationsPerUser)
 	}
+	sh.started++
 	options := maps.Clone(sh.options)
 	if options == nil {
 		options = map[string]string{}

@@ -51,6 +51,13 @@ type Options struct {
 	MaxShellsPerUser int
 	// MaxProcessesPerShell bounds the running commands of one shell.
 	MaxProcessesPerShell int
+	// MaxCommandsPerShell, when positive, is the PowerShell plugin's
+	// MaxConcurrentCommandsPerShell as Windows Server 2012 R2 applies it:
+	// counted over the shell's life, so the pool refuses its next pipeline
+	// with the MaxCommandsPerShell fault once that many have been started
+	// (pypsrp issue #148: sequential invocations fail after 1000). Zero
+	// means no such limit.
+	MaxCommandsPerShell int
 	// MaxOperationsPerUser bounds the commands one user has across shells
 	// that were not yet terminated (Signal) or deleted with their shell
 	// (fault 2150859174). A client that never signals its finished commands

@@ -52,6 +52,7 @@ type shell struct {
 	pending      int // requests in flight (long-polls) that count as activity
 	commands     map[string]*command
 	terminated   []string // recently terminated command ids, oldest first
+	started      int      // pipelines started over the shell's life (MaxCommandsPerShell)
 }
 
 func (sh *shell) isTerminated(id string) bool {
