@@ -60,13 +60,13 @@ demo: build
 # real bin/easconnector, bin/exsim and bin/graphsim as processes (steady churn,
 # enrolment burst, CAS failure, throttling storm, MDM outage, kill -9
 # mid-apply, 200,000 devices; `bin/easload -list` shows each one's objectives
-# and duration): about 32 minutes, exit 1 when an objective breaks. Reports go
+# and duration): about 27 minutes, exit 1 when an objective breaks. Reports go
 # to bin/loadtest.json as well. LOADTEST_ARGS passes flags, e.g. a short run
 # of one scenario: make loadtest LOADTEST_ARGS='-scenario steady'
-# (about 4 minutes), or the capacity run: LOADTEST_ARGS='-full'.
+# (about 3.5 minutes), or the capacity run: LOADTEST_ARGS='-full'.
 #
-# The whole target takes about 75 minutes; EASCONNECTOR_SOAK_DURATION=2m
-# shortens the soak run.
+# The whole target takes about an hour (not timed end to end);
+# EASCONNECTOR_SOAK_DURATION=2m shortens the soak run.
 LOADTEST_ARGS ?=
 loadtest: build
 	$(BIN)/easload -json $(BIN)/loadtest.json $(LOADTEST_ARGS)
