@@ -672,17 +672,7 @@ func (ps *psrpState) close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("delete runspace pool %s: %w", s.info.ShellID, err))
 		}
 	}
-	s.tr.abort()
-	if !waitGroup(ctx, &s.wg) {
-		errs = append(errs, fmt.Errorf("session goroutines: %w", ctx.Err()))
-	}
-	if s.ownF {
-		s.f.close()
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("close session on %s: %w", s.server, errors.Join(errs...))
-	}
-	return nil
+	return s.finishClose(ctx, errs)
 }
 
 // ErrorCategory values that classify a PSRP error record (MS-PSRP

@@ -706,17 +706,7 @@ func (s *Session) closeWinRS(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("delete shell %s: %w", s.info.ShellID, err))
 		}
 	}
-	s.tr.abort()
-	if !waitGroup(ctx, &s.wg) {
-		errs = append(errs, fmt.Errorf("session goroutines: %w", ctx.Err()))
-	}
-	if s.ownF {
-		s.f.close()
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("close session on %s: %w", s.server, errors.Join(errs...))
-	}
-	return nil
+	return s.finishClose(ctx, errs)
 }
 
 // deleteShell deletes the WinRM shell (which also ends its process). After
@@ -807,4 +797,22 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// finishClose is the end of closing either session kind: the transport is
+// aborted, the session's goroutines are waited for (within ctx) and a
+// transport factory of its own is closed; errs are what the kind's own
+// steps could not do.
+func (s *Session) finishClose(ctx context.Context, errs []error) error {
+	s.tr.abort()
+	if !waitGroup(ctx, &s.wg) {
+		errs = append(errs, fmt.Errorf("session goroutines: %w", ctx.Err()))
+	}
+	if s.ownF {
+		s.f.close()
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("close session on %s: %w", s.server, errors.Join(errs...))
+	}
+	return nil
 }
