@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/pipeline"
 	"io"
 	"math/big"
@@ -537,13 +538,13 @@ func TestHuman(t *testing.T) {
 		45 * time.Second: "45 s", 4*time.Minute + 12*time.Second: "4 min 12 s", 2 * time.Minute: "2 min", 12*time.Minute + 5*time.Second: "12 min",
 		3*time.Hour + 20*time.Minute: "3 h 20 min", 52 * time.Hour: "2 d 4 h",
 	} {
-		if got := human(d); got != want {
-			t.Errorf("human(%v) = %q, want %q", d, got, want)
+		if got := humanize.Long(d); got != want {
+			t.Errorf("humanize.Long(%v) = %q, want %q", d, got, want)
 		}
 	}
 	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -4200: "-4,200"} {
-		if got := num(n); got != want {
-			t.Errorf("num(%d) = %q, want %q", n, got, want)
+		if got := humanize.Num(n); got != want {
+			t.Errorf("humanize.Num(%d) = %q, want %q", n, got, want)
 		}
 	}
 }

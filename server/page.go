@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/easconnector/easconnector/internal/humanize"
 )
 
 // The pages' templates: the status page, a device's story, the glossary.
@@ -39,7 +41,7 @@ type pageRenderer struct {
 
 func newPageRenderer() (*pageRenderer, error) {
 	t, err := template.New("page").Funcs(template.FuncMap{
-		"num":   num,
+		"num":   humanize.Num,
 		"lower": strings.ToLower,
 		"gloss": glossaryText,
 	}).Option("missingkey=error").Parse(pageTemplate)
@@ -311,9 +313,9 @@ func (s *Server) timeCell(t, now time.Time) timeCell {
 		return timeCell{Abs: "—", Rel: ""}
 	}
 	d := t.Sub(now)
-	rel := "in " + human(d)
+	rel := "in " + humanize.Long(d)
 	if d < 0 {
-		rel = human(-d) + " ago"
+		rel = humanize.Long(-d) + " ago"
 	}
 	if d > -time.Second && d < time.Second {
 		rel = "now"
@@ -325,20 +327,20 @@ func (s *Server) syncRow(sr SyncResult, now time.Time) syncRow {
 	row := syncRow{SyncResult: sr, Started: s.timeCell(sr.Start, now), Ended: s.timeCell(sr.End, now)}
 	switch {
 	case !sr.End.IsZero():
-		row.Duration = human(sr.End.Sub(sr.Start))
+		row.Duration = humanize.Long(sr.End.Sub(sr.Start))
 		row.When = "ended " + row.Ended.Rel + " (took " + row.Duration + ")"
 	case sr.Result == ResultRunning:
-		row.Duration = human(now.Sub(sr.Start)) + " so far"
-		row.When = "running for " + human(now.Sub(sr.Start))
+		row.Duration = humanize.Long(now.Sub(sr.Start)) + " so far"
+		row.When = "running for " + humanize.Long(now.Sub(sr.Start))
 	default:
 		row.When = "started " + row.Started.Rel
 	}
 	if l := sr.Lag; l != nil && l.Devices > 0 {
-		row.Lag = "p95 " + human(seconds(l.P95)) + " over " + num(l.Devices) + " devices"
+		row.Lag = "p95 " + humanize.Long(seconds(l.P95)) + " over " + humanize.Num(l.Devices) + " devices"
 	}
 	var parts []string
 	for _, k := range s.orderedKeys(sr.Counts) {
-		parts = append(parts, k+" "+num(sr.Counts[k]))
+		parts = append(parts, k+" "+humanize.Num(sr.Counts[k]))
 	}
 	row.Counts = strings.Join(parts, " · ")
 	return row
@@ -453,41 +455,4 @@ func (s *Server) bars(keys []string, counts map[string]int) *barChart {
 		c.Bars = append(c.Bars, b)
 	}
 	return c
-}
-
-// human formats a duration for people: "45 s", "12 min 5 s", "3 h 20 min",
-// "2 d 4 h".
-func human(d time.Duration) string {
-	d = d.Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%d s", int(d.Seconds()))
-	case d < 10*time.Minute && int(d.Seconds())%60 != 0:
-		return fmt.Sprintf("%d min %d s", int(d.Minutes()), int(d.Seconds())%60)
-	case d < time.Hour:
-		return fmt.Sprintf("%d min", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%d h %d min", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%d d %d h", int(d.Hours())/24, int(d.Hours())%24)
-}
-
-// num formats an integer with thousands separators: 12,345.
-func num(n int) string {
-	s := strconv.Itoa(n)
-	neg := strings.HasPrefix(s, "-")
-	if neg {
-		s = s[1:]
-	}
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"slices"
 	"time"
+
+	"github.com/easconnector/easconnector/internal/humanize"
 )
 
 // trendChart is a small column chart of one value over the recent syncs,
@@ -62,17 +64,17 @@ func (s *Server) trends(syncs []SyncResult) []*trendChart {
 		return "t-quick"
 	}
 	kinds := []legendItem{{"t-full", "full"}, {"t-quick", "quick"}}
-	dur := func(v float64) string { return human(seconds(v)) }
+	dur := func(v float64) string { return humanize.Long(seconds(v)) }
 	var out []*trendChart
 	out = append(out, s.trend("trend-duration", "Sync duration", done, kinds, dur, "", func(sr SyncResult) []trendValue {
 		return []trendValue{{sr.End.Sub(sr.Start).Seconds(), kindClass(sr)}}
 	}))
-	out = append(out, s.trend("trend-writes", "Mailbox writes per sync", done, kinds, func(v float64) string { return num(int(v)) },
+	out = append(out, s.trend("trend-writes", "Mailbox writes per sync", done, kinds, func(v float64) string { return humanize.Num(int(v)) },
 		"Set-CASMailbox calls that changed a list", func(sr SyncResult) []trendValue {
 			return []trendValue{{float64(sr.Writes), kindClass(sr)}}
 		}))
 	decisions := []legendItem{{"bar-allow", "Allow"}, {"bar-block", "Block"}, {"bar-default", "Default"}, {"bar-other", "NoChange"}}
-	out = append(out, s.trend("trend-decisions", "Devices by decision", done, decisions, func(v float64) string { return num(int(v)) },
+	out = append(out, s.trend("trend-decisions", "Devices by decision", done, decisions, func(v float64) string { return humanize.Num(int(v)) },
 		"the whole fleet after each sync", func(sr SyncResult) []trendValue {
 			if sr.Fleet == nil {
 				return nil

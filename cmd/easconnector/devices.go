@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/server"
 )
 
@@ -101,9 +102,9 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case total == 0:
 		fmt.Fprintln(stdout, "\nNo devices match (the list fills with the first sync).")
 	case len(rows) < total:
-		fmt.Fprintf(stdout, "\n%s of %s devices; --limit 0 lists all.\n", num(len(rows)), num(total))
+		fmt.Fprintf(stdout, "\n%s of %s devices; --limit 0 lists all.\n", humanize.Num(len(rows)), humanize.Num(total))
 	default:
-		fmt.Fprintf(stdout, "\n%s devices\n", num(total))
+		fmt.Fprintf(stdout, "\n%s devices\n", humanize.Num(total))
 	}
 	return exitOK
 }

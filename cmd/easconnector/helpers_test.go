@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/server"
 )
@@ -20,16 +21,16 @@ func TestFormatting(t *testing.T) {
 		n    int
 		want string
 	}{{0, "0"}, {999, "999"}, {1000, "1,000"}, {-1234567, "-1,234,567"}, {200000, "200,000"}} {
-		if got := num(c.n); got != c.want {
-			t.Errorf("num(%d) = %q, want %q", c.n, got, c.want)
+		if got := humanize.Num(c.n); got != c.want {
+			t.Errorf("humanize.Num(%d) = %q, want %q", c.n, got, c.want)
 		}
 	}
 	for _, c := range []struct {
 		d    time.Duration
 		want string
 	}{{0, "0s"}, {20 * time.Second, "20s"}, {400 * time.Millisecond, "0s"}, {90 * time.Second, "1m30s"}, {3*time.Hour + 20*time.Minute + 10*time.Second, "3h20m"}} {
-		if got := shortDur(c.d); got != c.want {
-			t.Errorf("shortDur(%s) = %q, want %q", c.d, got, c.want)
+		if got := humanize.Short(c.d); got != c.want {
+			t.Errorf("humanize.Short(%s) = %q, want %q", c.d, got, c.want)
 		}
 	}
 	for _, c := range []struct {

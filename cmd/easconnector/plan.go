@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/easconnector/easconnector/config"
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/pipeline"
 )
 
@@ -133,8 +134,8 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "\nNothing to change: Exchange is in line with the policy.")
 		return code
 	}
-	fmt.Fprintf(stdout, "\nPlan %s kept: %s mailboxes, %s list changes.\n", hp.ID, num(hp.Counts.Writes),
-		num(hp.Counts.AllowAdds+hp.Counts.AllowRemoves+hp.Counts.BlockAdds+hp.Counts.BlockRemoves))
+	fmt.Fprintf(stdout, "\nPlan %s kept: %s mailboxes, %s list changes.\n", hp.ID, humanize.Num(hp.Counts.Writes),
+		humanize.Num(hp.Counts.AllowAdds+hp.Counts.AllowRemoves+hp.Counts.BlockAdds+hp.Counts.BlockRemoves))
 	fmt.Fprintf(stdout, "  review it:  easconnector plan --show %s\n", hp.ID)
 	fmt.Fprintf(stdout, "  apply it:   easconnector sync --approve %s   (within %s)\n", hp.ID, hours(cfg.Guard.PlanMaxAge.Duration))
 	fmt.Fprintf(stdout, "  drop it:    easconnector plan --discard %s\n", hp.ID)
@@ -147,7 +148,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // hours formats a whole number of hours: "24 hours".
 func hours(d time.Duration) string {
 	if d%time.Hour != 0 {
-		return shortDur(d)
+		return humanize.Short(d)
 	}
 	return fmt.Sprintf("%d hours", d/time.Hour)
 }
@@ -200,7 +201,7 @@ func showPlan(cfg *config.Config, id string, asJSON bool, stdout, stderr io.Writ
 	fmt.Fprintf(stdout, "Held plan %s, made %s ago by %s sync %s\n", hp.ID, age, hp.Kind, hp.SyncID)
 	fmt.Fprintf(stdout, "Reason: %s\n", hp.Reason)
 	fmt.Fprintf(stdout, "%s mailboxes to write; %s devices would lose access (of %s decided)\n\n",
-		num(hp.Counts.Writes), num(hp.Counts.Revocations), num(hp.Devices))
+		humanize.Num(hp.Counts.Writes), humanize.Num(hp.Counts.Revocations), humanize.Num(hp.Devices))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MAILBOX\tDEVICE\tLIST\tOP\tDECISION\tREASON\tNAME")
 	for i := range hp.Plans {

@@ -4,14 +4,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/pipeline"
 )
 
@@ -119,9 +118,9 @@ type lineProgress struct {
 }
 
 func (p *lineProgress) line(ev pipeline.ProgressEvent) {
-	count := num(ev.Done)
+	count := humanize.Num(ev.Done)
 	if ev.Total > 0 {
-		count += " of " + num(ev.Total)
+		count += " of " + humanize.Num(ev.Total)
 	}
 	fmt.Fprintf(p.w, "sync %s: %s: %s\n", ev.SyncID, stageText(ev.Stage), count)
 	p.printed, p.at = ev, p.now()
@@ -145,22 +144,4 @@ func (p *lineProgress) finish() {
 	if p.last.Stage != "" && p.last != p.printed {
 		p.line(p.last)
 	}
-}
-
-// num formats an integer with thousands separators: 12,345.
-func num(n int) string {
-	s := strconv.Itoa(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	if neg {
-		b.WriteByte('-')
-	}
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/server"
 )
 
@@ -88,7 +89,7 @@ func printStatus(w io.Writer, st *server.Status, now time.Time) {
 	row("Next full", when(st.NextFull, now))
 	if p := st.HeldPlan; p != nil {
 		row("Held plan", fmt.Sprintf("%s: %s new blocks (limit %s) on %s mailboxes, held %s; review: easconnector plan --show %s; apply: easconnector sync --approve %s",
-			p.ID, num(p.NewBlocks), num(p.Limit), num(p.Mailboxes), when(p.Created, now), p.ID, p.ID))
+			p.ID, humanize.Num(p.NewBlocks), humanize.Num(p.Limit), humanize.Num(p.Mailboxes), when(p.Created, now), p.ID, p.ID))
 	}
 	row("Version", orDash(st.Version))
 	tw.Flush()
@@ -106,14 +107,14 @@ func syncLine(r *server.SyncResult, now time.Time) string {
 	}
 	var parts []string
 	for _, c := range sortedCounts(r.Counts) {
-		parts = append(parts, c.key+" "+num(c.n))
+		parts = append(parts, c.key+" "+humanize.Num(c.n))
 	}
 	if len(parts) > 0 {
 		fmt.Fprintf(&b, "; %s", strings.Join(parts, " · "))
 	}
-	fmt.Fprintf(&b, "; %s writes", num(r.Writes))
+	fmt.Fprintf(&b, "; %s writes", humanize.Num(r.Writes))
 	if r.Failures > 0 {
-		fmt.Fprintf(&b, ", %s failed", num(r.Failures))
+		fmt.Fprintf(&b, ", %s failed", humanize.Num(r.Failures))
 	}
 	if r.Trigger != "" {
 		fmt.Fprintf(&b, " (%s)", r.Trigger)
@@ -130,25 +131,13 @@ func when(t, now time.Time) string {
 		return "-"
 	}
 	d := t.Sub(now)
-	rel := "in " + shortDur(d)
+	rel := "in " + humanize.Short(d)
 	if d < 0 {
-		rel = shortDur(-d) + " ago"
+		rel = humanize.Short(-d) + " ago"
 	}
 	layout := "15:04:05"
 	if t.Local().YearDay() != now.Local().YearDay() || t.Year() != now.Year() {
 		layout = "2006-01-02 15:04"
 	}
 	return t.Local().Format(layout) + " (" + rel + ")"
-}
-
-// shortDur formats a duration for people: "45s", "12m5s", "3h20m".
-func shortDur(d time.Duration) string {
-	d = d.Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
-	}
-	return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/easconnector/easconnector/config"
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/server"
 )
@@ -292,9 +293,9 @@ func printRemoteResult(ctx context.Context, c *apiClient, r server.SyncResult, f
 	row("Sync", "%s (%s%s)", r.ID, r.Kind, orEmpty(", ", r.Trigger))
 	row("Result", "%s", r.Result)
 	row("Took", "%s", took)
-	row("Writes", "%s mailboxes written, %s failed", num(r.Writes), num(r.Failures))
+	row("Writes", "%s mailboxes written, %s failed", humanize.Num(r.Writes), humanize.Num(r.Failures))
 	for _, c := range sortedCounts(r.Counts) {
-		row("Devices "+c.key, "%s", num(c.n))
+		row("Devices "+c.key, "%s", humanize.Num(c.n))
 	}
 	if r.Error != "" {
 		row("Error", "%s", r.Error)
@@ -516,18 +517,18 @@ func printReport(w io.Writer, rep *pipeline.Report, err error) {
 
 	kv := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(kv, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
-	row("Devices", "%s partnerships on %s mailboxes; MDM: %s records", num(rep.Devices), num(rep.Mailboxes), num(rep.MDMRecords))
+	row("Devices", "%s partnerships on %s mailboxes; MDM: %s records", humanize.Num(rep.Devices), humanize.Num(rep.Mailboxes), humanize.Num(rep.MDMRecords))
 	if rep.DryRun {
-		row("Would write", "%s mailboxes, %s list entries (%s devices would lose access)", num(rep.Counts.Writes),
-			num(rep.Counts.AllowAdds+rep.Counts.AllowRemoves+rep.Counts.BlockAdds+rep.Counts.BlockRemoves), num(rep.Counts.Revocations))
+		row("Would write", "%s mailboxes, %s list entries (%s devices would lose access)", humanize.Num(rep.Counts.Writes),
+			humanize.Num(rep.Counts.AllowAdds+rep.Counts.AllowRemoves+rep.Counts.BlockAdds+rep.Counts.BlockRemoves), humanize.Num(rep.Counts.Revocations))
 	} else {
-		row("Writes", "%s mailboxes written, %s list entries changed, %s failed", num(rep.Writes), num(rep.Changes), num(rep.Failures))
+		row("Writes", "%s mailboxes written, %s list entries changed, %s failed", humanize.Num(rep.Writes), humanize.Num(rep.Changes), humanize.Num(rep.Failures))
 	}
 	if rep.Conflicts > 0 {
-		row("Conflicts", "%s administrator entries contradict the policy and were left alone (AdminOverride)", num(rep.Conflicts))
+		row("Conflicts", "%s administrator entries contradict the policy and were left alone (AdminOverride)", humanize.Num(rep.Conflicts))
 	}
 	if n := rep.SkippedTotal(); n > 0 {
-		row("Skipped", "%s partnerships not acted on (%s)", num(n), countList(rep.Skipped))
+		row("Skipped", "%s partnerships not acted on (%s)", humanize.Num(n), countList(rep.Skipped))
 	}
 	for _, o := range rep.Org {
 		state := "applied"
@@ -553,10 +554,10 @@ func printReport(w io.Writer, rep *pipeline.Report, err error) {
 		row("Untargeted", "%s", u)
 	}
 	if len(rep.Collisions) > 0 {
-		row("Collisions", "%s device ids are enrolled by more than one user in the MDM (cloned or spoofed ids?)", num(len(rep.Collisions)))
+		row("Collisions", "%s device ids are enrolled by more than one user in the MDM (cloned or spoofed ids?)", humanize.Num(len(rep.Collisions)))
 	}
 	if len(rep.Refused) > 0 {
-		row("Refused", "%s changes of the approved plan no longer apply (Exchange or the state changed since)", num(len(rep.Refused)))
+		row("Refused", "%s changes of the approved plan no longer apply (Exchange or the state changed since)", humanize.Num(len(rep.Refused)))
 	}
 	guard := rep.Guard.Result
 	if rep.Guard.Message != "" {
@@ -564,7 +565,7 @@ func printReport(w io.Writer, rep *pipeline.Report, err error) {
 	}
 	row("Guard", "%s", guard)
 	if rep.Notices > 0 {
-		row("Notices", "%s mails to users queued", num(rep.Notices))
+		row("Notices", "%s mails to users queued", humanize.Num(rep.Notices))
 	}
 	kv.Flush()
 
@@ -593,20 +594,20 @@ func printReport(w io.Writer, rep *pipeline.Report, err error) {
 func printCountTables(w io.Writer, decisions, reasons []count) {
 	dw, rw, nw := len("DECISION"), len("REASON"), len("DEVICES")
 	for _, c := range decisions {
-		dw, nw = max(dw, len(c.key)), max(nw, len(num(c.n)))
+		dw, nw = max(dw, len(c.key)), max(nw, len(humanize.Num(c.n)))
 	}
 	for _, c := range reasons {
-		rw, nw = max(rw, len(c.key)), max(nw, len(num(c.n)))
+		rw, nw = max(rw, len(c.key)), max(nw, len(humanize.Num(c.n)))
 	}
 	fmt.Fprintf(w, "%-*s  %*s     %-*s  %*s\n", dw, "DECISION", nw, "DEVICES", rw, "REASON", nw, "DEVICES")
 	for i := range max(len(decisions), len(reasons)) {
 		left := strings.Repeat(" ", dw+2+nw)
 		if i < len(decisions) {
-			left = fmt.Sprintf("%-*s  %*s", dw, decisions[i].key, nw, num(decisions[i].n))
+			left = fmt.Sprintf("%-*s  %*s", dw, decisions[i].key, nw, humanize.Num(decisions[i].n))
 		}
 		right := ""
 		if i < len(reasons) {
-			right = fmt.Sprintf("%-*s  %*s", rw, reasons[i].key, nw, num(reasons[i].n))
+			right = fmt.Sprintf("%-*s  %*s", rw, reasons[i].key, nw, humanize.Num(reasons[i].n))
 		}
 		fmt.Fprintf(w, "%s     %s\n", left, right)
 	}
@@ -635,7 +636,7 @@ func sortedCounts[K ~string](m map[K]int) []count {
 func countList(m map[string]int) string {
 	var parts []string
 	for _, c := range sortedCounts(m) {
-		parts = append(parts, c.key+" "+num(c.n))
+		parts = append(parts, c.key+" "+humanize.Num(c.n))
 	}
 	return strings.Join(parts, ", ")
 }

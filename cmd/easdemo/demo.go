@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/easconnector/easconnector/exchange"
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/loadtest/exsim"
 	"github.com/easconnector/easconnector/loadtest/graphsim"
 	"github.com/easconnector/easconnector/loadtest/mailsink"
@@ -59,7 +60,7 @@ func demo(ctx context.Context, o options, bin string, stdout io.Writer, again <-
 	} else if err := os.MkdirAll(e.dir, 0o700); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "easdemo: starting simulators (%s devices) in %s\n", num(o.devices), e.dir)
+	fmt.Fprintf(stdout, "easdemo: starting simulators (%s devices) in %s\n", humanize.Num(o.devices), e.dir)
 	if err := e.startSimulators(); err != nil {
 		return err
 	}

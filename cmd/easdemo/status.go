@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/easconnector/easconnector/internal/humanize"
 	"github.com/easconnector/easconnector/pipeline"
 	"github.com/easconnector/easconnector/server"
 )
@@ -57,13 +58,13 @@ func (c *apiClient) healthy(ctx context.Context) bool { return c.get(ctx, "/heal
 func (c *apiClient) summary(ctx context.Context, mails int) string {
 	var st server.Status
 	if err := c.get(ctx, "/api/v1/status", &st); err != nil {
-		return fmt.Sprintf("connector not answering (%v) | mails %s", err, num(mails))
+		return fmt.Sprintf("connector not answering (%v) | mails %s", err, humanize.Num(mails))
 	}
 	var list struct {
 		Syncs []server.SyncResult `json:"syncs"`
 	}
 	if err := c.get(ctx, "/api/v1/syncs?limit="+strconv.Itoa(server.MaxLimit), &list); err != nil {
-		return fmt.Sprintf("connector not answering (%v) | mails %s", err, num(mails))
+		return fmt.Sprintf("connector not answering (%v) | mails %s", err, humanize.Num(mails))
 	}
 	return summaryLine(&st, list.Syncs, mails, time.Now())
 }
@@ -84,9 +85,9 @@ func summaryLine(st *server.Status, syncs []server.SyncResult, mails int, now ti
 	}
 	switch {
 	case st.Running != nil:
-		fmt.Fprintf(&b, "%s sync running %s", st.Running.Kind, shortDur(now.Sub(st.Running.Start)))
+		fmt.Fprintf(&b, "%s sync running %s", st.Running.Kind, humanize.Short(now.Sub(st.Running.Start)))
 	case last != nil:
-		fmt.Fprintf(&b, "last %s sync %s in %s", last.Kind, resultWord(last), shortDur(last.End.Sub(last.Start)))
+		fmt.Fprintf(&b, "last %s sync %s in %s", last.Kind, resultWord(last), humanize.Short(last.End.Sub(last.Start)))
 	default:
 		b.WriteString("first sync starting")
 	}
@@ -96,11 +97,11 @@ func summaryLine(st *server.Status, syncs []server.SyncResult, mails int, now ti
 			def += " (" + strings.ToLower(st.DefaultMeans) + ")"
 		}
 		counts := func(c map[string]int) string {
-			return fmt.Sprintf("allowed %s, blocked %s, %s %s", num(c[string(pipeline.Allow)]), num(c[string(pipeline.Block)]), def, num(c[string(pipeline.Default)]))
+			return fmt.Sprintf("allowed %s, blocked %s, %s %s", humanize.Num(c[string(pipeline.Allow)]), humanize.Num(c[string(pipeline.Block)]), def, humanize.Num(c[string(pipeline.Default)]))
 		}
 		switch {
 		case st.Fleet != nil:
-			fmt.Fprintf(&b, " | %s devices: %s", num(st.Fleet.Total), counts(st.Fleet.Decisions))
+			fmt.Fprintf(&b, " | %s devices: %s", humanize.Num(st.Fleet.Total), counts(st.Fleet.Decisions))
 		case st.LastFull != nil:
 			fmt.Fprintf(&b, " | last full sync: %s", counts(st.LastFull.Counts))
 		}
@@ -114,12 +115,12 @@ func summaryLine(st *server.Status, syncs []server.SyncResult, mails int, now ti
 		if n == 1 {
 			word = "sync"
 		}
-		fmt.Fprintf(&b, " | mailbox writes in %d %s %s", n, word, num(writes))
+		fmt.Fprintf(&b, " | mailbox writes in %d %s %s", n, word, humanize.Num(writes))
 	}
-	fmt.Fprintf(&b, " | mails sent %s", num(mails))
+	fmt.Fprintf(&b, " | mails sent %s", humanize.Num(mails))
 	if st.Running == nil && !st.NextQuick.IsZero() {
 		if until := st.NextQuick.Sub(now); until > 0 {
-			fmt.Fprintf(&b, " | next quick in %s", shortDur(until))
+			fmt.Fprintf(&b, " | next quick in %s", humanize.Short(until))
 		} else {
 			b.WriteString(" | next quick due")
 		}
@@ -182,34 +183,4 @@ func (l *liveLine) done(last string) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// num writes n with thousands separators.
-func num(n int) string {
-	s := strconv.Itoa(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	if neg {
-		b.WriteByte('-')
-	}
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
-
-// shortDur rounds d to seconds and writes it in at most two units.
-func shortDur(d time.Duration) string {
-	d = d.Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
-	}
-	return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
 }
