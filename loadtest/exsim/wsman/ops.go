@@ -153,24 +153,9 @@ func (s *Server) command(req *request, user string) ([]byte, error) {
 		c.cancel(ErrTerminated)
 		return nil, FaultStartFailed(err.Error())
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, ErrServerClosed
+	if err := s.admitStarted(sh, c); err != nil {
+		return nil, err
 	}
-	if s.shells[sh.id] != sh || c.ctx.Err() != nil {
-		// The shell went away while the Runner accepted the command.
-		s.mu.Unlock()
-		s.forget(sh, c)
-		c.cancel(ErrShellDeleted)
-		return nil, FaultInvalidSelectors(sh.id)
-	}
-	s.procs.Add(1)
-	s.mu.Unlock()
-	s.stats.add(func(st *Stats) {
-		st.CommandsStarted++
-		st.CommandsRunning++
-	})
 	s.log.Debug("wsman command started", "shell", sh.id, "command", c.info.CommandID, "name", c.info.Name)
 	go s.run(c)
 	return marshalCommandResponse(req.messageID, c.info.CommandID), nil
@@ -455,4 +440,29 @@ func canonicalSignal(code string) string {
 		return signalPSCtrlC
 	}
 	return ""
+}
+
+// admitStarted counts a command its Runner or PowerShell pool accepted as
+// running, unless the server closed or the shell went away meanwhile (then
+// the command is dropped and the caller answers with the returned error).
+// s.mu must not be held.
+func (s *Server) admitStarted(sh *shell, c *command) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	if s.shells[sh.id] != sh || c.ctx.Err() != nil {
+		s.mu.Unlock()
+		s.forget(sh, c)
+		c.cancel(ErrShellDeleted)
+		return FaultInvalidSelectors(sh.id)
+	}
+	s.procs.Add(1)
+	s.mu.Unlock()
+	s.stats.add(func(st *Stats) {
+		st.CommandsStarted++
+		st.CommandsRunning++
+	})
+	return nil
 }

@@ -294,23 +294,9 @@ func (s *Server) commandPS(sh *shell, req *request) ([]byte, error) {
 		c.cancel(ErrTerminated)
 		return nil, errorFault(err)
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, ErrServerClosed
+	if err := s.admitStarted(sh, c); err != nil {
+		return nil, err
 	}
-	if s.shells[sh.id] != sh || c.ctx.Err() != nil {
-		s.mu.Unlock()
-		s.forget(sh, c)
-		c.cancel(ErrShellDeleted)
-		return nil, FaultInvalidSelectors(sh.id)
-	}
-	s.procs.Add(1)
-	s.mu.Unlock()
-	s.stats.add(func(st *Stats) {
-		st.CommandsStarted++
-		st.CommandsRunning++
-	})
 	go func() {
 		defer s.procs.Done()
 		func() {
